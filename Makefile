@@ -1,0 +1,42 @@
+# Bulkhead — the two commands a user needs are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build deps crds lint unit integration test up down demo help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## install what this machine lacks (Debian packages, the pinned Go-built control plane)
+	bash e2e/hack/install-deps.sh
+
+build: ## build the binaries
+	$(CARGO) build --workspace --bins
+
+crds: ## regenerate charts/bulkhead/crds/*.yaml from the Rust types
+	$(CARGO) run -q -p bulkhead-crds --bin crdgen -- charts/bulkhead/crds
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## unit tests: no cluster, no kernel
+	$(CARGO) test --workspace --exclude bulkhead-e2e
+
+integration: ## integration and end-to-end tests against the real local control plane
+	bash e2e/hack/test.sh
+
+test: lint unit integration ## the whole suite
+
+up: ## start the local system (idempotent); kubeconfig at .bulkhead/kubeconfig
+	bash e2e/hack/up.sh
+
+down: ## stop everything `make up` started and remove its state
+	bash e2e/hack/down.sh
+
+demo: ## install, build, start the local system and run the demo
+	bash e2e/hack/demo.sh
