@@ -1,0 +1,269 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # variables used by the scripts that source this file
+# Shared helpers for e2e/hack/up.sh and e2e/hack/down.sh: the state directory layout, the
+# ordered list of components, and the pidfile/log/health helpers every component uses.
+#
+# A component is a long-running process started by up.sh. It is recorded in
+# $STATE_DIR/pids/<component>.pid and logs to $STATE_DIR/logs/<component>.log. A recorded PID
+# counts as "that component" only if the process is alive (not a zombie), its executable's name
+# is component_exe <component>, and its command line mentions "$STATE_DIR/" (every component is
+# started with at least one path under the state directory). That way a reused PID is never
+# mistaken for, or killed as, one of ours.
+#
+# To add a component (containerd, docker-registry, the Bulkhead controller, the node agent):
+#   1. append it to BULKHEAD_COMPONENTS in start order (down.sh stops them in reverse),
+#   2. add a case to component_exe if its executable is not named like the component,
+#   3. write a start_<name> function in up.sh that calls ensure_daemon with a health check.
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/../.." && pwd)"
+
+STATE_DIR="${BULKHEAD_STATE_DIR:-$REPO_ROOT/.bulkhead}"
+[[ "$STATE_DIR" == /* ]] || STATE_DIR="$PWD/$STATE_DIR"
+STATE_DIR="${STATE_DIR%/}"
+# Marker that tells down.sh this directory is ours to delete.
+STATE_MARKER="$STATE_DIR/.bulkhead-state"
+
+PKI_DIR="$STATE_DIR/pki"
+ADMIN_KUBECONFIG="$STATE_DIR/kubeconfig"
+KCM_KUBECONFIG="$STATE_DIR/kube-controller-manager.kubeconfig"
+
+# Loopback endpoints (test-only; nothing here is reachable from off this machine).
+LOOPBACK=127.0.0.1
+ETCD_CLIENT_PORT=12379
+ETCD_PEER_PORT=12380
+APISERVER_PORT=16443
+KCM_PORT=10257
+APISERVER_URL="https://$LOOPBACK:$APISERVER_PORT"
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_FIRST_IP=10.96.0.1
+SA_ISSUER=https://kubernetes.default.svc.cluster.local
+BULKHEAD_NAMESPACE=bulkhead-system
+
+# Start order. down.sh stops in reverse order (and anything with a pid file that is not listed
+# here before that).
+BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+
+# Seconds to wait after SIGTERM before SIGKILL.
+STOP_TIMEOUT="${BULKHEAD_STOP_TIMEOUT:-20}"
+
+LOG_TAG="${LOG_TAG:-hack}"
+
+log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+pid_file() { printf '%s/pids/%s.pid\n' "$STATE_DIR" "$1"; }
+log_file() { printf '%s/logs/%s.log\n' "$STATE_DIR" "$1"; }
+
+# Name of the executable a component runs as (basename of /proc/PID/exe).
+component_exe() {
+  case "$1" in
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+
+# Serializes up.sh and down.sh runs on one state directory (parallel test processes may all call
+# up.sh). The lock file lives outside the state directory, which down.sh deletes. The lock is
+# held on descriptor 9 until the script exits; start_daemon closes it for the daemons.
+take_lock() {
+  local key lock
+  key=$(printf '%s' "$STATE_DIR" | md5sum | cut -c1-16)
+  lock="${TMPDIR:-/tmp}/bulkhead-$key.lock"
+  exec 9>>"$lock"
+  if ! flock -n 9; then
+    log "waiting for another up.sh/down.sh on $STATE_DIR (lock $lock)"
+    flock -w 900 9 || die "timed out waiting for lock $lock"
+  fi
+}
+
+# Succeeds if PID $2 is a live process that is component $1 started for this state directory.
+is_component_process() {
+  local comp=$1 pid=$2 stat state exe cmdline
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  state=${stat##*) }
+  state=${state%% *}
+  [[ "$state" != Z && "$state" != X ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  [[ "${exe##*/}" == "$(component_exe "$comp")" ]] || return 1
+  cmdline=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ "$cmdline" == *"$STATE_DIR/"* ]] || return 1
+}
+
+# Prints the recorded PID of component $1 if it names a live process that is that component.
+component_pid() {
+  local comp=$1 f pid
+  f=$(pid_file "$comp")
+  [[ -f "$f" ]] || return 1
+  pid=$(tr -d '[:space:]' <"$f")
+  is_component_process "$comp" "$pid" || return 1
+  printf '%s\n' "$pid"
+}
+
+# Components that have a pid file, in stop order: unknown ones first, then the known ones in
+# reverse start order.
+components_in_stop_order() {
+  local f comp known i
+  for f in "$STATE_DIR"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    comp=${f##*/}
+    comp=${comp%.pid}
+    known=0
+    for i in "${BULKHEAD_COMPONENTS[@]}"; do
+      [[ "$i" == "$comp" ]] && known=1
+    done
+    [[ $known -eq 1 ]] || printf '%s\n' "$comp"
+  done
+  for ((i = ${#BULKHEAD_COMPONENTS[@]} - 1; i >= 0; i--)); do
+    printf '%s\n' "${BULKHEAD_COMPONENTS[i]}"
+  done
+}
+
+# Removes pid files that do not name a live process of their component (left by a killed run).
+clear_stale_pidfiles() {
+  local f comp pid
+  for f in "$STATE_DIR"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    comp=${f##*/}
+    comp=${comp%.pid}
+    if ! component_pid "$comp" >/dev/null; then
+      pid=$(tr -d '[:space:]' <"$f")
+      log "removing stale pid file for $comp (pid ${pid:-?} is not a running $comp)"
+      rm -f "$f"
+    fi
+  done
+}
+
+# Prints the listening sockets on TCP port $1 (empty if none).
+port_listeners() {
+  ss -Hltnp "sport = :$1" 2>/dev/null || true
+}
+
+require_ports_free() {
+  local comp=$1 port busy
+  shift
+  for port in "$@"; do
+    busy=$(port_listeners "$port")
+    if [[ -n "$busy" ]]; then
+      log "port $port, needed by $comp, is already in use by a process up.sh did not record:"
+      printf '%s\n' "$busy" >&2
+      die "stop that process (a run with another state dir, or a killed run whose state was deleted) and retry"
+    fi
+  done
+}
+
+# Prints the tail of a component's log and the log's path.
+show_log_tail() {
+  local f
+  f=$(log_file "$1")
+  if [[ -s "$f" ]]; then
+    log "last lines of $f:"
+    tail -n "${2:-40}" "$f" | sed 's/^/    /' >&2
+  fi
+  log "full log: $f"
+}
+
+fail_component() {
+  local comp=$1
+  shift
+  log "error: $comp: $*"
+  show_log_tail "$comp"
+  exit 1
+}
+
+# Starts component $1 as "$2 $3 ..." detached from this shell (own session, stdin from
+# /dev/null, without the lock descriptor 9), appending to its log, and records its PID. The PID is written by the process
+# itself right before it execs the binary, so it is the binary's PID even if setsid forks.
+start_daemon() {
+  local comp=$1 pidf logf i
+  shift
+  pidf=$(pid_file "$comp")
+  logf=$(log_file "$comp")
+  [[ -x "$1" ]] || die "$comp: executable $1 not found"
+  rm -f "$pidf"
+  printf '===== %s: starting %s =====\n' "$(date -u +%FT%TZ)" "$*" >>"$logf"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid bash -c 'echo "$$" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
+    </dev/null >>"$logf" 2>&1 9>&- &
+  for ((i = 0; i < 100; i++)); do
+    [[ -s "$pidf" ]] && return 0
+    sleep 0.05
+  done
+  fail_component "$comp" "did not record its pid in $pidf"
+}
+
+# Waits until "$3" (a command) succeeds, at most $4 seconds, while component $1 (PID $2) stays
+# alive. Fails with the log tail if it dies or the deadline passes.
+wait_healthy() {
+  local comp=$1 pid=$2 check=$3 timeout=$4 deadline
+  deadline=$((SECONDS + timeout))
+  while :; do
+    if ! is_component_process "$comp" "$pid"; then
+      fail_component "$comp" "process $pid exited"
+    fi
+    if "$check" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      fail_component "$comp" "not healthy after ${timeout}s (pid $pid still running; run e2e/hack/down.sh to stop it)"
+    fi
+    sleep 0.5
+  done
+}
+
+# Reuses component $1 if its recorded PID is alive, otherwise starts it. Arguments:
+#   <component> <health-check function> <timeout seconds> "<ports to check free>" -- <argv...>
+ensure_daemon() {
+  local comp=$1 check=$2 timeout=$3 ports=$4 pid started
+  shift 4
+  [[ "${1:-}" == -- ]] && shift
+  if pid=$(component_pid "$comp"); then
+    wait_healthy "$comp" "$pid" "$check" "$timeout"
+    log "$comp already running (pid $pid), reused"
+    return 0
+  fi
+  # shellcheck disable=SC2086 # space-separated port list
+  require_ports_free "$comp" $ports
+  started=$SECONDS
+  start_daemon "$comp" "$@"
+  pid=$(tr -d '[:space:]' <"$(pid_file "$comp")")
+  wait_healthy "$comp" "$pid" "$check" "$timeout"
+  log "$comp ready (pid $pid, $((SECONDS - started))s)"
+}
+
+# Sends SIGTERM to component $1's recorded process, waits up to STOP_TIMEOUT seconds, then
+# SIGKILL. Never signals a PID that is not that component.
+stop_component() {
+  local comp=$1 pidf pid i
+  pidf=$(pid_file "$comp")
+  [[ -f "$pidf" ]] || return 0
+  pid=$(tr -d '[:space:]' <"$pidf")
+  if ! is_component_process "$comp" "$pid"; then
+    log "$comp: pid ${pid:-?} is not a running $comp; removing its pid file"
+    rm -f "$pidf"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+    is_component_process "$comp" "$pid" || break
+    sleep 0.1
+  done
+  if is_component_process "$comp" "$pid"; then
+    log "$comp (pid $pid) still running ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      is_component_process "$comp" "$pid" || break
+      sleep 0.1
+    done
+    if is_component_process "$comp" "$pid"; then
+      log "error: $comp (pid $pid) survived SIGKILL"
+      return 1
+    fi
+  fi
+  rm -f "$pidf"
+  log "stopped $comp (pid $pid)"
+}

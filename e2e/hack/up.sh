@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Starts the local test control plane on 127.0.0.1: etcd, kube-apiserver and
+# kube-controller-manager, from the binaries e2e/hack/tools.sh builds and caches.
+#
+# Idempotent: a component whose recorded PID is still that component is reused; pid files left by
+# a killed run are cleared first. A second call returns quickly and starts nothing.
+#
+# State lives in ${BULKHEAD_STATE_DIR:-<repo>/.bulkhead}:
+#   pki/                               CAs, serving and client certs, service-account key pair
+#   etcd/                              etcd data
+#   logs/<component>.log               each component's output
+#   pids/<component>.pid               each component's PID
+#   kubeconfig                         admin (system:masters), server https://127.0.0.1:16443
+#   kube-controller-manager.kubeconfig
+#
+# Stop everything and delete the state with e2e/hack/down.sh.
+#
+# Usage: e2e/hack/up.sh
+set -euo pipefail
+
+LOG_TAG=up
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# ---------------------------------------------------------------------------------------------
+# PKI
+
+# Writes $PKI_DIR/$1.{key,crt}, a self-signed CA, unless both exist. Returns 1 if it had to
+# create them (the caller then drops the certificates the old CA signed).
+ensure_ca() {
+  local name=$1 cn=$2
+  [[ -s "$PKI_DIR/$name.crt" && -s "$PKI_DIR/$name.key" ]] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/CN=$cn" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -keyout "$PKI_DIR/$name.key.tmp" -out "$PKI_DIR/$name.crt.tmp" 2>/dev/null ||
+    die "openssl failed to create CA $name"
+  mv "$PKI_DIR/$name.key.tmp" "$PKI_DIR/$name.key"
+  mv "$PKI_DIR/$name.crt.tmp" "$PKI_DIR/$name.crt"
+  log "generated CA $PKI_DIR/$name.crt"
+  return 1
+}
+
+# Writes $PKI_DIR/$2.{key,crt} unless both exist: an RSA key and a certificate signed by CA $1.
+#   $1 CA name, $2 name, $3 subject, $4 extendedKeyUsage, $5 subjectAltName (optional)
+issue_cert() {
+  local ca=$1 name=$2 subject=$3 eku=$4 san=${5:-} tmp
+  [[ -s "$PKI_DIR/$name.crt" && -s "$PKI_DIR/$name.key" ]] && return 0
+  tmp=$(mktemp -d "$PKI_DIR/.tmp.XXXXXX")
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$eku"
+    echo "subjectKeyIdentifier=hash"
+    echo "authorityKeyIdentifier=keyid"
+    [[ -z "$san" ]] || echo "subjectAltName=$san"
+  } >"$tmp/ext"
+  openssl req -new -newkey rsa:2048 -nodes -sha256 -subj "$subject" \
+    -keyout "$tmp/key" -out "$tmp/csr" 2>"$tmp/err" ||
+    { cat "$tmp/err" >&2; die "openssl req failed for $name"; }
+  openssl x509 -req -sha256 -days 3650 -in "$tmp/csr" \
+    -CA "$PKI_DIR/$ca.crt" -CAkey "$PKI_DIR/$ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+    -extfile "$tmp/ext" -out "$tmp/crt" 2>"$tmp/err" ||
+    { cat "$tmp/err" >&2; die "openssl x509 failed for $name"; }
+  mv "$tmp/key" "$PKI_DIR/$name.key"
+  mv "$tmp/crt" "$PKI_DIR/$name.crt"
+  rm -rf "$tmp"
+}
+
+# pki/: ca (signs the serving and client certs; also the cluster signing CA of
+# kube-controller-manager), front-proxy-ca (request-header authentication, which
+# kube-controller-manager's delegated authentication expects to find), sa.key/sa.pub.
+ensure_pki() {
+  mkdir -p "$PKI_DIR"
+  rm -rf "$PKI_DIR"/.tmp.* "$PKI_DIR"/*.tmp
+  if [[ ! -s "$PKI_DIR/ca.crt" || ! -s "$PKI_DIR/ca.key" ]]; then
+    # Without the CA every other cert is useless: start over.
+    find "$PKI_DIR" -mindepth 1 -delete
+  fi
+  ensure_ca ca bulkhead-local-ca || true
+  ensure_ca front-proxy-ca bulkhead-front-proxy-ca || rm -f "$PKI_DIR"/front-proxy-client.*
+  issue_cert ca apiserver "/CN=kube-apiserver" serverAuth \
+    "IP:$LOOPBACK,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:$SERVICE_FIRST_IP"
+  issue_cert ca admin "/O=system:masters/CN=bulkhead-admin" clientAuth
+  issue_cert ca kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+  issue_cert ca kube-controller-manager-serving "/CN=kube-controller-manager" serverAuth \
+    "IP:$LOOPBACK,DNS:localhost"
+  issue_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client" clientAuth
+  if [[ ! -s "$PKI_DIR/sa.key" || ! -s "$PKI_DIR/sa.pub" ]]; then
+    openssl genrsa -out "$PKI_DIR/sa.key.tmp" 2048 2>/dev/null || die "openssl genrsa failed"
+    openssl rsa -in "$PKI_DIR/sa.key.tmp" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null ||
+      die "openssl rsa -pubout failed"
+    mv "$PKI_DIR/sa.key.tmp" "$PKI_DIR/sa.key"
+  fi
+}
+
+# Writes kubeconfig $1 for client cert $PKI_DIR/$2.{crt,key} (certs embedded), atomically.
+write_kubeconfig() {
+  local out=$1 user=$2
+  cat >"$out.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: bulkhead
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $(base64 -w0 "$PKI_DIR/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI_DIR/$user.crt")
+    client-key-data: $(base64 -w0 "$PKI_DIR/$user.key")
+contexts:
+- name: bulkhead
+  context:
+    cluster: bulkhead
+    user: $user
+current-context: bulkhead
+EOF
+  mv "$out.tmp" "$out"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Health checks (each returns 0 when its component is ready)
+
+curl_local() { curl --noproxy '*' -fsS --max-time 3 "$@"; }
+
+etcd_healthy() {
+  curl_local "http://$LOOPBACK:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'
+}
+
+apiserver_ready() {
+  curl_local --cacert "$PKI_DIR/ca.crt" --cert "$PKI_DIR/admin.crt" --key "$PKI_DIR/admin.key" \
+    "$APISERVER_URL/readyz" | grep -qx ok
+}
+
+kcm_healthy() {
+  curl_local --cacert "$PKI_DIR/ca.crt" "https://$LOOPBACK:$KCM_PORT/healthz" | grep -qx ok
+}
+
+# ---------------------------------------------------------------------------------------------
+# Components, in BULKHEAD_COMPONENTS order
+
+start_etcd() {
+  ensure_daemon etcd etcd_healthy 60 "$ETCD_CLIENT_PORT $ETCD_PEER_PORT" -- \
+    "$BIN_DIR/etcd" \
+    --name=bulkhead \
+    --data-dir="$STATE_DIR/etcd" \
+    --listen-client-urls="http://$LOOPBACK:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls="http://$LOOPBACK:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls="http://$LOOPBACK:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://$LOOPBACK:$ETCD_PEER_PORT" \
+    --initial-cluster="bulkhead=http://$LOOPBACK:$ETCD_PEER_PORT" \
+    --initial-cluster-state=new \
+    --initial-cluster-token=bulkhead-local
+}
+
+start_apiserver() {
+  ensure_daemon kube-apiserver apiserver_ready "${BULKHEAD_APISERVER_TIMEOUT:-90}" "$APISERVER_PORT" -- \
+    "$BIN_DIR/kube-apiserver" \
+    --bind-address="$LOOPBACK" \
+    --advertise-address="$LOOPBACK" \
+    --secure-port="$APISERVER_PORT" \
+    --etcd-servers="http://$LOOPBACK:$ETCD_CLIENT_PORT" \
+    --tls-cert-file="$PKI_DIR/apiserver.crt" \
+    --tls-private-key-file="$PKI_DIR/apiserver.key" \
+    --client-ca-file="$PKI_DIR/ca.crt" \
+    --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --service-account-issuer="$SA_ISSUER" \
+    --service-account-key-file="$PKI_DIR/sa.pub" \
+    --service-account-signing-key-file="$PKI_DIR/sa.key" \
+    --api-audiences="$SA_ISSUER" \
+    --allow-privileged=true \
+    --endpoint-reconciler-type=none \
+    --profiling=false \
+    --v=1
+}
+
+start_controller_manager() {
+  ensure_daemon kube-controller-manager kcm_healthy 60 "$KCM_PORT" -- \
+    "$BIN_DIR/kube-controller-manager" \
+    --bind-address="$LOOPBACK" \
+    --secure-port="$KCM_PORT" \
+    --tls-cert-file="$PKI_DIR/kube-controller-manager-serving.crt" \
+    --tls-private-key-file="$PKI_DIR/kube-controller-manager-serving.key" \
+    --kubeconfig="$KCM_KUBECONFIG" \
+    --authentication-kubeconfig="$KCM_KUBECONFIG" \
+    --authorization-kubeconfig="$KCM_KUBECONFIG" \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI_DIR/sa.key" \
+    --root-ca-file="$PKI_DIR/ca.crt" \
+    --cluster-signing-cert-file="$PKI_DIR/ca.crt" \
+    --cluster-signing-key-file="$PKI_DIR/ca.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --cluster-name=bulkhead \
+    --leader-elect=false \
+    --controllers='*' \
+    --profiling=false \
+    --v=1
+}
+
+ensure_namespace() {
+  local kc=(kubectl --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s)
+  if "${kc[@]}" get namespace "$BULKHEAD_NAMESPACE" >/dev/null 2>&1; then
+    return 0
+  fi
+  local out
+  if ! out=$("${kc[@]}" create namespace "$BULKHEAD_NAMESPACE" 2>&1) &&
+    [[ "$out" != *AlreadyExists* ]]; then
+    die "creating namespace $BULKHEAD_NAMESPACE failed: $out"
+  fi
+  log "namespace $BULKHEAD_NAMESPACE created"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  local t0=$SECONDS
+  # Keys, kubeconfigs and etcd data are private to the user running the tests.
+  umask 077
+  mkdir -p "$STATE_DIR"
+  take_lock
+  touch "$STATE_MARKER"
+  mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids" "$STATE_DIR/etcd"
+  clear_stale_pidfiles
+
+  # The binary cache is not private: build with the usual umask.
+  (umask 022 && bash "$HACK_DIR/tools.sh" >&2)
+  BIN_DIR=$(bash "$HACK_DIR/tools.sh" --print-bin-dir)
+  local b
+  for b in etcd kube-apiserver kube-controller-manager; do
+    [[ -x "$BIN_DIR/$b" ]] || die "$BIN_DIR/$b missing after tools.sh"
+  done
+
+  ensure_pki
+  write_kubeconfig "$ADMIN_KUBECONFIG" admin
+  write_kubeconfig "$KCM_KUBECONFIG" kube-controller-manager
+
+  start_etcd
+  start_apiserver
+  start_controller_manager
+  ensure_namespace
+
+  log "control plane up in $((SECONDS - t0))s; export KUBECONFIG=$ADMIN_KUBECONFIG"
+}
+
+main "$@"
