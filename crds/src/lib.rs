@@ -12,6 +12,7 @@ pub mod host;
 pub mod instance;
 pub mod isolation;
 pub mod patterns;
+pub mod quantity;
 pub mod seccomp;
 pub mod service;
 pub mod syscalls;
