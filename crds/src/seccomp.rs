@@ -120,9 +120,18 @@ pub struct ArchMap {
     /// The native architecture.
     pub architecture: Arch,
     /// Architectures whose system calls the native one also accepts (e.g. x86 on x86_64).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     #[schemars(length(max = 8))]
     pub sub_architectures: Vec<Arch>,
+}
+
+/// Docker's profiles write `null` for an empty list.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A seccomp filter flag.

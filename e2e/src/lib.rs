@@ -5,7 +5,9 @@
 //! [`ensure`] starts it, or reuses the one that runs, and installs the CRDs once per
 //! process. When a test fails, the panic message says where the component logs are.
 
+pub mod agent;
 pub mod control_plane;
+pub mod fixtures;
 pub mod manifest;
 pub mod namespace;
 pub mod wait;

@@ -1,8 +1,15 @@
 //! bulkhead-node-agent: starts the instances bound to its host through containerd and runc
 //! with every isolation layer on, verifies what the kernel enforces, and reports it.
-//!
-//! The runtime path arrives with the node agent issue; this crate currently holds the
-//! binary's entry point and version.
+
+pub mod agent;
+pub mod failpoint;
+pub mod host;
+pub mod image;
+pub mod instance;
+pub mod isolation;
+pub mod logs;
+pub mod runtime;
+pub mod spec;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,13 +1,127 @@
-use clap::Parser;
+use std::path::PathBuf;
 
-/// Starts the Bulkhead instances bound to this host, isolated, and reports what the kernel
-/// enforces.
+use bulkhead_node_agent::{agent, host::lease::LeaseTiming, isolation::userns::UidRangePool};
+use clap::{Parser, Subcommand};
+
+/// Starts the Bulkhead instances bound to this host through containerd and runc, with every
+/// isolation layer on, and reports what the kernel enforces.
 #[derive(Parser, Debug)]
 #[command(name = "bulkhead-node-agent", version = bulkhead_node_agent::VERSION)]
-struct Args {}
+struct Args {
+    /// Name of this host's Host object; defaults to the machine's host name.
+    #[arg(long, env = "BULKHEAD_HOST_NAME")]
+    host_name: Option<String>,
+    /// Kubeconfig to use; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// containerd's gRPC socket.
+    #[arg(
+        long,
+        env = "BULKHEAD_CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_address: PathBuf,
+    /// containerd namespace for the agent's images, containers and tasks.
+    #[arg(
+        long,
+        env = "BULKHEAD_CONTAINERD_NAMESPACE",
+        default_value = "bulkhead"
+    )]
+    containerd_namespace: String,
+    /// Directory for instance logs and agent state.
+    #[arg(long, env = "BULKHEAD_STATE_DIR", default_value = "/var/lib/bulkhead")]
+    state_dir: PathBuf,
+    /// Host UID/GID ranges handed to instances: "<first host uid>:<number of 65536-wide ranges>".
+    #[arg(
+        long,
+        env = "BULKHEAD_UID_RANGE_POOL",
+        default_value = "1000000000:1024"
+    )]
+    uid_range_pool: String,
+    /// Namespace of the per-host Leases.
+    #[arg(long, env = "BULKHEAD_LEASE_NAMESPACE", default_value = bulkhead_crds::SYSTEM_NAMESPACE)]
+    lease_namespace: String,
+    /// Registries (host[:port]) images may be pulled from, comma-separated; empty allows any.
+    #[arg(long, env = "BULKHEAD_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    allowed_registries: Vec<String>,
+    /// Seconds between Lease renewals.
+    #[arg(long, env = "BULKHEAD_LEASE_RENEW_SECONDS", default_value_t = 10)]
+    lease_renew_seconds: u64,
+    /// Seconds a Lease renewal is valid.
+    #[arg(long, env = "BULKHEAD_LEASE_DURATION_SECONDS", default_value_t = 40)]
+    lease_duration_seconds: u64,
+    /// The runc binary.
+    #[arg(long, env = "BULKHEAD_RUNC", default_value = "runc")]
+    runc: PathBuf,
+    /// Exit when the process that started the agent exits (test harnesses).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print an instance's stdout and stderr: `logs <namespace>/<name>`.
+    Logs {
+        /// The Instance, as namespace/name.
+        instance: String,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    println!("bulkhead-node-agent {}", bulkhead_node_agent::VERSION);
-    Ok(())
+    let args = Args::parse();
+    if let Some(Command::Logs { instance }) = &args.command {
+        return bulkhead_node_agent::logs::print(&args.state_dir, instance);
+    }
+    if args.exit_with_parent {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    }
+    init_tracing(&args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let host_name = match args.host_name {
+        Some(h) => h,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
+            .trim()
+            .to_string(),
+    };
+    let cfg = agent::AgentConfig {
+        host_name,
+        kubeconfig: args.kubeconfig,
+        containerd_address: args.containerd_address,
+        containerd_namespace: args.containerd_namespace,
+        state_dir: args.state_dir,
+        uid_range_pool: UidRangePool::parse(&args.uid_range_pool)
+            .map_err(|e| anyhow::anyhow!("--uid-range-pool {}: {e}", args.uid_range_pool))?,
+        lease_namespace: args.lease_namespace,
+        allowed_registries: args
+            .allowed_registries
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .collect(),
+        lease: LeaseTiming {
+            renew: std::time::Duration::from_secs(args.lease_renew_seconds),
+            duration: std::time::Duration::from_secs(args.lease_duration_seconds),
+        },
+        runc: args.runc,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(agent::run(cfg))
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -1,0 +1,175 @@
+/*
+ * probe: attempts one thing a contained process must not be able to do, and reports.
+ *
+ *   probe <attempt> [args]
+ *
+ * Exit status: 0 when the attempt was DENIED (the wall held), 1 when it SUCCEEDED (the wall
+ * failed), 2 on a usage or setup error. One line on stdout says what happened, with errno.
+ * Built statically into the e2e "tools" image (e2e/hack/images.sh); used by
+ * e2e/tests/isolation_*.rs through `ctr task exec` inside a running instance.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <netinet/in.h>
+#include <linux/keyctl.h>
+#include <linux/perf_event.h>
+#include <linux/reboot.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/swap.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int denied(const char *what) {
+    printf("DENIED %s: %s (errno %d)\n", what, strerror(errno), errno);
+    return 0;
+}
+
+static int allowed(const char *what) {
+    printf("SUCCEEDED %s\n", what);
+    return 1;
+}
+
+/* rc < 0 means the call failed: the attempt was denied. */
+static int verdict(long rc, const char *what) {
+    return rc < 0 ? denied(what) : allowed(what);
+}
+
+static int write_file(const char *path, const char *data) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return -1;
+    int rc = write(fd, data, strlen(data)) < 0 ? -1 : 0;
+    close(fd);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: probe <attempt> [args]\n");
+        return 2;
+    }
+    const char *a = argv[1];
+
+    if (!strcmp(a, "mount")) return verdict(mount("none", "/tmp", "tmpfs", 0, NULL), "mount tmpfs");
+    if (!strcmp(a, "mount-proc")) return verdict(mount("proc", "/tmp", "proc", 0, NULL), "mount proc");
+    if (!strcmp(a, "unshare-user")) return verdict(unshare(CLONE_NEWUSER), "unshare user namespace");
+    if (!strcmp(a, "unshare-mount")) return verdict(unshare(CLONE_NEWNS), "unshare mount namespace");
+    if (!strcmp(a, "clone-newuser")) {
+        /* A raw clone with namespace flags, the path libc's unshare does not take. */
+        long rc = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+        if (rc == 0) _exit(0);
+        if (rc > 0) waitpid(rc, NULL, 0);
+        return verdict(rc, "clone with CLONE_NEWUSER");
+    }
+    if (!strcmp(a, "ptrace")) {
+        pid_t target = argc > 2 ? atoi(argv[2]) : 1;
+        return verdict(ptrace(PTRACE_ATTACH, target, 0, 0), "ptrace attach");
+    }
+    if (!strcmp(a, "kernel-module")) {
+        int fd = open("/bin/probe", O_RDONLY);
+        /* Any failure means no module was loaded. */
+        return verdict(syscall(SYS_finit_module, fd, "", 0), "finit_module");
+    }
+    if (!strcmp(a, "write-proc-sys")) return verdict(write_file("/proc/sys/kernel/hostname", "pwned"), "write /proc/sys/kernel/hostname");
+    if (!strcmp(a, "write-sys")) return verdict(write_file("/sys/kernel/uevent_helper", "/tmp/x"), "write /sys/kernel/uevent_helper");
+    if (!strcmp(a, "read-kcore")) {
+        int fd = open("/proc/kcore", O_RDONLY);
+        if (fd < 0) return denied("open /proc/kcore");
+        char buf[64];
+        ssize_t n = read(fd, buf, sizeof buf);
+        close(fd);
+        if (n <= 0) { errno = n < 0 ? errno : 0; printf("DENIED read /proc/kcore: %zd bytes (masked)\n", n); return 0; }
+        return allowed("read /proc/kcore");
+    }
+    if (!strcmp(a, "reboot")) return verdict(syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_CAD_OFF, 0), "reboot");
+    if (!strcmp(a, "mknod")) return verdict(mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)), "mknod block device");
+    if (!strcmp(a, "sethostname")) return verdict(sethostname("pwned", 5), "sethostname");
+    if (!strcmp(a, "raw-socket")) return verdict(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), "raw socket");
+    if (!strcmp(a, "setuid")) return verdict(setuid(0), "setuid(0)");
+    if (!strcmp(a, "euid")) {
+        /* Run through a set-uid binary: no_new_privs must keep the caller's euid. */
+        if (geteuid() == 0) return allowed("effective uid 0");
+        printf("DENIED effective uid is %d\n", geteuid());
+        return 0;
+    }
+    if (!strcmp(a, "write-rootfs")) return verdict(write_file("/bin/pwned", "x"), "write to the root filesystem");
+    if (!strcmp(a, "keyctl")) return verdict(syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, "pwned"), "keyctl");
+    if (!strcmp(a, "bpf")) {
+        union bpf_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.map_type = BPF_MAP_TYPE_ARRAY;
+        attr.key_size = 4;
+        attr.value_size = 4;
+        attr.max_entries = 1;
+        return verdict(syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof attr), "bpf map create");
+    }
+    if (!strcmp(a, "perf-event-open")) {
+        struct perf_event_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.type = PERF_TYPE_SOFTWARE;
+        attr.size = sizeof attr;
+        attr.config = PERF_COUNT_SW_CPU_CLOCK;
+        return verdict(syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0), "perf_event_open");
+    }
+    if (!strcmp(a, "clock-settime")) {
+        struct timespec ts = {0, 0};
+        return verdict(clock_settime(CLOCK_REALTIME, &ts), "clock_settime");
+    }
+    if (!strcmp(a, "swapon")) return verdict(swapon("/tmp/swap", 0), "swapon");
+    if (!strcmp(a, "open-by-handle")) return verdict(syscall(SYS_open_by_handle_at, AT_FDCWD, NULL, O_RDONLY), "open_by_handle_at");
+    if (!strcmp(a, "kill")) {
+        /* Signal a PID given on the command line (another instance's host PID). */
+        pid_t target = argc > 2 ? atoi(argv[2]) : 1;
+        return verdict(kill(target, 0), "signal another process");
+    }
+    if (!strcmp(a, "read")) {
+        /* Read a path given on the command line (another instance's file). */
+        const char *path = argc > 2 ? argv[2] : "/etc/shadow";
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) return denied(path);
+        close(fd);
+        return allowed(path);
+    }
+    if (!strcmp(a, "fork-bomb")) {
+        /* Fork until the pids limit stops us; report how many forks succeeded. */
+        int n = 0;
+        for (int i = 0; i < 100000; i++) {
+            pid_t p = fork();
+            if (p < 0) break;
+            if (p == 0) { pause(); _exit(0); }
+            n++;
+        }
+        int err = errno;
+        kill(0, SIGKILL);
+        printf("forked %d before: %s\n", n, strerror(err));
+        return n < 100000 ? 0 : 1;
+    }
+    if (!strcmp(a, "hog")) {
+        /* Touch memory until the memory limit ends us. */
+        size_t mb = argc > 2 ? (size_t)atoi(argv[2]) : 4096;
+        for (size_t i = 0; i < mb; i++) {
+            char *p = malloc(1 << 20);
+            if (!p) return denied("malloc");
+            memset(p, 1, 1 << 20);
+        }
+        return allowed("allocate memory beyond the limit");
+    }
+    if (!strcmp(a, "sleep")) {
+        for (;;) pause();
+    }
+    fprintf(stderr, "unknown attempt %s\n", a);
+    return 2;
+}

@@ -1,0 +1,299 @@
+//! Running a bulkhead-node-agent process for a test, as its own "host".
+//!
+//! Each test gets an agent with a host name, containerd namespace and state directory of
+//! its own, talking to the shared private containerd, so tests on one machine behave like
+//! separate hosts. The process is stopped by its PID when the handle drops.
+
+use std::{
+    fs::OpenOptions,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::{repo_root, state_dir};
+
+/// The registry the harness runs on loopback, and the images it pushes there.
+pub const REGISTRY: &str = "localhost:5000";
+
+/// An image the harness built, e.g. `image("web:v1")`.
+pub fn image(name_tag: &str) -> String {
+    format!("{REGISTRY}/bulkhead/{name_tag}")
+}
+
+/// The private containerd's socket.
+pub fn containerd_socket() -> PathBuf {
+    state_dir().join("containerd/containerd.sock")
+}
+
+/// Path of a workspace binary built by `cargo build` (test.sh builds them first).
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A running node agent.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    /// The Host name it registers.
+    pub host: String,
+    /// Its containerd namespace.
+    pub namespace: String,
+    /// Its state directory (instance logs in `logs/`).
+    pub state_dir: PathBuf,
+    /// Its own log.
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Agent {
+    /// Starts an agent for host `host` with extra flags.
+    pub fn start(host: &str, extra: &[&str]) -> Self {
+        crate::ensure();
+        let dir = state_dir().join("agents").join(host);
+        std::fs::create_dir_all(&dir).expect("agent state dir");
+        let mut agent = Agent {
+            child: None,
+            host: host.to_string(),
+            namespace: format!("bulkhead-{host}"),
+            state_dir: dir,
+            log: state_dir().join("logs").join(format!("agent-{host}.log")),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let err = log.try_clone().expect("agent log");
+        let child = Command::new(binary("bulkhead-node-agent"))
+            .arg("--host-name")
+            .arg(&self.host)
+            .arg("--kubeconfig")
+            .arg(state_dir().join("kubeconfig"))
+            .arg("--containerd-address")
+            .arg(containerd_socket())
+            .arg("--containerd-namespace")
+            .arg(&self.namespace)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--lease-renew-seconds")
+            .arg("2")
+            .arg("--lease-duration-seconds")
+            .arg("8")
+            .args(&self.args)
+            .env("RUST_LOG", "info,bulkhead_node_agent=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("starting bulkhead-node-agent");
+        self.child = Some(child);
+    }
+
+    /// The agent's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the agent with SIGKILL (a crash): containers keep running in their shims.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the agent again with the same flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The agent's log so far, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits until `needle` appears `times` times in the agent's log (e.g. a start-up line
+    /// after a restart).
+    pub async fn wait_for_log(&self, needle: &str, times: usize, timeout: Duration) {
+        let found = crate::poll_until(timeout, || async {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            (text.matches(needle).count() >= times).then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "{needle:?} did not appear {times}x in {}:\n{}",
+            self.log.display(),
+            self.log_tail()
+        );
+    }
+
+    /// Path of an instance's log file (newest).
+    pub fn instance_log(&self, namespace: &str, name: &str) -> Option<PathBuf> {
+        let prefix = format!("{namespace}_{name}_");
+        std::fs::read_dir(self.state_dir.join("logs"))
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM by PID, then SIGKILL if it lingers.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `ctr` (containerd's CLI) against the private containerd in `namespace`.
+pub fn ctr(namespace: &str, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(containerd_socket())
+        .arg("--namespace")
+        .arg(namespace)
+        .args(args)
+        .output()
+        .expect("ctr is installed with containerd");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A host name unique to this test run, so that concurrent tests never share an agent.
+pub fn unique_host(prefix: &str) -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(5)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// Starts an agent on a fresh host name that may pull from the harness registry.
+pub fn start_agent(prefix: &str) -> Agent {
+    Agent::start(&unique_host(prefix), &["--allowed-registries", REGISTRY])
+}
+
+/// Tasks in a containerd namespace: (container id, host pid, status).
+pub fn tasks(namespace: &str) -> Vec<(String, u32, String)> {
+    ctr(namespace, &["tasks", "ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| {
+                (
+                    f[0].to_string(),
+                    f[1].parse().unwrap_or(0),
+                    f[2].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Container ids in a containerd namespace.
+pub fn containers(namespace: &str) -> Vec<String> {
+    ctr(namespace, &["containers", "ls", "-q"])
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Snapshot keys of the overlayfs snapshotter in a containerd namespace.
+pub fn snapshots(namespace: &str) -> Vec<String> {
+    ctr(namespace, &["snapshots", "ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// The real, effective, saved and filesystem UIDs of a host process.
+pub fn host_uids(pid: u32) -> Vec<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a command inside a running container (with the container's own process spec:
+/// its user, capabilities, seccomp filter and no_new_privs). Returns (exit code, output).
+pub fn exec(namespace: &str, container: &str, args: &[&str]) -> (i32, String) {
+    exec_as(namespace, container, None, args)
+}
+
+/// Like [`exec`], as a given uid:gid inside the container.
+pub fn exec_as(
+    namespace: &str,
+    container: &str,
+    user: Option<&str>,
+    args: &[&str],
+) -> (i32, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let exec_id = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address")
+        .arg(containerd_socket())
+        .arg("--namespace")
+        .arg(namespace);
+    cmd.args(["tasks", "exec", "--exec-id", &exec_id]);
+    if let Some(user) = user {
+        cmd.args(["--user", user]);
+    }
+    cmd.arg(container).args(args);
+    let out = cmd.output().expect("ctr tasks exec");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

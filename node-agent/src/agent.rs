@@ -1,0 +1,172 @@
+//! Wiring: connect to the API and containerd, register the Host, rebuild state, and run
+//! the Lease loop, the housekeeping loop and the Instance controller.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use bulkhead_crds::host::{HostAllocations, HostStatus};
+use futures::channel::mpsc;
+use kube::{Client, Config};
+use tracing::{info, warn};
+
+use crate::{
+    host::{
+        detect::{self, HostRoot},
+        lease::{self, LeaseTiming},
+    },
+    image::Registry,
+    instance::{self, Allocations, Context, sweep},
+    isolation::{mcs::McsAllocator, userns::UidRangePool},
+    runtime::containerd::Containerd,
+};
+
+/// The agent's configuration (flags and environment, see main.rs).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This host's name.
+    pub host_name: String,
+    /// A kubeconfig; in-cluster configuration when None.
+    pub kubeconfig: Option<PathBuf>,
+    /// containerd's socket.
+    pub containerd_address: PathBuf,
+    /// containerd namespace of the agent's objects.
+    pub containerd_namespace: String,
+    /// Where logs and state live.
+    pub state_dir: PathBuf,
+    /// Host UID ranges to hand out.
+    pub uid_range_pool: UidRangePool,
+    /// Namespace of the Host Leases.
+    pub lease_namespace: String,
+    /// Registries images may come from; empty allows all.
+    pub allowed_registries: Vec<String>,
+    /// Lease timing.
+    pub lease: LeaseTiming,
+    /// The runc binary (for its version).
+    pub runc: PathBuf,
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => Config::incluster().context("no --kubeconfig and not running in a cluster")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let client = kube_client(cfg.kubeconfig.as_ref()).await?;
+    let containerd =
+        Containerd::connect(&cfg.containerd_address, &cfg.containerd_namespace).await?;
+    let containerd_version = containerd.version().await.ok();
+    std::fs::create_dir_all(cfg.state_dir.join("logs"))
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+
+    let root = HostRoot::default();
+    let features = root.features();
+    let node_info = detect::node_info(&root, containerd_version, detect::runc_version(&cfg.runc));
+    info!(host = %cfg.host_name, kernel = %node_info.kernel_version, selinux = ?features.selinux, cgroup = features.cgroup_version, "host detected");
+
+    let capacity = root.capacity(i64::from(cfg.uid_range_pool.capacity()));
+    let host = lease::ensure_host(&client, &cfg.host_name)
+        .await
+        .context("registering the Host")?;
+
+    let (wake_tx, wake_rx) = mpsc::unbounded();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        host: cfg.host_name.clone(),
+        containerd,
+        registry: Registry::new(cfg.allowed_registries.clone()),
+        allocations: Mutex::new(Allocations {
+            uids: cfg.uid_range_pool.clone(),
+            mcs: McsAllocator::new(),
+        }),
+        features: features.clone(),
+        state_dir: cfg.state_dir.clone(),
+        supervised: Mutex::new(HashSet::new()),
+        wake: wake_tx,
+    });
+
+    // Rebuild state before anything new can start.
+    let restored = sweep::rebuild_allocations(&ctx).await?;
+    sweep::clear_interrupted_work(&ctx).await?;
+    let removed = sweep::remove_orphans(&ctx).await?;
+    info!(restored, removed, "adopted running containers");
+
+    let status = move |ctx: &Context| {
+        let (uids, mcs) = ctx
+            .allocations
+            .lock()
+            .map(|a| (a.uids.in_use() as i64, a.mcs.in_use() as i64))
+            .unwrap_or_default();
+        HostStatus {
+            capacity: Some(capacity.clone()),
+            node_info: Some(node_info.clone()),
+            features: Some(features.clone()),
+            allocations: Some(HostAllocations {
+                instances: mcs,
+                uid_ranges: uids,
+                mcs_pairs: mcs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    lease::report_host_status(&client, &cfg.host_name, status(&ctx)).await?;
+    lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await?;
+
+    // Lease renewal and Host status, like a kubelet's node heartbeat.
+    let lease_ctx = ctx.clone();
+    let lease_cfg = cfg.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease_cfg.lease.renew);
+        loop {
+            tick.tick().await;
+            if let Err(e) = lease::renew_lease(
+                &lease_ctx.client,
+                &lease_cfg.lease_namespace,
+                &host,
+                lease_cfg.lease,
+            )
+            .await
+            {
+                warn!(error = %e, "renewing the host Lease failed");
+            }
+            if let Err(e) = lease::report_host_status(
+                &lease_ctx.client,
+                &lease_cfg.host_name,
+                status(&lease_ctx),
+            )
+            .await
+            {
+                warn!(error = %e, "reporting the Host status failed");
+            }
+        }
+    });
+
+    // Housekeeping: containers whose Instance went away while no event reached us.
+    let sweep_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweep::remove_orphans(&sweep_ctx).await {
+                warn!(error = %e, "orphan sweep failed");
+            }
+        }
+    });
+
+    instance::run(ctx, wake_rx).await;
+    Ok(())
+}

@@ -1,0 +1,501 @@
+//! Pulling images into containerd's content store, verified blob by blob.
+//!
+//! containerd 1.6 has no server-side pull, so the agent fetches from the registry itself:
+//! every blob is written with its expected digest and size, and containerd refuses to
+//! commit anything else. Everything a pull writes is held by a containerd lease until the
+//! image record exists; a pull that fails deletes its lease (synchronously garbage
+//! collecting what it wrote), so nothing half-imported stays behind.
+
+pub mod reference;
+pub mod registry;
+
+use std::collections::HashMap;
+
+use containerd_client::types::Descriptor;
+use futures::StreamExt;
+use oci_spec::image::{ImageConfiguration, MediaType};
+use sha2::{Digest, Sha256};
+
+use crate::runtime::containerd::{Containerd, ContainerdError, WriteError};
+pub use reference::ImageRef;
+pub use registry::Registry;
+
+/// An image ready to run: its manifest digest, config and the snapshot holding its layers.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// The reference pinned to the manifest digest.
+    pub pinned: String,
+    /// The manifest digest (what `status.imageDigest` records).
+    pub digest: String,
+    /// The image configuration (entrypoint, cmd, env, user, ...).
+    pub config: ImageConfiguration,
+    /// The committed snapshot of the top layer (its chain ID).
+    pub chain_id: String,
+    /// Bytes fetched from the registry by this pull (0 when everything was present).
+    pub fetched_bytes: u64,
+}
+
+/// Why a pull failed. Each variant is a reason a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The registry is not in the agent's allow-list.
+    #[error(
+        "registry {registry} is not allowed on this host (allowed: {allowed}); push the image to an allowed registry"
+    )]
+    RegistryNotAllowed {
+        /// The registry asked for.
+        registry: String,
+        /// The allow-list.
+        allowed: String,
+    },
+    /// The registry could not be reached.
+    #[error("registry {registry} is unreachable: {message}")]
+    RegistryUnreachable {
+        /// The registry.
+        registry: String,
+        /// The connection error.
+        message: String,
+    },
+    /// The registry answered with an unexpected status.
+    #[error("registry {registry} answered {status} for {url}")]
+    RegistryError {
+        /// The registry.
+        registry: String,
+        /// HTTP status.
+        status: u16,
+        /// What was asked for.
+        url: String,
+    },
+    /// No such repository, tag or digest.
+    #[error("image {reference} was not found in its registry; check the repository, tag or digest")]
+    ImageNotFound {
+        /// The reference.
+        reference: String,
+    },
+    /// Content did not match its digest.
+    #[error(
+        "{what} does not match its digest: expected {expected}, got {actual}; the registry served different content than the reference names"
+    )]
+    DigestMismatch {
+        /// What was checked.
+        what: String,
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
+    /// The manifest or config cannot be used.
+    #[error("image {reference} has an unusable manifest or config: {message}")]
+    InvalidManifest {
+        /// The reference.
+        reference: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A multi-platform image without this host's platform.
+    #[error("image {reference} has no manifest for {platform}")]
+    NoMatchingPlatform {
+        /// The reference.
+        reference: String,
+        /// This host's platform.
+        platform: String,
+    },
+    /// containerd failed.
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+}
+
+impl PullError {
+    /// A CamelCase reason for `Instance.status.reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PullError::RegistryNotAllowed { .. } => "RegistryNotAllowed",
+            PullError::RegistryUnreachable { .. } => "RegistryUnreachable",
+            PullError::RegistryError { .. } => "RegistryError",
+            PullError::ImageNotFound { .. } => "ImageNotFound",
+            PullError::DigestMismatch { .. } => "ImageDigestMismatch",
+            PullError::InvalidManifest { .. } => "InvalidImage",
+            PullError::NoMatchingPlatform { .. } => "NoMatchingPlatform",
+            PullError::Containerd(_) => "ImagePullFailed",
+        }
+    }
+
+    /// Whether trying again later may succeed (the registry was down), as opposed to a
+    /// failure that needs a change to the Workload or the registry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PullError::RegistryUnreachable { .. } | PullError::RegistryError { .. }
+        )
+    }
+}
+
+/// The chain IDs of a layer stack, as containerd and the OCI image spec define them:
+/// chain(0) = diff(0), chain(n) = sha256(chain(n-1) + " " + diff(n)).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff in diff_ids {
+        let next = match out.last() {
+            None => diff.clone(),
+            Some(parent) => {
+                format!(
+                    "sha256:{}",
+                    hex::encode(Sha256::digest(format!("{parent} {diff}")))
+                )
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn descriptor(media_type: &MediaType, digest: &str, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.into(),
+        size: size as i64,
+        annotations: HashMap::new(),
+    }
+}
+
+/// Pulls `reference` into containerd (unless it is there already), verifying every manifest
+/// and blob against its digest, and unpacks its layers into committed snapshots.
+pub async fn pull(
+    ctr: &Containerd,
+    registry: &Registry,
+    reference: &ImageRef,
+    go_arch: &str,
+) -> Result<PulledImage, PullError> {
+    registry.check_allowed(reference)?;
+    // A digest-pinned image that is fully present needs no registry at all.
+    if let Some(digest) = &reference.digest
+        && let Some(image) = local(ctr, reference, digest).await?
+    {
+        return Ok(image);
+    }
+    let resolved = registry.resolve(reference, go_arch).await?;
+    if let Some(image) = local(ctr, reference, &resolved.digest).await? {
+        return Ok(image);
+    }
+    let lease = format!(
+        "bulkhead-pull-{}",
+        &resolved.digest["sha256:".len()..][..16]
+    );
+    ctr.create_lease(&lease, 3600).await.or_else(|e| {
+        if e.is_already_exists() {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
+    let result = fetch_and_unpack(ctr, registry, reference, &resolved, &lease).await;
+    // With the image record written the lease is no longer needed; without it, deleting
+    // the lease synchronously collects whatever this pull wrote.
+    ctr.delete_lease(&lease, result.is_err()).await?;
+    result
+}
+
+/// The image as containerd already holds it, if complete.
+async fn local(
+    ctr: &Containerd,
+    reference: &ImageRef,
+    digest: &str,
+) -> Result<Option<PulledImage>, PullError> {
+    let pinned = reference.pinned(digest).to_string();
+    if ctr.get_image(&pinned).await?.is_none() {
+        return Ok(None);
+    }
+    let manifest_bytes = ctr.read_content(digest).await?;
+    let manifest =
+        oci_spec::image::ImageManifest::from_reader(manifest_bytes.as_slice()).map_err(|e| {
+            PullError::InvalidManifest {
+                reference: pinned.clone(),
+                message: e.to_string(),
+            }
+        })?;
+    let config_bytes = ctr
+        .read_content(manifest.config().digest().as_ref())
+        .await?;
+    let config = parse_config(&pinned, &config_bytes)?;
+    let chain = chain_ids(config.rootfs().diff_ids());
+    let Some(top) = chain.last() else {
+        return Ok(None);
+    };
+    if !ctr.snapshot_exists(top).await? {
+        return Ok(None);
+    }
+    Ok(Some(PulledImage {
+        pinned,
+        digest: digest.into(),
+        config,
+        chain_id: top.clone(),
+        fetched_bytes: 0,
+    }))
+}
+
+fn parse_config(reference: &str, bytes: &[u8]) -> Result<ImageConfiguration, PullError> {
+    ImageConfiguration::from_reader(bytes).map_err(|e| PullError::InvalidManifest {
+        reference: reference.into(),
+        message: format!("config: {e}"),
+    })
+}
+
+async fn fetch_and_unpack(
+    ctr: &Containerd,
+    registry: &Registry,
+    reference: &ImageRef,
+    resolved: &registry::ResolvedManifest,
+    lease: &str,
+) -> Result<PulledImage, PullError> {
+    let pinned = reference.pinned(&resolved.digest).to_string();
+    let manifest = &resolved.manifest;
+    let mut fetched = 0u64;
+
+    // The config first: its diff IDs name the snapshots, which its GC label keeps alive.
+    let config_desc = manifest.config();
+    let config_digest = config_desc.digest().to_string();
+    let config_bytes = fetch_small(registry, reference, &config_digest).await?;
+    fetched += config_bytes.len() as u64;
+    let config = parse_config(&pinned, &config_bytes)?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(PullError::InvalidManifest {
+            reference: pinned,
+            message: format!(
+                "{} layers but {} diff IDs",
+                manifest.layers().len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let chain = chain_ids(&diff_ids);
+
+    // Layers: write each blob (verified by containerd on commit), then apply it.
+    for (i, layer) in manifest.layers().iter().enumerate() {
+        let digest = layer.digest().to_string();
+        if !ctr.content_exists(&digest).await? {
+            fetched += write_blob(
+                ctr,
+                registry,
+                reference,
+                lease,
+                &digest,
+                layer.size(),
+                HashMap::new(),
+            )
+            .await?;
+        }
+        if ctr.snapshot_exists(&chain[i]).await? {
+            continue;
+        }
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            chain[i - 1].clone()
+        };
+        let key = format!(
+            "extract-{}-{}",
+            std::process::id(),
+            &chain[i]["sha256:".len()..]
+        );
+        let _ = ctr.remove_snapshot(&key).await;
+        let mounts = ctr
+            .prepare_snapshot(Some(lease), &key, &parent, HashMap::new())
+            .await?;
+        let applied = ctr
+            .apply_layer(
+                descriptor(layer.media_type(), &digest, layer.size()),
+                mounts,
+            )
+            .await;
+        let applied = match applied {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = ctr.remove_snapshot(&key).await;
+                return Err(e.into());
+            }
+        };
+        if applied != diff_ids[i] {
+            let _ = ctr.remove_snapshot(&key).await;
+            return Err(PullError::DigestMismatch {
+                what: format!("uncompressed layer {i} of {pinned}"),
+                expected: diff_ids[i].clone(),
+                actual: applied,
+            });
+        }
+        ctr.commit_snapshot(Some(lease), &chain[i], &key, HashMap::new())
+            .await?;
+    }
+
+    let top = chain
+        .last()
+        .cloned()
+        .ok_or_else(|| PullError::InvalidManifest {
+            reference: pinned.clone(),
+            message: "the image has no layers".into(),
+        })?;
+    let config_labels = HashMap::from([(
+        format!(
+            "containerd.io/gc.ref.snapshot.{}",
+            crate::runtime::containerd::SNAPSHOTTER
+        ),
+        top.clone(),
+    )]);
+    crate::failpoint::hit("pull-after-layers");
+    write_bytes(ctr, lease, &config_digest, config_bytes, config_labels).await?;
+
+    let mut manifest_labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        config_digest.clone(),
+    )]);
+    for (i, layer) in manifest.layers().iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.digest().to_string(),
+        );
+    }
+    write_bytes(
+        ctr,
+        lease,
+        &resolved.digest,
+        resolved.bytes.clone(),
+        manifest_labels,
+    )
+    .await?;
+    let media_type = if resolved.media_type.is_empty() {
+        MediaType::ImageManifest.to_string()
+    } else {
+        resolved.media_type.clone()
+    };
+    let target = Descriptor {
+        media_type,
+        digest: resolved.digest.clone(),
+        size: resolved.bytes.len() as i64,
+        annotations: HashMap::new(),
+    };
+    ctr.put_image(&pinned, target).await?;
+    Ok(PulledImage {
+        pinned,
+        digest: resolved.digest.clone(),
+        config,
+        chain_id: top,
+        fetched_bytes: fetched,
+    })
+}
+
+/// Fetches a small blob (a config) into memory, verifying its digest here.
+async fn fetch_small(
+    registry: &Registry,
+    reference: &ImageRef,
+    digest: &str,
+) -> Result<Vec<u8>, PullError> {
+    let response = registry.blob(reference, digest).await?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| PullError::RegistryUnreachable {
+            registry: reference.registry.clone(),
+            message: e.to_string(),
+        })?;
+    let actual = registry::sha256_digest(&bytes);
+    if actual != digest {
+        return Err(PullError::DigestMismatch {
+            what: format!("config blob of {reference}"),
+            expected: digest.into(),
+            actual,
+        });
+    }
+    Ok(bytes.to_vec())
+}
+
+async fn write_bytes(
+    ctr: &Containerd,
+    lease: &str,
+    digest: &str,
+    bytes: Vec<u8>,
+    labels: HashMap<String, String>,
+) -> Result<(), PullError> {
+    let size = bytes.len() as i64;
+    let stream =
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))]);
+    match ctr.write_content(lease, digest, size, labels, stream).await {
+        Ok(()) => Ok(()),
+        Err(WriteError::Containerd(e)) if e.is_already_exists() => Ok(()),
+        Err(WriteError::Containerd(e)) => Err(e.into()),
+        Err(WriteError::Source(never)) => match never {},
+        Err(WriteError::Closed) => Err(closed(digest)),
+    }
+}
+
+async fn write_blob(
+    ctr: &Containerd,
+    registry: &Registry,
+    reference: &ImageRef,
+    lease: &str,
+    digest: &str,
+    size: u64,
+    labels: HashMap<String, String>,
+) -> Result<u64, PullError> {
+    let response = registry.blob(reference, digest).await?;
+    // Count and hash as the bytes pass, so a mismatch is reported with both digests.
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    let stream = response.bytes_stream().map(|chunk| {
+        if let Ok(bytes) = &chunk {
+            hasher.update(bytes);
+            count += bytes.len() as u64;
+        }
+        chunk
+    });
+    let result = ctr
+        .write_content(lease, digest, size as i64, labels, Box::pin(stream))
+        .await;
+    match result {
+        Ok(()) => Ok(count),
+        Err(WriteError::Containerd(e)) if e.is_already_exists() => Ok(count),
+        Err(WriteError::Containerd(e)) => {
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest || count != size {
+                Err(PullError::DigestMismatch {
+                    what: format!("layer blob of {reference} ({count} of {size} bytes)"),
+                    expected: digest.into(),
+                    actual,
+                })
+            } else {
+                Err(e.into())
+            }
+        }
+        Err(WriteError::Source(e)) => Err(PullError::RegistryUnreachable {
+            registry: reference.registry.clone(),
+            message: e.to_string(),
+        }),
+        Err(WriteError::Closed) => Err(closed(digest)),
+    }
+}
+
+fn closed(digest: &str) -> PullError {
+    PullError::Containerd(ContainerdError {
+        op: "write content",
+        object: digest.into(),
+        source: containerd_client::tonic::Status::unavailable("stream closed"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = "sha256:aaaa".to_string();
+        let b = "sha256:bbbb".to_string();
+        let chain = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chain[0], a, "the first chain ID is the first diff ID");
+        let expected = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest("sha256:aaaa sha256:bbbb"))
+        );
+        assert_eq!(chain[1], expected);
+        assert!(chain_ids(&[]).is_empty());
+    }
+}

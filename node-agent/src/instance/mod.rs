@@ -1,0 +1,154 @@
+//! Running the Instances bound to this host.
+//!
+//! A kube-runtime Controller watches only `spec.hostName=<this host>`. Each reconcile is
+//! observe → act → report: look at containerd (the container named after the Instance's UID
+//! and its task), take the one step that is missing, write the status. Nothing is kept only
+//! in memory: allocations are rebuilt from container labels at start-up, so a restarted
+//! agent adopts what runs and starts nothing twice.
+
+pub mod labels;
+pub mod start;
+pub mod status;
+pub mod stop;
+pub mod sweep;
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bulkhead_crds::{FINALIZER_NODE_AGENT, Instance, host::HostFeatures};
+use futures::{StreamExt, channel::mpsc};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        finalizer::{Event, finalizer},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    image::{PullError, Registry},
+    isolation::{mcs::McsAllocator, userns::UidRangePool},
+    runtime::containerd::{Containerd, ContainerdError},
+};
+
+/// What a reconcile can fail with. Failures of one Instance never stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// containerd failed.
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    /// An image pull failed in a way worth retrying.
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    /// The Instance lacks a field the API always sets.
+    #[error("instance is missing {0}")]
+    MissingObjectKey(&'static str),
+    /// Something on the host failed.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// Allocators of this host, rebuilt from containerd at start-up.
+#[derive(Debug)]
+pub struct Allocations {
+    /// Host UID/GID ranges.
+    pub uids: UidRangePool,
+    /// SELinux MCS pairs.
+    pub mcs: McsAllocator,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// This host's name.
+    pub host: String,
+    /// containerd in the agent's namespace.
+    pub containerd: Containerd,
+    /// Registry client with the allow-list.
+    pub registry: Registry,
+    /// Allocators.
+    pub allocations: Mutex<Allocations>,
+    /// The host's isolation features.
+    pub features: HostFeatures,
+    /// Agent state directory (instance logs live in `logs/`).
+    pub state_dir: PathBuf,
+    /// Containers whose exit is being waited for.
+    pub supervised: Mutex<HashSet<String>>,
+    /// Wakes the controller for an Instance whose task exited.
+    pub wake: mpsc::UnboundedSender<ObjectRef<Instance>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("host", &self.host)
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
+}
+
+impl Context {
+    /// Where an instance's stdout and stderr go.
+    pub fn log_path(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.state_dir
+            .join("logs")
+            .join(format!("{namespace}_{name}_{uid}.log"))
+    }
+}
+
+/// Runs the Instance controller until a shutdown signal.
+pub async fn run(ctx: Arc<Context>, wake: mpsc::UnboundedReceiver<ObjectRef<Instance>>) {
+    let api: Api<Instance> = Api::all(ctx.client.clone());
+    let selector = format!("spec.hostName={}", ctx.host);
+    Controller::new(api, watcher::Config::default().fields(&selector))
+        .reconcile_on(wake)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    info!("instance controller stopped");
+}
+
+async fn reconcile(
+    instance: Arc<Instance>,
+    ctx: Arc<Context>,
+) -> Result<Action, kube::runtime::finalizer::Error<Error>> {
+    let namespace = instance.namespace().unwrap_or_default();
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &namespace);
+    // An Instance bound elsewhere is never touched (the field selector should not deliver it).
+    if instance.spec.host_name.as_deref() != Some(ctx.host.as_str()) {
+        return Ok(Action::await_change());
+    }
+    finalizer(&api, FINALIZER_NODE_AGENT, instance, |event| async {
+        match event {
+            Event::Apply(instance) => start::apply(&instance, &ctx).await,
+            Event::Cleanup(instance) => stop::cleanup(&instance, &ctx).await,
+        }
+    })
+    .await
+}
+
+fn error_policy(
+    instance: Arc<Instance>,
+    error: &kube::runtime::finalizer::Error<Error>,
+    _ctx: Arc<Context>,
+) -> Action {
+    warn!(instance = %instance.name_any(), namespace = ?instance.namespace(), %error, "instance reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

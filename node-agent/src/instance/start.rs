@@ -1,0 +1,523 @@
+//! Starting an Instance, or adopting the container that already runs it.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bulkhead_crds::{
+    Instance, InstancePhase, SeccompProfile,
+    conditions::types,
+    host::SELinuxHostMode,
+    instance::{ExitStatus, SELinuxStatus, SeccompStatus, UserNamespaceStatus},
+    isolation::SeccompType,
+    template::RestartPolicy,
+};
+use containerd_client::services::v1::Container;
+use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
+use tracing::{info, warn};
+
+use super::{Context, Error, labels, status};
+use crate::{
+    failpoint,
+    host::detect::{HostRoot, go_arch},
+    image::{self, ImageRef},
+    isolation::{mcs::McsPair, seccomp, userns::UidRange},
+    runtime::containerd::TaskState,
+    spec::{self, SpecInput},
+};
+
+/// How often a running instance is looked at even without events.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Brings the Instance to running, or reports why it cannot run.
+pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let uid = instance
+        .uid()
+        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let id = labels::container_id(&uid);
+    if let Some(container) = ctx.containerd.get_container(&id).await? {
+        return observe(instance, ctx, &container).await;
+    }
+    let current = status::current(instance);
+    match current.phase {
+        // A finished instance is never started again, also not after an agent restart.
+        Some(InstancePhase::Failed | InstancePhase::Succeeded) => return Ok(Action::await_change()),
+        Some(InstancePhase::Running) if current.container_id.is_some() => {
+            status::fail(
+                ctx,
+                instance,
+                "ContainerLost",
+                format!("container {id} disappeared from containerd while running"),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        _ => {}
+    }
+    start(instance, ctx, &uid, &id).await
+}
+
+/// Looks at an existing container and its task and takes the step that is missing.
+async fn observe(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    container: &Container,
+) -> Result<Action, Error> {
+    let id = container.id.as_str();
+    match ctx.containerd.task_state(id).await? {
+        Some(TaskState::Running(pid)) => {
+            report_running(instance, ctx, container, pid).await?;
+            supervise(instance, ctx, id);
+            Ok(Action::requeue(RESYNC))
+        }
+        Some(TaskState::Created) => {
+            // The agent stopped between creating and starting the task.
+            let pid = ctx.containerd.start_task(id).await?;
+            info!(instance = %instance.name_any(), container = id, pid, "started task left created by a previous agent");
+            report_running(instance, ctx, container, pid).await?;
+            supervise(instance, ctx, id);
+            Ok(Action::requeue(RESYNC))
+        }
+        Some(TaskState::Stopped(code)) => {
+            record_exit(instance, ctx, id, code).await?;
+            ctx.containerd.delete_task(id).await?;
+            Ok(Action::await_change())
+        }
+        Some(TaskState::Other) => Ok(Action::requeue(Duration::from_secs(5))),
+        None => {
+            let phase = status::current(instance).phase;
+            if matches!(
+                phase,
+                Some(InstancePhase::Failed | InstancePhase::Succeeded)
+            ) {
+                return Ok(Action::await_change());
+            }
+            // The container exists but its task does not: the agent stopped mid-start.
+            let mounts = ctx
+                .containerd
+                .snapshot_mounts(&container.snapshot_key)
+                .await?;
+            let log = container
+                .labels
+                .get(labels::LOG_PATH)
+                .cloned()
+                .unwrap_or_default();
+            ctx.containerd
+                .create_task(id, mounts, std::path::Path::new(&log))
+                .await?;
+            let pid = ctx.containerd.start_task(id).await?;
+            info!(instance = %instance.name_any(), container = id, pid, "created and started the task of an adopted container");
+            report_running(instance, ctx, container, pid).await?;
+            supervise(instance, ctx, id);
+            Ok(Action::requeue(RESYNC))
+        }
+    }
+}
+
+/// Pulls, allocates, builds the spec, creates the container and starts its task.
+async fn start(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    uid: &str,
+    id: &str,
+) -> Result<Action, Error> {
+    let name = instance.name_any();
+    let namespace = instance
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let spec = &instance.spec;
+
+    let mut s = status::current(instance);
+    status::phase(
+        &mut s,
+        InstancePhase::Pulling,
+        None,
+        Some(format!("pulling {}", spec.template.image)),
+    );
+    status::write(ctx, instance, &s).await?;
+
+    let reference = match ImageRef::parse(&spec.template.image) {
+        Ok(r) => r,
+        Err(e) => {
+            status::fail(ctx, instance, "InvalidImageReference", e.to_string()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let pulled = match image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await {
+        Ok(p) => p,
+        Err(e) if e.is_transient() => {
+            warn!(instance = %name, error = %e, "image pull failed; will retry");
+            status::phase(
+                &mut s,
+                InstancePhase::Pulling,
+                Some(e.reason()),
+                Some(format!("{e}; retrying")),
+            );
+            status::write(ctx, instance, &s).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        Err(e) => {
+            warn!(instance = %name, error = %e, "image pull failed");
+            status::fail(ctx, instance, e.reason(), e.to_string()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    failpoint::hit("after-pull");
+    let fail = |reason: &'static str, message: String| async move {
+        status::fail(ctx, instance, reason, message)
+            .await
+            .map(|()| Action::await_change())
+    };
+
+    // Seccomp: the shipped default, a SeccompProfile by name, or none.
+    let features = &ctx.features;
+    let (profile_name, profile) = match spec.isolation.seccomp.type_ {
+        SeccompType::RuntimeDefault => (
+            format!("RuntimeDefault@{}", seccomp::RUNTIME_DEFAULT_VERSION),
+            Some(seccomp::runtime_default()),
+        ),
+        SeccompType::Localhost => {
+            let profile_name = spec
+                .isolation
+                .seccomp
+                .localhost_profile
+                .clone()
+                .unwrap_or_default();
+            let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), &namespace);
+            match api.get_opt(&profile_name).await? {
+                Some(p) => (profile_name, Some(p.spec)),
+                None => {
+                    return fail(
+                        "SeccompProfileNotFound",
+                        format!("SeccompProfile {namespace}/{profile_name} does not exist; create it or change isolation.seccomp"),
+                    )
+                    .await;
+                }
+            }
+        }
+        SeccompType::Unconfined => ("Unconfined".to_string(), None),
+        SeccompType::Record => {
+            return fail(
+                "SeccompRecordUnsupported",
+                "seccomp type Record is not implemented by this agent version".into(),
+            )
+            .await;
+        }
+    };
+    if profile.is_some() && !features.seccomp {
+        return fail(
+            "SeccompUnsupported",
+            "this host's kernel does not support seccomp filters".into(),
+        )
+        .await;
+    }
+    let oci_seccomp = match &profile {
+        Some(p) => {
+            let caps = &spec.isolation.capabilities.add;
+            let pctx = seccomp::ProfileContext {
+                go_arch: go_arch(),
+                kernel: HostRoot::default().kernel_version(),
+                capabilities: caps,
+            };
+            match seccomp::to_oci(p, &pctx) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    return fail(
+                        "InvalidSeccompProfile",
+                        format!("seccomp profile {profile_name}: {e}"),
+                    )
+                    .await;
+                }
+            }
+        }
+        None => None,
+    };
+    let seccomp_digest = oci_seccomp.as_ref().map(seccomp::digest);
+
+    // Allocations: unique on this host while the container exists.
+    let allocated = allocate(ctx, uid, spec.isolation.user_namespace);
+    let (uid_range, mcs) = match allocated {
+        Ok(a) => a,
+        Err((reason, message)) => return fail(reason, message).await,
+    };
+    let release = || {
+        if let Ok(mut alloc) = ctx.allocations.lock() {
+            alloc.uids.release(uid);
+            alloc.mcs.release(uid);
+        }
+    };
+
+    status::phase(&mut s, InstancePhase::Starting, None, None);
+    s.image_digest = Some(pulled.digest.clone());
+    status::write(ctx, instance, &s).await?;
+
+    let cgroups_path = format!("/bulkhead/{id}");
+    let oci = spec::build(&SpecInput {
+        container_id: id,
+        hostname: &name,
+        template: &spec.template,
+        isolation: &spec.isolation,
+        image_config: &pulled.config,
+        uid_range,
+        mcs,
+        selinux_enabled: features.selinux != SELinuxHostMode::Disabled,
+        seccomp: oci_seccomp,
+        netns_path: None,
+        cgroups_path: &cgroups_path,
+    });
+    let oci = match oci {
+        Ok(o) => o,
+        Err(e) => {
+            release();
+            return fail("InvalidRuntimeSpec", e.to_string()).await;
+        }
+    };
+    let spec_json = serde_json::to_vec(&oci)
+        .map_err(|e| Error::Host(format!("serializing the runtime spec: {e}")))?;
+
+    let log_path = ctx.log_path(&namespace, &name, uid);
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Host(format!("creating {}: {e}", dir.display())))?;
+    }
+    let mut container_labels = HashMap::from([
+        (labels::INSTANCE_UID.to_string(), uid.to_string()),
+        (labels::INSTANCE.to_string(), format!("{namespace}/{name}")),
+        (labels::HOST.to_string(), ctx.host.clone()),
+        (labels::MCS.to_string(), mcs.level()),
+        (labels::IMAGE_DIGEST.to_string(), pulled.digest.clone()),
+        (labels::SECCOMP_PROFILE.to_string(), profile_name.clone()),
+        (labels::LOG_PATH.to_string(), log_path.display().to_string()),
+    ]);
+    if let Some(r) = uid_range {
+        container_labels.insert(labels::UID_START.to_string(), r.start.to_string());
+    }
+    if let Some(d) = &seccomp_digest {
+        container_labels.insert(labels::SECCOMP_DIGEST.to_string(), d.clone());
+    }
+
+    // The rootfs snapshot, named after the container; read-only roots get a view.
+    let snapshot_labels =
+        HashMap::from([("containerd.io/gc.root".to_string(), "bulkhead".to_string())]);
+    let _ = ctx.containerd.remove_snapshot(id).await;
+    let mounts = if spec.isolation.read_only_root_filesystem {
+        ctx.containerd
+            .view_snapshot(id, &pulled.chain_id, snapshot_labels)
+            .await?
+    } else {
+        ctx.containerd
+            .prepare_snapshot(None, id, &pulled.chain_id, snapshot_labels)
+            .await?
+    };
+    if let Err(e) = ctx
+        .containerd
+        .create_container(id, &pulled.pinned, id, spec_json, container_labels)
+        .await
+    {
+        if e.is_already_exists() {
+            // Another reconcile got there first; look again rather than start a twin.
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+        release();
+        let _ = ctx.containerd.remove_snapshot(id).await;
+        return Err(e.into());
+    }
+    failpoint::hit("after-create-container");
+    ctx.containerd.create_task(id, mounts, &log_path).await?;
+    failpoint::hit("after-create-task");
+    let pid = ctx.containerd.start_task(id).await?;
+    failpoint::hit("after-start-task");
+    info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
+    let container = ctx
+        .containerd
+        .get_container(id)
+        .await?
+        .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
+    report_running(instance, ctx, &container, pid).await?;
+    supervise(instance, ctx, id);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Takes a UID range (when the instance has a user namespace) and an MCS pair for `owner`.
+fn allocate(
+    ctx: &Context,
+    owner: &str,
+    user_namespace: bool,
+) -> Result<(Option<UidRange>, McsPair), (&'static str, String)> {
+    let mut alloc = ctx.allocations.lock().map_err(|_| {
+        (
+            "AllocatorUnavailable",
+            "allocator lock poisoned".to_string(),
+        )
+    })?;
+    let uid_range = if user_namespace {
+        Some(alloc.uids.allocate(owner).map_err(|e| {
+            (
+                "UidRangesExhausted",
+                format!("no free host UID range on {}: {e}", ctx.host),
+            )
+        })?)
+    } else {
+        None
+    };
+    match alloc.mcs.allocate(owner) {
+        Ok(pair) => Ok((uid_range, pair)),
+        Err(e) => {
+            alloc.uids.release(owner);
+            Err((
+                "McsPairsExhausted",
+                format!("no free MCS pair on {}: {e}", ctx.host),
+            ))
+        }
+    }
+}
+
+/// Writes the Running status from what the container's labels record.
+async fn report_running(
+    instance: &Instance,
+    ctx: &Context,
+    container: &Container,
+    _pid: u32,
+) -> Result<(), Error> {
+    let mut s = status::current(instance);
+    let was_running =
+        s.phase == Some(InstancePhase::Running) && s.container_id.as_deref() == Some(&container.id);
+    status::phase(&mut s, InstancePhase::Running, None, None);
+    s.container_id = Some(container.id.clone());
+    s.image_digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
+    if !was_running {
+        s.started_at = Some(status::now());
+    }
+    let l = &container.labels;
+    let mut iso = s.isolation.clone().unwrap_or_default();
+    iso.selinux = l.get(labels::MCS).map(|level| SELinuxStatus {
+        level: level.clone(),
+        enforced: ctx.features.selinux == SELinuxHostMode::Enforcing,
+    });
+    iso.user_namespace = l
+        .get(labels::UID_START)
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|start| {
+            let size = i64::from(UidRange::SIZE);
+            UserNamespaceStatus {
+                host_uid: start,
+                host_gid: start,
+                size,
+                range: format!("{start}-{}", start + size - 1),
+            }
+        });
+    iso.seccomp = Some(SeccompStatus {
+        mode: if l.contains_key(labels::SECCOMP_DIGEST) {
+            "filter".into()
+        } else {
+            "disabled".into()
+        },
+        filters: 0,
+        profile: l.get(labels::SECCOMP_PROFILE).cloned(),
+        profile_digest: l.get(labels::SECCOMP_DIGEST).cloned(),
+    });
+    s.isolation = Some(iso);
+    status::set_condition(
+        &mut s,
+        types::READY,
+        true,
+        "Running",
+        "the instance's process runs",
+        instance.metadata.generation,
+    );
+    status::write(ctx, instance, &s).await
+}
+
+/// Records how the task ended. Restarting with back-off arrives with the restart-policy
+/// work; until then every exit is final.
+async fn record_exit(instance: &Instance, ctx: &Context, id: &str, code: u32) -> Result<(), Error> {
+    let oom = oom_killed(id);
+    let exit_code = code as i32;
+    let signal = (exit_code > 128 && exit_code < 160).then_some(exit_code - 128);
+    let reason = if oom {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    let mut s = status::current(instance);
+    s.last_exit = Some(ExitStatus {
+        exit_code,
+        signal,
+        oom_killed: oom,
+        finished_at: Some(status::now()),
+        reason: Some(reason.into()),
+    });
+    let succeeded =
+        exit_code == 0 && instance.spec.template.restart_policy != RestartPolicy::Always;
+    let phase = if succeeded {
+        InstancePhase::Succeeded
+    } else {
+        InstancePhase::Failed
+    };
+    let message = format!(
+        "process exited with code {exit_code}{}",
+        if oom {
+            " (killed by the OOM killer)"
+        } else {
+            ""
+        }
+    );
+    status::phase(&mut s, phase, Some(reason), Some(message.clone()));
+    status::set_condition(
+        &mut s,
+        types::READY,
+        false,
+        reason,
+        &message,
+        instance.metadata.generation,
+    );
+    info!(instance = %instance.name_any(), container = id, exit_code, oom, "instance exited");
+    status::write(ctx, instance, &s).await
+}
+
+/// Whether the kernel's OOM killer struck in the container's cgroup (v1 or v2).
+fn oom_killed(id: &str) -> bool {
+    let candidates = [
+        format!("/sys/fs/cgroup/memory/bulkhead/{id}/memory.oom_control"),
+        format!("/sys/fs/cgroup/bulkhead/{id}/memory.events"),
+    ];
+    candidates.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+/// Waits for the task to exit in the background and wakes the controller when it does.
+fn supervise(instance: &Instance, ctx: &Arc<Context>, id: &str) {
+    let Ok(mut supervised) = ctx.supervised.lock() else {
+        return;
+    };
+    if !supervised.insert(id.to_string()) {
+        return;
+    }
+    let ctx = ctx.clone();
+    let id = id.to_string();
+    let oref = ObjectRef::from_obj(instance);
+    tokio::spawn(async move {
+        let result = ctx.containerd.wait_task(&id).await;
+        if let Err(e) = &result {
+            warn!(container = %id, error = %e, "waiting for task failed");
+        }
+        if let Ok(mut s) = ctx.supervised.lock() {
+            s.remove(&id);
+        }
+        let _ = ctx.wake.unbounded_send(oref);
+    });
+}
+
+/// The MCS pair of a container, from its labels (used when rebuilding allocators).
+pub fn mcs_of(container_labels: &HashMap<String, String>) -> Option<McsPair> {
+    container_labels
+        .get(labels::MCS)
+        .and_then(|l| l.parse().ok())
+}

@@ -1,0 +1,101 @@
+//! Stopping an Instance: SIGTERM, the grace period, SIGKILL, then nothing left behind.
+
+use std::{sync::Arc, time::Duration};
+
+use bulkhead_crds::{Instance, InstancePhase};
+use kube::{ResourceExt, runtime::controller::Action};
+use tracing::{info, warn};
+
+use super::{Context, Error, labels, status};
+use crate::{failpoint, runtime::containerd::TaskState};
+
+const SIGTERM: u32 = 15;
+const SIGKILL: u32 = 9;
+
+/// Tears down the Instance's container; the finalizer goes once this returns Ok.
+pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let uid = instance
+        .uid()
+        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let id = labels::container_id(&uid);
+    if ctx.containerd.get_container(&id).await?.is_some() {
+        let mut s = status::current(instance);
+        if s.phase != Some(InstancePhase::Terminating)
+            && !matches!(
+                s.phase,
+                Some(InstancePhase::Failed | InstancePhase::Succeeded)
+            )
+        {
+            status::phase(
+                &mut s,
+                InstancePhase::Terminating,
+                None,
+                Some("stopping the instance".into()),
+            );
+            // Best effort: the Instance may already be going away.
+            let _ = status::write(ctx, instance, &s).await;
+        }
+    }
+    let grace = Duration::from_secs(
+        instance
+            .spec
+            .template
+            .termination_grace_period_seconds
+            .max(0) as u64,
+    );
+    teardown(ctx, &id, &uid, grace).await?;
+    info!(instance = %instance.name_any(), container = %id, "instance stopped and removed");
+    Ok(Action::await_change())
+}
+
+/// Stops and removes a container, its snapshot and its allocations. Every step tolerates
+/// having been done already, so an interrupted teardown simply runs again.
+pub async fn teardown(
+    ctx: &Context,
+    id: &str,
+    instance_uid: &str,
+    grace: Duration,
+) -> Result<(), Error> {
+    let ctr = &ctx.containerd;
+    match ctr.task_state(id).await? {
+        Some(TaskState::Running(_) | TaskState::Other) => {
+            ctr.kill_task(id, SIGTERM).await?;
+            failpoint::hit("delete-after-sigterm");
+            if tokio::time::timeout(grace, ctr.wait_task(id))
+                .await
+                .is_err()
+            {
+                warn!(
+                    container = id,
+                    ?grace,
+                    "still running after the grace period; sending SIGKILL"
+                );
+                ctr.kill_task(id, SIGKILL).await?;
+                if tokio::time::timeout(Duration::from_secs(30), ctr.wait_task(id))
+                    .await
+                    .is_err()
+                {
+                    return Err(Error::Host(format!(
+                        "container {id} did not die after SIGKILL"
+                    )));
+                }
+            }
+            ctr.delete_task(id).await?;
+        }
+        Some(TaskState::Created) => {
+            ctr.kill_task(id, SIGKILL).await?;
+            ctr.delete_task(id).await?;
+        }
+        Some(TaskState::Stopped(_)) => ctr.delete_task(id).await?,
+        None => {}
+    }
+    failpoint::hit("delete-after-delete-task");
+    ctr.delete_container(id).await?;
+    failpoint::hit("delete-after-delete-container");
+    ctr.remove_snapshot(id).await?;
+    if let Ok(mut alloc) = ctx.allocations.lock() {
+        alloc.uids.release(instance_uid);
+        alloc.mcs.release(instance_uid);
+    }
+    Ok(())
+}

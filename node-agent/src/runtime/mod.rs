@@ -1,0 +1,3 @@
+//! The container runtime path: containerd and runc.
+
+pub mod containerd;
