@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # variables used by the scripts that source this file
-# Shared helpers for e2e/hack/up.sh and e2e/hack/down.sh: the state directory layout, the
-# ordered list of components, and the pidfile/log/health helpers every component uses.
+# Shared helpers for e2e/hack/up.sh, down.sh and images.sh: the state directory layout, the
+# ports, the ordered list of components, and the pidfile/log/health helpers every component uses.
 #
 # A component is a long-running process started by up.sh. It is recorded in
 # $STATE_DIR/pids/<component>.pid and logs to $STATE_DIR/logs/<component>.log. A recorded PID
@@ -10,10 +10,16 @@
 # started with at least one path under the state directory). That way a reused PID is never
 # mistaken for, or killed as, one of ours.
 #
-# To add a component (containerd, docker-registry, the Bulkhead controller, the node agent):
+# To add a component (the Bulkhead controller, the node agent):
 #   1. append it to BULKHEAD_COMPONENTS in start order (down.sh stops them in reverse),
 #   2. add a case to component_exe if its executable is not named like the component,
-#   3. write a start_<name> function in up.sh that calls ensure_daemon with a health check.
+#   3. write a start_<name> function in up.sh that calls ensure_daemon with a health check,
+#   4. if it listens on TCP, give it a *_PORT below (base + PORT_OFFSET) and add it to
+#      BULKHEAD_PORTS.
+#
+# Ports: every TCP port is its base plus BULKHEAD_PORT_OFFSET (default 0), so a second,
+# independent local system (another BULKHEAD_STATE_DIR, another offset) can run beside the first.
+# Unix sockets (containerd) live in the state directory, so they never collide.
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HACK_DIR/../.." && pwd)"
@@ -30,19 +36,48 @@ KCM_KUBECONFIG="$STATE_DIR/kube-controller-manager.kubeconfig"
 
 # Loopback endpoints (test-only; nothing here is reachable from off this machine).
 LOOPBACK=127.0.0.1
-ETCD_CLIENT_PORT=12379
-ETCD_PEER_PORT=12380
-APISERVER_PORT=16443
-KCM_PORT=10257
+PORT_OFFSET="${BULKHEAD_PORT_OFFSET:-0}"
+if [[ ! "$PORT_OFFSET" =~ ^[0-9]{1,5}$ ]] || ((10#$PORT_OFFSET > 49000)); then
+  printf '[%s] error: BULKHEAD_PORT_OFFSET=%s is not a number from 0 to 49000\n' \
+    "${LOG_TAG:-hack}" "$PORT_OFFSET" >&2
+  exit 1
+fi
+PORT_OFFSET=$((10#$PORT_OFFSET))
+ETCD_CLIENT_PORT=$((12379 + PORT_OFFSET))
+ETCD_PEER_PORT=$((12380 + PORT_OFFSET))
+APISERVER_PORT=$((16443 + PORT_OFFSET))
+KCM_PORT=$((10257 + PORT_OFFSET))
+REGISTRY_PORT=$((5000 + PORT_OFFSET))
+BULKHEAD_PORTS=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$REGISTRY_PORT")
 APISERVER_URL="https://$LOOPBACK:$APISERVER_PORT"
+# The registry as image references name it (images.sh pushes there; tests pull from there).
+REGISTRY_HOST="localhost:$REGISTRY_PORT"
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_FIRST_IP=10.96.0.1
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
 BULKHEAD_NAMESPACE=bulkhead-system
 
+# The private containerd (never the system one on /run/containerd). Its sockets are in the state
+# directory: a unix socket path must be shorter than 108 bytes, so up.sh refuses a state
+# directory too long for them. Shim sockets are /run/containerd/s/<sha256 of address+ns+id>
+# whatever the config says (containerd 1.6), so they never collide with a system containerd's.
+CONTAINERD_DIR="$STATE_DIR/containerd"
+CONTAINERD_CONFIG="$CONTAINERD_DIR/config.toml"
+CONTAINERD_SOCK="$CONTAINERD_DIR/containerd.sock"
+CONTAINERD_TTRPC_SOCK="$CONTAINERD_DIR/containerd.sock.ttrpc"
+# The node agent puts each container in cgroup /bulkhead/<container-id>.
+BULKHEAD_CGROUP_PARENT=bulkhead
+
+REGISTRY_DIR="$STATE_DIR/registry"
+REGISTRY_CONFIG="$REGISTRY_DIR/config.yml"
+
+# Built test images are cached outside the state directory (like tools.sh's binaries), so an
+# up.sh after a down.sh only pushes them again.
+CACHE_ROOT="${BULKHEAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead}"
+
 # Start order. down.sh stops in reverse order (and anything with a pid file that is not listed
 # here before that).
-BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry)
 
 # Seconds to wait after SIGTERM before SIGKILL.
 STOP_TIMEOUT="${BULKHEAD_STOP_TIMEOUT:-20}"
@@ -61,6 +96,7 @@ log_file() { printf '%s/logs/%s.log\n' "$STATE_DIR" "$1"; }
 # Name of the executable a component runs as (basename of /proc/PID/exe).
 component_exe() {
   case "$1" in
+    registry) printf '%s\n' docker-registry ;;
     *) printf '%s\n' "$1" ;;
   esac
 }
@@ -266,4 +302,102 @@ stop_component() {
   fi
   rm -f "$pidf"
   log "stopped $comp (pid $pid)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The private containerd (started by up.sh; down.sh may restart it to stop the tasks of a
+# killed run through their shims).
+
+# ctr against the private containerd: ctr_local [global ctr flags] <command...>. Bounded in time
+# and never reads the caller's stdin.
+ctr_local() {
+  timeout "${CTR_TIMEOUT:-60}" ctr --address "$CONTAINERD_SOCK" "$@" </dev/null
+}
+
+containerd_healthy() {
+  timeout 5 ctr --address "$CONTAINERD_SOCK" version </dev/null
+}
+
+# Writes $CONTAINERD_CONFIG. containerd 1.6 has no server-side default snapshotter or runtime
+# outside the CRI plugin (disabled here): clients choose them per call (ctr defaults to overlayfs
+# and io.containerd.runc.v2; the node agent passes them). required_plugins makes containerd
+# refuse to start when overlayfs or the v2 runtime cannot load, instead of failing at the first
+# container. The other snapshotters cannot work here, and the "opt" plugin would write to
+# /opt/containerd: disabled.
+check_containerd_socket_paths() {
+  local n
+  for n in "$CONTAINERD_SOCK" "$CONTAINERD_TTRPC_SOCK"; do
+    ((${#n} < 108)) ||
+      die "containerd socket path $n is ${#n} bytes, too long for a unix socket (limit 107): use a shorter BULKHEAD_STATE_DIR"
+  done
+}
+
+write_containerd_config() {
+  check_containerd_socket_paths
+  mkdir -p "$CONTAINERD_DIR"
+  # Traversable (not listable) so that a container's root filesystem under it can be reached
+  # from inside a user namespace.
+  chmod 0711 "$STATE_DIR" "$CONTAINERD_DIR"
+  cat >"$CONTAINERD_CONFIG.tmp" <<EOT
+# Written by e2e/hack/up.sh: the test system's private containerd.
+version = 2
+root = "$CONTAINERD_DIR/root"
+state = "$CONTAINERD_DIR/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+required_plugins = [
+  "io.containerd.snapshotter.v1.overlayfs",
+  "io.containerd.runtime.v2.task",
+]
+
+[grpc]
+  address = "$CONTAINERD_SOCK"
+
+[ttrpc]
+  address = "$CONTAINERD_TTRPC_SOCK"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+EOT
+  mv "$CONTAINERD_CONFIG.tmp" "$CONTAINERD_CONFIG"
+}
+
+start_containerd() {
+  local old_umask path=$PATH d
+  write_containerd_config
+  # The runc v2 shim finds runc (/usr/sbin on Debian) through containerd's PATH.
+  for d in /usr/local/sbin /usr/sbin /sbin; do
+    [[ ":$path:" == *":$d:"* ]] || path="$path:$d"
+  done
+  # containerd creates snapshot directories (a container's "/" among them) with the process
+  # umask: 077 would make "/" unreadable to a container's non-root users.
+  old_umask=$(umask)
+  umask 022
+  PATH="$path" ensure_daemon containerd containerd_healthy 60 "" -- \
+    "$(command -v containerd || echo /usr/bin/containerd)" --config "$CONTAINERD_CONFIG"
+  umask "$old_umask"
+}
+
+# Prints the PIDs of live processes whose command line has "-address $CONTAINERD_SOCK": the
+# shims of the private containerd (matched by the exact socket path, never by a name).
+our_shim_pids() {
+  local d args i
+  for d in /proc/[0-9]*; do
+    mapfile -d '' -t args 2>/dev/null <"$d/cmdline" || continue
+    for ((i = 1; i < ${#args[@]}; i++)); do
+      if [[ "${args[i]}" == "$CONTAINERD_SOCK" && "${args[i - 1]}" == -address ]]; then
+        printf '%s\n' "${d#/proc/}"
+        break
+      fi
+    done
+  done
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts the local test control plane on 127.0.0.1: etcd, kube-apiserver and
-# kube-controller-manager, from the binaries e2e/hack/tools.sh builds and caches.
+# Starts the local test system on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager
+# (from the binaries e2e/hack/tools.sh builds and caches), a private containerd, and a
+# docker-registry that e2e/hack/images.sh fills with the test images.
 #
 # Idempotent: a component whose recorded PID is still that component is reused; pid files left by
 # a killed run are cleared first. A second call returns quickly and starts nothing.
@@ -8,10 +9,18 @@
 # State lives in ${BULKHEAD_STATE_DIR:-<repo>/.bulkhead}:
 #   pki/                               CAs, serving and client certs, service-account key pair
 #   etcd/                              etcd data
+#   containerd/config.toml             the private containerd: root/, state/, containerd.sock
+#   registry/config.yml                the registry: data/
 #   logs/<component>.log               each component's output
 #   pids/<component>.pid               each component's PID
 #   kubeconfig                         admin (system:masters), server https://127.0.0.1:16443
 #   kube-controller-manager.kubeconfig
+#
+# Environment:
+#   BULKHEAD_STATE_DIR    state directory (see above)
+#   BULKHEAD_PORT_OFFSET  added to every TCP port (etcd 12379/12380, kube-apiserver 16443,
+#                         kube-controller-manager 10257, registry 5000); default 0
+#   BULKHEAD_SKIP_IMAGES  1: do not run images.sh
 #
 # Stop everything and delete the state with e2e/hack/down.sh.
 #
@@ -138,6 +147,10 @@ kcm_healthy() {
   curl_local --cacert "$PKI_DIR/ca.crt" "https://$LOOPBACK:$KCM_PORT/healthz" | grep -qx ok
 }
 
+registry_healthy() {
+  [[ "$(curl_local -o /dev/null -w '%{http_code}' "http://$LOOPBACK:$REGISTRY_PORT/v2/")" == 200 ]]
+}
+
 # ---------------------------------------------------------------------------------------------
 # Components, in BULKHEAD_COMPONENTS order
 
@@ -207,6 +220,47 @@ start_controller_manager() {
     --v=1
 }
 
+# start_containerd is in lib.sh (down.sh uses it too).
+
+write_registry_config() {
+  mkdir -p "$REGISTRY_DIR/data"
+  # The secret signs upload state; one per state directory.
+  [[ -s "$REGISTRY_DIR/http-secret" ]] || openssl rand -hex 16 >"$REGISTRY_DIR/http-secret"
+  cat >"$REGISTRY_CONFIG.tmp" <<EOF
+# Written by e2e/hack/up.sh: the test system's registry (no auth, loopback only).
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $REGISTRY_DIR/data
+  delete:
+    enabled: true
+http:
+  addr: $LOOPBACK:$REGISTRY_PORT
+  secret: $(cat "$REGISTRY_DIR/http-secret")
+EOF
+  mv "$REGISTRY_CONFIG.tmp" "$REGISTRY_CONFIG"
+}
+
+start_registry() {
+  write_registry_config
+  ensure_daemon registry registry_healthy 30 "$REGISTRY_PORT" -- \
+    "$(command -v docker-registry || echo /usr/bin/docker-registry)" serve "$REGISTRY_CONFIG"
+}
+
+push_images() {
+  if [[ "${BULKHEAD_SKIP_IMAGES:-0}" == 1 ]]; then
+    log "BULKHEAD_SKIP_IMAGES=1: not building or pushing the test images"
+    return 0
+  fi
+  # The image cache is not private; images.sh runs under this script's lock.
+  (umask 022 && BULKHEAD_STATE_DIR="$STATE_DIR" BULKHEAD_LOCK_HELD=1 \
+    bash "$HACK_DIR/images.sh" "$REGISTRY_HOST" >&2) || die "images.sh failed"
+}
+
 ensure_namespace() {
   local kc=(kubectl --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s)
   if "${kc[@]}" get namespace "$BULKHEAD_NAMESPACE" >/dev/null 2>&1; then
@@ -226,8 +280,10 @@ main() {
   local t0=$SECONDS
   # Keys, kubeconfigs and etcd data are private to the user running the tests.
   umask 077
+  check_containerd_socket_paths
   mkdir -p "$STATE_DIR"
   take_lock
+  # The marker comes first: it is what lets down.sh (and images.sh) treat the directory as ours.
   touch "$STATE_MARKER"
   mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids" "$STATE_DIR/etcd"
   clear_stale_pidfiles
@@ -247,9 +303,12 @@ main() {
   start_etcd
   start_apiserver
   start_controller_manager
+  start_containerd
+  start_registry
   ensure_namespace
+  push_images
 
-  log "control plane up in $((SECONDS - t0))s; export KUBECONFIG=$ADMIN_KUBECONFIG"
+  log "up in $((SECONDS - t0))s; export KUBECONFIG=$ADMIN_KUBECONFIG; containerd $CONTAINERD_SOCK; registry $REGISTRY_HOST"
 }
 
 main "$@"

@@ -145,15 +145,17 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(a, "fork-bomb")) {
         /* Fork until the pids limit stops us; report how many forks succeeded. */
+        static pid_t children[100000];
         int n = 0;
         for (int i = 0; i < 100000; i++) {
             pid_t p = fork();
             if (p < 0) break;
             if (p == 0) { pause(); _exit(0); }
-            n++;
+            children[n++] = p;
         }
         int err = errno;
-        kill(0, SIGKILL);
+        for (int i = 0; i < n; i++) kill(children[i], SIGKILL);
+        for (int i = 0; i < n; i++) waitpid(children[i], NULL, 0);
         printf("forked %d before: %s\n", n, strerror(err));
         return n < 100000 ? 0 : 1;
     }

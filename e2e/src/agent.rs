@@ -53,11 +53,17 @@ pub struct Agent {
     /// Its own log.
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
     /// Starts an agent for host `host` with extra flags.
     pub fn start(host: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(host, extra, &[])
+    }
+
+    /// Starts an agent with extra flags and environment variables.
+    pub fn start_with_env(host: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         crate::ensure();
         let dir = state_dir().join("agents").join(host);
         std::fs::create_dir_all(&dir).expect("agent state dir");
@@ -68,6 +74,10 @@ impl Agent {
             state_dir: dir,
             log: state_dir().join("logs").join(format!("agent-{host}.log")),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         agent.spawn();
         agent
@@ -97,6 +107,7 @@ impl Agent {
             .arg("8")
             .args(&self.args)
             .env("RUST_LOG", "info,bulkhead_node_agent=debug,kube=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -122,6 +133,22 @@ impl Agent {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Starts the agent again with the same flags and a new environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart();
+    }
+
+    /// Whether the process has exited (e.g. at a failpoint).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// The agent's log so far, for failure messages.

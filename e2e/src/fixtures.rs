@@ -54,6 +54,11 @@ impl InstanceBuilder {
         self.spec.template.args = args.iter().map(|s| s.to_string()).collect();
         self
     }
+    /// Sets the command (the image's ENTRYPOINT replacement).
+    pub fn command(mut self, command: &[&str]) -> Self {
+        self.spec.template.command = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
     /// Sets the memory limit.
     pub fn memory(mut self, memory: &str) -> Self {
         self.spec.template.resources.memory = Some(memory.to_string());

@@ -215,6 +215,26 @@ async fn dockers_default_seccomp_profile_applies_unchanged() {
         profile["syscalls"].as_array().map(Vec::len),
         "every rule is kept"
     );
-    assert_eq!(stored.data["spec"]["archMap"], profile["archMap"]);
+    // Docker writes `null` for an empty subArchitectures list; the API server stores [].
+    let arches = |v: &serde_json::Value| -> Vec<(String, Vec<String>)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let subs = m["subArchitectures"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                (
+                    m["architecture"].to_string(),
+                    subs.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        arches(&stored.data["spec"]["archMap"]),
+        arches(&profile["archMap"])
+    );
     ns.delete().await;
 }

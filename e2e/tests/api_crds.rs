@@ -165,7 +165,11 @@ async fn agents_can_watch_only_their_hosts_instances() {
 
 #[test]
 fn kubectl_explain_shows_the_isolation_docs() {
-    let out = stdout_of(&["explain", "workload.spec.isolation"]);
+    // kubectl wraps lines; compare with whitespace collapsed.
+    let out = stdout_of(&["explain", "workload.spec.isolation"])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     for text in [
         "How each instance is isolated",
         "userNamespace",

@@ -52,7 +52,7 @@ fn shared() -> &'static Shared {
                     instance(name)
                         .on(&agent.host)
                         .image(&image("tools:v1"))
-                        .args(&["probe", "sleep"])
+                        .command(&["/bin/probe", "sleep"])
                         .create(&ns)
                         .await;
                 }
@@ -226,7 +226,7 @@ async fn a_fork_bomb_is_contained_by_the_pids_limit() {
         .on(&agent.host)
         .image(&image("tools:v1"))
         .pids(64)
-        .args(&["probe", "sleep"])
+        .command(&["/bin/probe", "sleep"])
         .create(&ns)
         .await;
     let inst = wait_for_phase(&ns, "bomb", InstancePhase::Running, START).await;
@@ -252,7 +252,7 @@ async fn a_memory_hog_is_oom_killed_and_recorded() {
         .image(&image("tools:v1"))
         .memory("32Mi")
         .restart(RestartPolicy::Never)
-        .args(&["probe", "hog", "512"])
+        .command(&["/bin/probe", "hog", "512"])
         .create(&ns)
         .await;
     let inst = wait_for_phase(&ns, "hog", InstancePhase::Failed, START).await;

@@ -29,7 +29,12 @@ struct Args {
     )]
     containerd_namespace: String,
     /// Directory for instance logs and agent state.
-    #[arg(long, env = "BULKHEAD_STATE_DIR", default_value = "/var/lib/bulkhead")]
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_STATE_DIR",
+        default_value = "/var/lib/bulkhead"
+    )]
     state_dir: PathBuf,
     /// Host UID/GID ranges handed to instances: "<first host uid>:<number of 65536-wide ranges>".
     #[arg(
@@ -118,7 +123,10 @@ fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {

@@ -43,6 +43,7 @@ pub async fn ensure_host(client: &Client, name: &str) -> kube::Result<Host> {
         "apiVersion": "bulkhead.dev/v1alpha1",
         "kind": "Host",
         "metadata": {"name": name, "labels": {"bulkhead.dev/host": name}},
+        "spec": {},
     });
     api.patch(
         name,

@@ -174,6 +174,8 @@ pub async fn pull(
         return Ok(image);
     }
     let resolved = registry.resolve(reference, go_arch).await?;
+    let lock = registry.pull_lock(&resolved.digest);
+    let _pulling = lock.lock().await;
     if let Some(image) = local(ctr, reference, &resolved.digest).await? {
         return Ok(image);
     }

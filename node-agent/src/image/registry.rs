@@ -3,7 +3,11 @@
 //! Registries on loopback are spoken to over plain HTTP, every other one over HTTPS.
 //! Anonymous access only for now; registries behind token auth are future work.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use oci_spec::image::{ImageIndex, ImageManifest};
 use sha2::{Digest, Sha256};
@@ -40,6 +44,7 @@ pub struct ResolvedManifest {
 pub struct Registry {
     http: reqwest::Client,
     allowed: Vec<String>,
+    pulls: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// sha256 digest of bytes, `sha256:<hex>`.
@@ -56,7 +61,22 @@ impl Registry {
             .timeout(Duration::from_secs(600))
             .build()
             .expect("an HTTP client with the process-wide TLS provider");
-        Self { http, allowed }
+        Self {
+            http,
+            allowed,
+            pulls: Arc::default(),
+        }
+    }
+
+    /// A lock per image digest: concurrent starts of the same image pull it once, the others
+    /// wait and then find it present.
+    pub fn pull_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut pulls = self
+            .pulls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pulls.retain(|_, lock| Arc::strong_count(lock) > 1);
+        pulls.entry(digest.to_string()).or_default().clone()
     }
 
     /// Refuses registries outside the allow-list.
@@ -119,6 +139,11 @@ impl Registry {
     ) -> Result<(String, String, Vec<u8>), PullError> {
         let url = format!("{}/manifests/{reference}", Self::base(image));
         let response = self.get(image, &url, &MANIFEST_TYPES.join(", ")).await?;
+        let served_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let media_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -139,10 +164,18 @@ impl Registry {
             });
         }
         let digest = sha256_digest(&bytes);
-        if reference.starts_with("sha256:") && digest != reference {
+        // The digest asked for, or else the one the registry claims, must be what arrived.
+        let expected = if reference.starts_with("sha256:") {
+            Some(reference.to_string())
+        } else {
+            served_digest
+        };
+        if let Some(expected) = expected
+            && expected != digest
+        {
             return Err(PullError::DigestMismatch {
                 what: format!("manifest of {image}"),
-                expected: reference.to_string(),
+                expected,
                 actual: digest,
             });
         }
