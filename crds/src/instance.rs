@@ -227,9 +227,9 @@ pub struct UserNamespaceStatus {
 pub struct SeccompStatus {
     /// The kernel's seccomp mode of the init process: disabled, strict or filter.
     pub mode: String,
-    /// Number of filters attached.
-    #[serde(default)]
-    pub filters: i32,
+    /// Number of filters attached, as the kernel reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<i32>,
     /// The profile: RuntimeDefault@<version>, or the SeccompProfile name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,

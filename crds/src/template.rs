@@ -12,7 +12,8 @@ use crate::patterns;
 pub struct InstanceTemplate {
     /// Image reference. Either pinned by digest (`registry/repo@sha256:...`) or a tag that the
     /// node agent resolves to a digest once, on first pull, and records in the Instance status.
-    #[schemars(length(min = 1, max = 512), pattern(patterns::IMAGE_REFERENCE))]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = image_rule())]
     pub image: String,
 
     /// Entrypoint; replaces the image's ENTRYPOINT when set.
@@ -68,6 +69,14 @@ pub struct InstanceTemplate {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub writable_paths: Vec<String>,
+}
+
+/// The image reference check, as CEL so that the refusal explains the format instead of
+/// printing the regular expression.
+fn image_rule() -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.matches(r'{}')", patterns::IMAGE_REFERENCE)).message(
+        "must be an image reference [registry[:port]/]repository[:tag][@sha256:digest] with a lower-case repository",
+    )
 }
 
 fn default_grace_period() -> i64 {

@@ -77,7 +77,11 @@ CACHE_ROOT="${BULKHEAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead}"
 
 # Start order. down.sh stops in reverse order (and anything with a pid file that is not listed
 # here before that).
-BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry)
+BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry node-agent)
+
+# The local system's one node agent: its Host name, containerd namespace and state.
+AGENT_HOST="${BULKHEAD_HOST_NAME:-local-1}"
+AGENT_DIR="$STATE_DIR/agent"
 
 # Seconds to wait after SIGTERM before SIGKILL.
 STOP_TIMEOUT="${BULKHEAD_STOP_TIMEOUT:-20}"
@@ -97,6 +101,7 @@ log_file() { printf '%s/logs/%s.log\n' "$STATE_DIR" "$1"; }
 component_exe() {
   case "$1" in
     registry) printf '%s\n' docker-registry ;;
+    node-agent) printf '%s\n' bulkhead-node-agent ;;
     *) printf '%s\n' "$1" ;;
   esac
 }

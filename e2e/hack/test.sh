@@ -19,5 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The agent binary the tests start, and the local system's own agent.
+cargo build --workspace --bins
 bash e2e/hack/up.sh
 cargo test -p bulkhead-e2e -- --test-threads="${BULKHEAD_TEST_THREADS:-4}"

@@ -261,6 +261,32 @@ push_images() {
     bash "$HACK_DIR/images.sh" "$REGISTRY_HOST" >&2) || die "images.sh failed"
 }
 
+# The node agent of this machine: built from this checkout if its binary is missing, Ready once
+# its Host reports Ready.
+agent_ready() {
+  [[ "$(kubectl --kubeconfig "$ADMIN_KUBECONFIG" get hosts.bulkhead.dev "$AGENT_HOST" \
+    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
+start_node_agent() {
+  [[ "${BULKHEAD_SKIP_AGENT:-0}" == 1 ]] && return 0
+  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/bulkhead-node-agent"
+  if [[ ! -x "$bin" ]]; then
+    log "building bulkhead-node-agent"
+    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent) || die "cargo build failed"
+  fi
+  kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --field-manager=bulkhead-up \
+    -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
+  mkdir -p "$AGENT_DIR"
+  ensure_daemon node-agent agent_ready 60 "" -- "$bin" \
+    --host-name "$AGENT_HOST" \
+    --kubeconfig "$ADMIN_KUBECONFIG" \
+    --containerd-address "$CONTAINERD_SOCK" \
+    --containerd-namespace bulkhead \
+    --state-dir "$AGENT_DIR" \
+    --allowed-registries "$REGISTRY_HOST"
+}
+
 ensure_namespace() {
   local kc=(kubectl --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s)
   if "${kc[@]}" get namespace "$BULKHEAD_NAMESPACE" >/dev/null 2>&1; then
@@ -307,6 +333,7 @@ main() {
   start_registry
   ensure_namespace
   push_images
+  start_node_agent
 
   log "up in $((SECONDS - t0))s; export KUBECONFIG=$ADMIN_KUBECONFIG; containerd $CONTAINERD_SOCK; registry $REGISTRY_HOST"
 }

@@ -84,11 +84,11 @@ refused! {
     workload_without_owner:
         workload_with("owner", "null") => "spec.owner", "Required value";
     image_with_spaces:
-        workload_with("template.image", "'localhost:5000/web app:v1'") => "spec.template.image", "should match";
+        workload_with("template.image", "'localhost:5000/web app:v1'") => "spec.template.image", "must be an image reference";
     image_with_upper_case_repository:
-        workload_with("template.image", "localhost:5000/Web:v1") => "spec.template.image", "should match";
+        workload_with("template.image", "localhost:5000/Web:v1") => "spec.template.image", "must be an image reference";
     image_with_a_short_digest:
-        workload_with("template.image", "web@sha256:abc123") => "spec.template.image", "should match";
+        workload_with("template.image", "web@sha256:abc123") => "spec.template.image", "must be an image reference";
     memory_with_unknown_unit:
         workload_with("template.resources", "{memory: 12XB}") => "spec.template.resources.memory", "should match";
     cpu_in_words:

@@ -410,7 +410,7 @@ async fn report_running(
         } else {
             "disabled".into()
         },
-        filters: 0,
+        filters: None,
         profile: l.get(labels::SECCOMP_PROFILE).cloned(),
         profile_digest: l.get(labels::SECCOMP_DIGEST).cloned(),
     });
