@@ -51,13 +51,11 @@ fn pids(state: &Path) -> BTreeMap<String, u32> {
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
-            s.rsplit(')')
+            !s.rsplit(')')
                 .next()
                 .unwrap_or("")
                 .trim_start()
-                .chars()
-                .next()
-                != Some('Z')
+                .starts_with('Z')
         })
         .unwrap_or(false)
 }
