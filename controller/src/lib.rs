@@ -1,8 +1,41 @@
-//! bulkhead-controller: schedules instances onto hosts, keeps replicas, runs rolling and
-//! blue/green replacement, publishes service endpoints and notices dead hosts.
+//! bulkhead-controller: schedules instances onto hosts, keeps replicas and runs rollouts.
 //!
-//! The reconcilers arrive with the controller issue; this crate currently holds the binary's
-//! entry point and version.
+//! Reconcilers are short pipelines (observe → plan → apply → report); planning is pure and
+//! unit-tested (`workload::plan`, `workload::status`, `scheduler::filter`).
+
+pub mod leader;
+pub mod metrics;
+pub mod scheduler;
+pub mod workload;
+
+use std::sync::Arc;
+
+use kube::Client;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a reconcile can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object lacks a field the API always sets.
+    #[error("object is missing {0}")]
+    MissingObjectKey(&'static str),
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Counters.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}

@@ -48,7 +48,8 @@ ETCD_PEER_PORT=$((12380 + PORT_OFFSET))
 APISERVER_PORT=$((16443 + PORT_OFFSET))
 KCM_PORT=$((10257 + PORT_OFFSET))
 REGISTRY_PORT=$((5000 + PORT_OFFSET))
-BULKHEAD_PORTS=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$REGISTRY_PORT")
+CONTROLLER_METRICS_PORT=$((9464 + PORT_OFFSET))
+BULKHEAD_PORTS=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$REGISTRY_PORT" "$CONTROLLER_METRICS_PORT")
 APISERVER_URL="https://$LOOPBACK:$APISERVER_PORT"
 # The registry as image references name it (images.sh pushes there; tests pull from there).
 REGISTRY_HOST="localhost:$REGISTRY_PORT"
@@ -77,7 +78,7 @@ CACHE_ROOT="${BULKHEAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead}"
 
 # Start order. down.sh stops in reverse order (and anything with a pid file that is not listed
 # here before that).
-BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry node-agent)
+BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry node-agent controller)
 
 # The local system's one node agent: its Host name, containerd namespace and state.
 AGENT_HOST="${BULKHEAD_HOST_NAME:-local-1}"
@@ -102,6 +103,7 @@ component_exe() {
   case "$1" in
     registry) printf '%s\n' docker-registry ;;
     node-agent) printf '%s\n' bulkhead-node-agent ;;
+    controller) printf '%s\n' bulkhead-controller ;;
     *) printf '%s\n' "$1" ;;
   esac
 }

@@ -287,6 +287,24 @@ start_node_agent() {
     --allowed-registries "$REGISTRY_HOST"
 }
 
+# bulkhead-controller: leader-elected, Ready once it leads.
+controller_ready() {
+  curl -fsS "http://127.0.0.1:$CONTROLLER_METRICS_PORT/readyz" >/dev/null
+}
+
+start_controller() {
+  [[ "${BULKHEAD_SKIP_CONTROLLER:-0}" == 1 ]] && return 0
+  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/bulkhead-controller"
+  if [[ ! -x "$bin" ]]; then
+    log "building bulkhead-controller"
+    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller) || die "cargo build failed"
+  fi
+  ensure_daemon controller controller_ready 60 "$CONTROLLER_METRICS_PORT" -- "$bin" \
+    --kubeconfig "$ADMIN_KUBECONFIG" \
+    --identity "local-$CONTROLLER_METRICS_PORT" \
+    --metrics-address "127.0.0.1:$CONTROLLER_METRICS_PORT"
+}
+
 ensure_namespace() {
   local kc=(kubectl --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s)
   if "${kc[@]}" get namespace "$BULKHEAD_NAMESPACE" >/dev/null 2>&1; then
@@ -334,6 +352,7 @@ main() {
   ensure_namespace
   push_images
   start_node_agent
+  start_controller
 
   log "up in $((SECONDS - t0))s; export KUBECONFIG=$ADMIN_KUBECONFIG; containerd $CONTAINERD_SOCK; registry $REGISTRY_HOST"
 }

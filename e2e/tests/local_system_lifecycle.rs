@@ -15,7 +15,7 @@ use std::{
 use bulkhead_e2e::repo_root;
 
 const OFFSET: u16 = 2000;
-const PORTS: [u16; 5] = [12379, 12380, 16443, 10257, 5000];
+const PORTS: [u16; 6] = [12379, 12380, 16443, 10257, 5000, 9464];
 
 fn script(name: &str, state: &Path) {
     let status = Command::new("bash")

@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub lease: LeaseTiming,
     /// The runc binary (for its version).
     pub runc: PathBuf,
+    /// Register the Host cordoned.
+    pub register_unschedulable: bool,
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -77,7 +79,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     info!(host = %cfg.host_name, kernel = %node_info.kernel_version, selinux = ?features.selinux, cgroup = features.cgroup_version, "host detected");
 
     let capacity = root.capacity(i64::from(cfg.uid_range_pool.capacity()));
-    let host = lease::ensure_host(&client, &cfg.host_name)
+    let host = lease::ensure_host(&client, &cfg.host_name, cfg.register_unschedulable)
         .await
         .context("registering the Host")?;
 

@@ -58,6 +58,10 @@ struct Args {
     /// The runc binary.
     #[arg(long, env = "BULKHEAD_RUNC", default_value = "runc")]
     runc: PathBuf,
+    /// Register the Host cordoned (spec.unschedulable), like a kubelet's
+    /// --register-schedulable=false.
+    #[arg(long, env = "BULKHEAD_REGISTER_UNSCHEDULABLE")]
+    register_unschedulable: bool,
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             duration: std::time::Duration::from_secs(args.lease_duration_seconds),
         },
         runc: args.runc,
+        register_unschedulable: args.register_unschedulable,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

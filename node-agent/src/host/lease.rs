@@ -37,13 +37,21 @@ impl Default for LeaseTiming {
 
 /// Creates the Host if it does not exist (without touching spec.unschedulable, which the
 /// user owns) and returns it.
-pub async fn ensure_host(client: &Client, name: &str) -> kube::Result<Host> {
+///
+/// With `unschedulable`, the Host registers cordoned (as a kubelet's
+/// `--register-schedulable=false`): instances bound by hand run, the scheduler places none.
+pub async fn ensure_host(client: &Client, name: &str, unschedulable: bool) -> kube::Result<Host> {
     let api: Api<Host> = Api::all(client.clone());
+    let spec = if unschedulable {
+        json!({"unschedulable": true})
+    } else {
+        json!({})
+    };
     let body = json!({
         "apiVersion": "bulkhead.dev/v1alpha1",
         "kind": "Host",
         "metadata": {"name": name, "labels": {"bulkhead.dev/host": name}},
-        "spec": {},
+        "spec": spec,
     });
     api.patch(
         name,

@@ -1,0 +1,280 @@
+//! Choosing a host: filters, then scores (pure).
+
+use std::collections::BTreeMap;
+
+use bulkhead_crds::{
+    InstanceSpec,
+    host::{HostCapacity, HostFeatures, SELinuxHostMode},
+    isolation::{SELinuxMode, SeccompType},
+};
+
+/// What an instance asks of a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    /// CPU in millicores.
+    pub cpu_millis: i64,
+    /// Memory in bytes.
+    pub memory_bytes: i64,
+    /// SELinux must be enforcing.
+    pub selinux_required: bool,
+    /// A user namespace is needed.
+    pub user_namespace: bool,
+    /// A seccomp filter is needed.
+    pub seccomp: bool,
+    /// The Workload it belongs to, for spreading.
+    pub workload: Option<String>,
+}
+
+impl Requirements {
+    /// Requirements of an Instance spec.
+    pub fn of(spec: &InstanceSpec, workload: Option<String>) -> Self {
+        let r = &spec.template.resources;
+        Self {
+            cpu_millis: r
+                .cpu
+                .as_deref()
+                .and_then(|c| bulkhead_crds::quantity::cpu_millis(c).ok())
+                .unwrap_or(0),
+            memory_bytes: r
+                .memory
+                .as_deref()
+                .and_then(|m| bulkhead_crds::quantity::memory_bytes(m).ok())
+                .unwrap_or(0),
+            selinux_required: spec.isolation.selinux.mode == SELinuxMode::Required,
+            user_namespace: spec.isolation.user_namespace,
+            seccomp: spec.isolation.seccomp.type_ != SeccompType::Unconfined,
+            workload,
+        }
+    }
+}
+
+/// A host as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostView {
+    /// Host name.
+    pub name: String,
+    /// Its Lease is fresh and its agent reports Ready.
+    pub ready: bool,
+    /// Cordoned.
+    pub unschedulable: bool,
+    /// Isolation features.
+    pub features: HostFeatures,
+    /// Capacity.
+    pub capacity: HostCapacity,
+    /// CPU reserved by bound instances.
+    pub used_cpu_millis: i64,
+    /// Memory reserved by bound instances.
+    pub used_memory_bytes: i64,
+    /// Instances bound to it.
+    pub instances: i64,
+    /// Instances per Workload bound to it.
+    pub per_workload: BTreeMap<String, i64>,
+}
+
+/// Why a host does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// Its agent is not renewing its Lease.
+    NotReady,
+    /// Cordoned.
+    Unschedulable,
+    /// SELinux is not enforcing.
+    NoSelinux,
+    /// No user namespaces.
+    NoUserNamespaces,
+    /// No seccomp.
+    NoSeccomp,
+    /// Not enough CPU left.
+    InsufficientCpu,
+    /// Not enough memory left.
+    InsufficientMemory,
+    /// Its instance limit is reached.
+    TooManyInstances,
+}
+
+impl Rejection {
+    fn phrase(self) -> &'static str {
+        match self {
+            Rejection::NotReady => "not ready",
+            Rejection::Unschedulable => "unschedulable",
+            Rejection::NoSelinux => "lack SELinux enforcing",
+            Rejection::NoUserNamespaces => "lack user namespaces",
+            Rejection::NoSeccomp => "lack seccomp",
+            Rejection::InsufficientCpu => "insufficient cpu",
+            Rejection::InsufficientMemory => "insufficient memory",
+            Rejection::TooManyInstances => "too many instances",
+        }
+    }
+}
+
+fn reject(host: &HostView, req: &Requirements) -> Option<Rejection> {
+    if !host.ready {
+        return Some(Rejection::NotReady);
+    }
+    if host.unschedulable {
+        return Some(Rejection::Unschedulable);
+    }
+    if req.selinux_required && host.features.selinux != SELinuxHostMode::Enforcing {
+        return Some(Rejection::NoSelinux);
+    }
+    if req.user_namespace && !host.features.user_namespaces {
+        return Some(Rejection::NoUserNamespaces);
+    }
+    if req.seccomp && !host.features.seccomp {
+        return Some(Rejection::NoSeccomp);
+    }
+    if host.used_cpu_millis + req.cpu_millis > host.capacity.cpu_millis {
+        return Some(Rejection::InsufficientCpu);
+    }
+    if host.used_memory_bytes + req.memory_bytes > host.capacity.memory_bytes {
+        return Some(Rejection::InsufficientMemory);
+    }
+    if host.instances >= host.capacity.instances {
+        return Some(Rejection::TooManyInstances);
+    }
+    None
+}
+
+/// Picks a host: among those that fit, the one with fewest instances of the same Workload,
+/// then the least allocated (CPU and memory fractions), then by name. Otherwise the
+/// message that explains why no host fits.
+pub fn choose(req: &Requirements, hosts: &[HostView]) -> Result<String, String> {
+    let mut rejected: BTreeMap<Rejection, usize> = BTreeMap::new();
+    let mut best: Option<(i64, u64, &str)> = None;
+    for h in hosts {
+        if let Some(r) = reject(h, req) {
+            *rejected.entry(r).or_default() += 1;
+            continue;
+        }
+        let same = req
+            .workload
+            .as_ref()
+            .and_then(|w| h.per_workload.get(w))
+            .copied()
+            .unwrap_or(0);
+        let frac = |used: i64, cap: i64| {
+            if cap > 0 {
+                (used as f64 / cap as f64 * 1e6) as u64
+            } else {
+                0
+            }
+        };
+        let allocated = frac(h.used_cpu_millis + req.cpu_millis, h.capacity.cpu_millis)
+            + frac(
+                h.used_memory_bytes + req.memory_bytes,
+                h.capacity.memory_bytes,
+            );
+        let key = (same, allocated, h.name.as_str());
+        if best.is_none_or(|b| key < b) {
+            best = Some(key);
+        }
+    }
+    match best {
+        Some((_, _, name)) => Ok(name.to_string()),
+        None => {
+            let reasons: Vec<String> = rejected
+                .iter()
+                .map(|(r, n)| format!("{n} {}", r.phrase()))
+                .collect();
+            let detail = if reasons.is_empty() {
+                "no hosts registered".to_string()
+            } else {
+                reasons.join(", ")
+            };
+            Err(format!("0/{} hosts: {detail}", hosts.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str) -> HostView {
+        HostView {
+            name: name.into(),
+            ready: true,
+            unschedulable: false,
+            features: HostFeatures {
+                seccomp: true,
+                user_namespaces: true,
+                ..Default::default()
+            },
+            capacity: HostCapacity {
+                cpu_millis: 2000,
+                memory_bytes: 1 << 30,
+                instances: 10,
+            },
+            used_cpu_millis: 0,
+            used_memory_bytes: 0,
+            instances: 0,
+            per_workload: BTreeMap::new(),
+        }
+    }
+
+    fn req() -> Requirements {
+        Requirements {
+            cpu_millis: 500,
+            memory_bytes: 64 << 20,
+            selinux_required: false,
+            user_namespace: true,
+            seccomp: true,
+            workload: Some("web".into()),
+        }
+    }
+
+    #[test]
+    fn spreads_a_workload_then_prefers_the_least_allocated() {
+        let mut a = host("a");
+        a.per_workload.insert("web".into(), 1);
+        let b = host("b");
+        assert_eq!(choose(&req(), &[a.clone(), b.clone()]), Ok("b".into()));
+        let mut b2 = b.clone();
+        b2.per_workload.insert("web".into(), 1);
+        b2.used_cpu_millis = 1000;
+        assert_eq!(
+            choose(&req(), &[a, b2]),
+            Ok("a".into()),
+            "equal spread: least allocated wins"
+        );
+    }
+
+    #[test]
+    fn explains_why_nothing_fits() {
+        let mut a = host("a");
+        a.used_memory_bytes = 1 << 30;
+        let b = host("b");
+        let c = host("c");
+        let mut r = req();
+        r.selinux_required = true;
+        let mut enforcing = host("d");
+        enforcing.features.selinux = SELinuxHostMode::Enforcing;
+        enforcing.used_memory_bytes = 1 << 30;
+        assert_eq!(
+            choose(&r, &[a, b, c, enforcing]),
+            Err("0/4 hosts: 3 lack SELinux enforcing, 1 insufficient memory".into())
+        );
+    }
+
+    #[test]
+    fn filters_each_requirement() {
+        let mut not_ready = host("n");
+        not_ready.ready = false;
+        let mut cordoned = host("c");
+        cordoned.unschedulable = true;
+        let mut full = host("f");
+        full.instances = 10;
+        let mut no_userns = host("u");
+        no_userns.features.user_namespaces = false;
+        let mut busy = host("b");
+        busy.used_cpu_millis = 1800;
+        assert_eq!(
+            choose(&req(), &[not_ready, cordoned, full, no_userns, busy]),
+            Err("0/5 hosts: 1 not ready, 1 unschedulable, 1 lack user namespaces, 1 insufficient cpu, 1 too many instances".into())
+        );
+        assert_eq!(
+            choose(&req(), &[]),
+            Err("0/0 hosts: no hosts registered".into())
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The controller with the real agent: replicas are kept, instances are replaced, and a
+//! rolling update stays within maxSurge and maxUnavailable from start to end.
+//!
+//! Uses the local system's controller and its agent (host local-1, started by up.sh).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use bulkhead_crds::{Instance, InstancePhase, LABEL_WORKLOAD, Workload, conditions};
+use bulkhead_e2e::{TestNamespace, agent::image, kubectl, manifest};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+
+const CONVERGE: Duration = Duration::from_secs(120);
+
+fn workload_yaml(name: &str, replicas: i32, image: &str, surge: &str, unavailable: &str) -> String {
+    format!(
+        r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}}}
+spec:
+  owner: team-e2e
+  replicas: {replicas}
+  template:
+    image: {image}
+    terminationGracePeriodSeconds: 2
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}
+"#
+    )
+}
+
+/// (running-and-ready, alive, images of the alive) of the workload's instances.
+async fn census(api: &Api<Instance>, workload: &str) -> (usize, usize, Vec<String>) {
+    let list = api
+        .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={workload}")))
+        .await
+        .unwrap();
+    let alive: Vec<&Instance> = list
+        .items
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            !matches!(
+                i.status.as_ref().and_then(|s| s.phase),
+                Some(InstancePhase::Failed | InstancePhase::Succeeded)
+            )
+        })
+        .collect();
+    let ready = alive
+        .iter()
+        .filter(|i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.phase == Some(InstancePhase::Running)
+                    && conditions::is_true(&s.conditions, conditions::types::READY)
+            })
+        })
+        .count();
+    (
+        ready,
+        alive.len(),
+        alive
+            .iter()
+            .map(|i| i.spec.template.image.clone())
+            .collect(),
+    )
+}
+
+async fn wait_for_census(api: &Api<Instance>, workload: &str, ready: usize, alive: usize) {
+    let ok = bulkhead_e2e::poll_until(CONVERGE, || async {
+        let c = census(api, workload).await;
+        (c.0 == ready && c.1 == alive).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "{workload} did not reach {ready} ready / {alive} alive: {:?}",
+        census(api, workload).await
+    );
+}
+
+async fn set_replicas(ns: &TestNamespace, name: &str, replicas: i32) {
+    ns.api::<Workload>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn replicas_are_kept_scaled_and_replaced() {
+    let ns = TestNamespace::new("replicas").await;
+    manifest::create(
+        &ns.client,
+        &ns.name,
+        &workload_yaml("web", 3, &image("web:v1"), "1", "0"),
+    )
+    .await
+    .unwrap();
+    // kubectl wait works on the Available condition.
+    let wait = kubectl([
+        "wait",
+        "--for=condition=Available",
+        "wl/web",
+        "-n",
+        &ns.name,
+        "--timeout=120s",
+    ]);
+    assert!(
+        wait.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    let instances: Api<Instance> = ns.api();
+    wait_for_census(&instances, "web", 3, 3).await;
+    let wl = ns.api::<Workload>().get("web").await.unwrap();
+    let status = wl.status.unwrap();
+    assert_eq!(
+        (
+            status.replicas,
+            status.ready_replicas,
+            status.updated_replicas
+        ),
+        (3, 3, 3)
+    );
+    assert_eq!(status.observed_generation, wl.metadata.generation);
+
+    // Every instance is owned by the Workload and bound to a host.
+    for i in instances.list(&Default::default()).await.unwrap() {
+        assert_eq!(i.owner_references()[0].name, "web");
+        assert!(i.spec.host_name.is_some(), "{} not scheduled", i.name_any());
+    }
+
+    set_replicas(&ns, "web", 5).await;
+    wait_for_census(&instances, "web", 5, 5).await;
+    set_replicas(&ns, "web", 2).await;
+    wait_for_census(&instances, "web", 2, 2).await;
+
+    // A deleted instance is replaced.
+    let victim = instances.list(&Default::default()).await.unwrap().items[0].name_any();
+    instances
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let replaced = bulkhead_e2e::poll_until(CONVERGE, || async {
+        let names: Vec<String> = instances
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(|i| i.name_any())
+            .collect();
+        let c = census(&instances, "web").await;
+        (!names.contains(&victim) && c.0 == 2 && c.1 == 2).then_some(())
+    })
+    .await;
+    assert!(
+        replaced.is_some(),
+        "the deleted instance was not replaced: {:?}",
+        census(&instances, "web").await
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_rolling_update_stays_within_its_bounds() {
+    let ns = TestNamespace::new("rolling").await;
+    let (replicas, surge, unavailable) = (3usize, 1usize, 0usize);
+    manifest::create(
+        &ns.client,
+        &ns.name,
+        &workload_yaml("web", replicas as i32, &image("web:v1"), "1", "0"),
+    )
+    .await
+    .unwrap();
+    let instances: Api<Instance> = ns.api();
+    wait_for_census(&instances, "web", replicas, replicas).await;
+
+    ns.api::<Workload>()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"template": {"image": image("web:v2")}}})),
+        )
+        .await
+        .unwrap();
+    // Sample throughout the rollout.
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mut samples = 0;
+    loop {
+        let (ready, alive, images) = census(&instances, "web").await;
+        samples += 1;
+        assert!(
+            ready >= replicas - unavailable,
+            "only {ready} ready during the rollout (sample {samples}): {images:?}"
+        );
+        assert!(
+            alive <= replicas + surge,
+            "{alive} instances exceed replicas + maxSurge (sample {samples}): {images:?}"
+        );
+        if ready == replicas && alive == replicas && images.iter().all(|i| i.ends_with("web:v2")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rollout did not finish: {images:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        samples > 5,
+        "the rollout should have been observed in progress ({samples} samples)"
+    );
+    let wl = ns.api::<Workload>().get("web").await.unwrap();
+    let status = wl.status.unwrap();
+    assert_eq!(status.current_revision, status.update_revision);
+    ns.delete().await;
+}
