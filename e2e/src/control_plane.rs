@@ -71,13 +71,12 @@ pub fn ensure() {
 /// A client for the local control plane, as its admin. Call from inside the test's runtime.
 pub async fn client() -> Client {
     ensure();
-    let path = kubeconfig_path();
-    let kubeconfig = Kubeconfig::read_from(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("kubeconfig {} is unusable: {e}", path.display()));
-    Client::try_from(config).expect("a kube client")
+    client_unchecked().await.unwrap_or_else(|e| {
+        panic!(
+            "kubeconfig {} is unusable: {e:#}",
+            kubeconfig_path().display()
+        )
+    })
 }
 
 /// Server-side applies every CRD and waits until each is Established.
@@ -115,7 +114,8 @@ async fn install_crds() -> anyhow::Result<()> {
 
 async fn client_unchecked() -> anyhow::Result<Client> {
     let path = kubeconfig_path();
-    let kubeconfig = Kubeconfig::read_from(&path)?;
+    let kubeconfig =
+        Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }

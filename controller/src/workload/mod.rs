@@ -5,3 +5,20 @@ pub mod plan;
 pub mod reconcile;
 pub mod revision;
 pub mod status;
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::plan::ObservedInstance;
+
+    /// An instance that is ready and available, or neither.
+    pub fn inst(name: &str, revision: &str, available: bool) -> ObservedInstance {
+        ObservedInstance {
+            name: name.into(),
+            revision: revision.into(),
+            ready: available,
+            available,
+            finished: false,
+            deleting: false,
+        }
+    }
+}

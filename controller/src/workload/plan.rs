@@ -232,17 +232,7 @@ fn slot(name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn inst(name: &str, revision: &str, available: bool) -> ObservedInstance {
-        ObservedInstance {
-            name: name.into(),
-            revision: revision.into(),
-            ready: available,
-            available,
-            finished: false,
-            deleting: false,
-        }
-    }
+    use crate::workload::fixtures::inst;
 
     fn desired(replicas: i32, surge: i32, unavailable: i32) -> Desired {
         Desired {

@@ -133,19 +133,9 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::fixtures::inst;
     use crate::workload::plan::Limits;
     use k8s_openapi::jiff::Timestamp;
-
-    fn inst(name: &str, revision: &str, available: bool) -> ObservedInstance {
-        ObservedInstance {
-            name: name.into(),
-            revision: revision.into(),
-            ready: available,
-            available,
-            finished: false,
-            deleting: false,
-        }
-    }
 
     #[test]
     fn healthy_when_every_replica_runs_the_update_revision() {

@@ -462,15 +462,7 @@ async fn record_exit(instance: &Instance, ctx: &Context, id: &str, code: u32) ->
             ""
         }
     );
-    status::phase(&mut s, phase, Some(reason), Some(message.clone()));
-    status::set_condition(
-        &mut s,
-        types::READY,
-        false,
-        reason,
-        &message,
-        instance.metadata.generation,
-    );
+    status::ended(&mut s, phase, reason, message, instance.metadata.generation);
     info!(instance = %instance.name_any(), container = id, exit_code, oom, "instance exited");
     status::write(ctx, instance, &s).await
 }

@@ -77,6 +77,18 @@ pub async fn write(ctx: &Context, instance: &Instance, s: &InstanceStatus) -> Re
     Ok(())
 }
 
+/// Marks `s` as ended (Failed or Succeeded) with a reason and message, and clears Ready.
+pub fn ended(
+    s: &mut InstanceStatus,
+    phase_: InstancePhase,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) {
+    set_condition(s, types::READY, false, reason, &message, generation);
+    phase(s, phase_, Some(reason), Some(message));
+}
+
 /// Marks the instance Failed with a reason and message, and clears Ready.
 pub async fn fail(
     ctx: &Context,
@@ -85,18 +97,11 @@ pub async fn fail(
     message: String,
 ) -> Result<(), Error> {
     let mut s = current(instance);
-    phase(
+    ended(
         &mut s,
         InstancePhase::Failed,
-        Some(reason),
-        Some(message.clone()),
-    );
-    set_condition(
-        &mut s,
-        types::READY,
-        false,
         reason,
-        &message,
+        message,
         instance.metadata.generation,
     );
     write(ctx, instance, &s).await
