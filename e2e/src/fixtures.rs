@@ -59,6 +59,11 @@ impl InstanceBuilder {
         self.spec.template.command = command.iter().map(|s| s.to_string()).collect();
         self
     }
+    /// Adds a writable path (tmpfs).
+    pub fn writable(mut self, path: &str) -> Self {
+        self.spec.template.writable_paths.push(path.to_string());
+        self
+    }
     /// Sets the memory limit.
     pub fn memory(mut self, memory: &str) -> Self {
         self.spec.template.resources.memory = Some(memory.to_string());

@@ -278,10 +278,66 @@ async fn an_exited_instance_reports_its_exit_and_is_not_started_again() {
         .wait_for_log("adopted running containers", 2, Duration::from_secs(30))
         .await;
     assert!(
-        tasks(&agent.namespace).is_empty(),
-        "a finished instance was started again"
+        !tasks(&agent.namespace).iter().any(|t| t.2 == "RUNNING"),
+        "a finished instance was started again: {:?}",
+        tasks(&agent.namespace)
     );
     let again = wait_for_phase(&ns, "once", InstancePhase::Failed, Duration::from_secs(10)).await;
     assert_eq!(again.status.unwrap().last_exit.unwrap().exit_code, 3);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn writable_paths_missing_from_the_image_work_under_a_read_only_root() {
+    let agent = start_agent("writable");
+    let ns = TestNamespace::new("writable").await;
+    instance("cache")
+        .on(&agent.host)
+        .image(&agent::image("tools:v1"))
+        .command(&["/bin/probe", "sleep"])
+        .writable("/var/cache/app/data")
+        .create(&ns)
+        .await;
+    let inst = wait_for_phase(&ns, "cache", InstancePhase::Running, START).await;
+    let id = format!("bh-{}", inst.uid().unwrap());
+    let (code, out) = agent::exec(
+        &agent.namespace,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo kept > /var/cache/app/data/f && cat /var/cache/app/data/f",
+        ],
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "kept"),
+        "the writable path is writable"
+    );
+    let (code, out) = agent::exec(&agent.namespace, &id, &["/bin/probe", "write-rootfs"]);
+    assert_eq!(code, 0, "the root stays read-only: {out}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_command_the_image_lacks_fails_the_instance_with_the_runtime_error() {
+    let agent = start_agent("nocmd");
+    let ns = TestNamespace::new("nocmd").await;
+    instance("broken")
+        .on(&agent.host)
+        .command(&["/bin/not-there"])
+        .create(&ns)
+        .await;
+    instance("fine").on(&agent.host).create(&ns).await;
+    let inst = wait_for_phase(&ns, "broken", InstancePhase::Failed, START).await;
+    let status = inst.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("RuntimeCreateFailed"));
+    assert!(status.message.unwrap().contains("/bin/not-there"));
+    wait_for_phase(&ns, "fine", InstancePhase::Running, START).await;
+    assert_eq!(
+        containers(&agent.namespace).len(),
+        1,
+        "the failed instance left a container"
+    );
     ns.delete().await;
 }

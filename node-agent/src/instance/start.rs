@@ -20,7 +20,7 @@ use crate::{
     host::detect::{HostRoot, go_arch},
     image::{self, ImageRef},
     isolation::{mcs::McsPair, seccomp, userns::UidRange},
-    runtime::containerd::TaskState,
+    runtime::{containerd::TaskState, rootfs},
     spec::{self, SpecInput},
 };
 
@@ -294,19 +294,23 @@ async fn start(
         container_labels.insert(labels::SECCOMP_DIGEST.to_string(), d.clone());
     }
 
-    // The rootfs snapshot, named after the container; read-only roots get a view.
+    // The rootfs snapshot, named after the container. It is writable even for a read-only
+    // root: runc creates the mount points of writable paths the image lacks, then remounts
+    // the root read-only (spec root.readonly), so the kernel enforces it all the same.
     let snapshot_labels =
         HashMap::from([("containerd.io/gc.root".to_string(), "bulkhead".to_string())]);
     let _ = ctx.containerd.remove_snapshot(id).await;
-    let mounts = if spec.isolation.read_only_root_filesystem {
-        ctx.containerd
-            .view_snapshot(id, &pulled.chain_id, snapshot_labels)
-            .await?
-    } else {
-        ctx.containerd
-            .prepare_snapshot(None, id, &pulled.chain_id, snapshot_labels)
-            .await?
-    };
+    let mounts = ctx
+        .containerd
+        .prepare_snapshot(None, id, &pulled.chain_id, snapshot_labels)
+        .await?;
+    if let Err(e) = rootfs::make_mount_points(&mounts, &spec.template.writable_paths) {
+        let _ = ctx.containerd.remove_snapshot(id).await;
+        release();
+        return Err(Error::Host(format!(
+            "creating the writable mount points of {id}: {e}"
+        )));
+    }
     if let Err(e) = ctx
         .containerd
         .create_container(id, &pulled.pinned, id, spec_json, container_labels)
@@ -321,7 +325,15 @@ async fn start(
         return Err(e.into());
     }
     failpoint::hit("after-create-container");
-    ctx.containerd.create_task(id, mounts, &log_path).await?;
+    if let Err(e) = ctx.containerd.create_task(id, mounts, &log_path).await {
+        // runc refused the spec or the image (a missing binary, a mount it cannot make):
+        // this does not heal by retrying. Remove what was made and say why.
+        warn!(instance = %name, container = id, error = %e, "creating the task failed");
+        let _ = ctx.containerd.delete_container(id).await;
+        let _ = ctx.containerd.remove_snapshot(id).await;
+        release();
+        return fail("RuntimeCreateFailed", e.to_string()).await;
+    }
     failpoint::hit("after-create-task");
     let pid = ctx.containerd.start_task(id).await?;
     failpoint::hit("after-start-task");

@@ -14,7 +14,7 @@ use containerd_client::{
         container::Runtime,
         snapshots::{
             CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
-            StatSnapshotRequest, ViewSnapshotRequest,
+            StatSnapshotRequest,
         },
     },
     tonic::{Code, Request, Status, transport::Channel},
@@ -372,27 +372,6 @@ impl Containerd {
             .prepare(self.leased(req, lease))
             .await
             .map_err(err("prepare snapshot", key))?;
-        Ok(r.into_inner().mounts)
-    }
-
-    /// Creates a read-only view on top of `parent`.
-    pub async fn view_snapshot(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<Vec<Mount>> {
-        let req = ViewSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: key.into(),
-            parent: parent.into(),
-            labels,
-        };
-        let r = self
-            .snapshots()
-            .view(self.req(req))
-            .await
-            .map_err(err("view snapshot", key))?;
         Ok(r.into_inner().mounts)
     }
 

@@ -1,3 +1,4 @@
 //! The container runtime path: containerd and runc.
 
 pub mod containerd;
+pub mod rootfs;
