@@ -32,6 +32,8 @@ pub struct Context {
     pub client: Client,
     /// Counters.
     pub metrics: Arc<metrics::Metrics>,
+    /// Publishes Events on the objects the controller acts on.
+    pub recorder: kube::runtime::events::Recorder,
 }
 
 impl std::fmt::Debug for Context {

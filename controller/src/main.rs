@@ -87,9 +87,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     elector.acquire().await;
     leading.store(true, std::sync::atomic::Ordering::SeqCst);
 
+    let reporter = kube::runtime::events::Reporter {
+        controller: "bulkhead-controller".into(),
+        instance: Some(identity.clone()),
+    };
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
+        recorder,
     });
     let workloads = Controller::new(Api::<Workload>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Instance>::all(client.clone()), watcher::Config::default())

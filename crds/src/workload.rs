@@ -1,6 +1,9 @@
 //! Workload: what to run, how many copies, how isolated, and how to replace it.
 
-use k8s_openapi::apimachinery::pkg::{apis::meta::v1::Condition, util::intstr::IntOrString};
+use k8s_openapi::apimachinery::pkg::{
+    apis::meta::v1::{Condition, Time},
+    util::intstr::IntOrString,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -273,6 +276,10 @@ pub struct WorkloadStatus {
     /// A one-word summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<WorkloadPhase>,
+    /// When the rollout last made progress (an instance of the update revision was created
+    /// or became available); progressDeadlineSeconds counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
     /// Available, Progressing and Degraded, as for a Deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]

@@ -274,12 +274,27 @@ async fn instance_template_is_immutable() {
 #[tokio::test]
 async fn unbound_instance_can_be_bound_once() {
     let ns = TestNamespace::new("admission").await;
-    let unbound = BOUND_INSTANCE.replace("  hostName: host-a\n", "");
+    // selinux Required keeps the local system's scheduler from binding it first (no host
+    // here enforces SELinux); it may still write the Scheduled condition, so a conflict is
+    // retried.
+    let isolation = "  isolation: {selinux: {mode: Required}}\n";
+    let unbound = format!(
+        "{}{isolation}",
+        BOUND_INSTANCE.replace("  hostName: host-a\n", "")
+    );
+    let bound = format!("{BOUND_INSTANCE}{isolation}");
     manifest::create(&ns.client, &ns.name, &unbound)
         .await
         .expect("an unbound Instance is valid");
-    manifest::replace(&ns.client, &ns.name, BOUND_INSTANCE)
-        .await
-        .expect("binding an unbound Instance is allowed");
+    let mut result = manifest::replace(&ns.client, &ns.name, &bound).await;
+    for _ in 0..5 {
+        match &result {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                result = manifest::replace(&ns.client, &ns.name, &bound).await;
+            }
+            _ => break,
+        }
+    }
+    result.expect("binding an unbound Instance is allowed");
     ns.delete().await;
 }

@@ -225,3 +225,158 @@ async fn a_rolling_update_stays_within_its_bounds() {
     assert_eq!(status.current_revision, status.update_revision);
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_rollout_is_undone_with_the_documented_kubectl_command() {
+    let ns = TestNamespace::new("undo").await;
+    manifest::create(
+        &ns.client,
+        &ns.name,
+        &workload_yaml("web", 2, &image("web:v1"), "1", "0"),
+    )
+    .await
+    .unwrap();
+    let instances: Api<Instance> = ns.api();
+    wait_for_census(&instances, "web", 2, 2).await;
+    let v1 = ns
+        .api::<Workload>()
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .update_revision
+        .unwrap();
+    ns.api::<Workload>()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"template": {"image": image("web:v2"), "args": ["httpd", "-f", "-p", "8081"]}}})))
+        .await
+        .unwrap();
+    let v2_done = bulkhead_e2e::poll_until(CONVERGE, || async {
+        let c = census(&instances, "web").await;
+        (c.0 == 2 && c.1 == 2 && c.2.iter().all(|i| i.ends_with("web:v2"))).then_some(())
+    })
+    .await;
+    assert!(
+        v2_done.is_some(),
+        "rollout to v2: {:?}",
+        census(&instances, "web").await
+    );
+
+    // The history holds both revisions.
+    let history = kubectl([
+        "get",
+        "controllerrevisions",
+        "-n",
+        &ns.name,
+        "-l",
+        "bulkhead.dev/workload=web",
+        "-o",
+        "name",
+    ]);
+    let history = String::from_utf8_lossy(&history.stdout).into_owned();
+    assert_eq!(history.lines().count(), 2, "{history}");
+    assert!(history.contains(&format!("web-{v1}")), "{history}");
+
+    // The documented undo, verbatim (docs/operations.md).
+    let script = format!(
+        r#"set -e
+T=$(kubectl get controllerrevision web-{v1} -n {ns} -o jsonpath='{{.data.template}}')
+I=$(kubectl get controllerrevision web-{v1} -n {ns} -o jsonpath='{{.data.isolation}}')
+kubectl patch wl web -n {ns} --type json -p "[{{\"op\":\"replace\",\"path\":\"/spec/template\",\"value\":$T}},{{\"op\":\"replace\",\"path\":\"/spec/isolation\",\"value\":$I}}]""#,
+        ns = ns.name
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("KUBECONFIG", bulkhead_e2e::state_dir().join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "undo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = bulkhead_e2e::poll_until(CONVERGE, || async {
+        let c = census(&instances, "web").await;
+        (c.0 == 2 && c.1 == 2 && c.2.iter().all(|i| i.ends_with("web:v1"))).then_some(())
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "undo to v1: {:?}",
+        census(&instances, "web").await
+    );
+    let wl = ns.api::<Workload>().get("web").await.unwrap();
+    assert_eq!(
+        wl.status.unwrap().update_revision.as_deref(),
+        Some(v1.as_str()),
+        "the old revision hash is back"
+    );
+    assert!(
+        wl.spec.template.args.is_empty(),
+        "args added by v2 are gone after the undo"
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_rollout_that_cannot_progress_exceeds_its_deadline_and_keeps_the_old_instances() {
+    let ns = TestNamespace::new("deadline").await;
+    let yaml = workload_yaml("web", 2, &image("web:v1"), "1", "0").replace(
+        "  replicas: 2",
+        "  replicas: 2\n  progressDeadlineSeconds: 8",
+    );
+    manifest::create(&ns.client, &ns.name, &yaml).await.unwrap();
+    let instances: Api<Instance> = ns.api();
+    wait_for_census(&instances, "web", 2, 2).await;
+    // A tag that does not exist: new instances fail to pull, over and over.
+    ns.api::<Workload>()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &serde_json::json!({"spec": {"template": {"image": image("web:does-not-exist")}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let wait = kubectl([
+        "wait",
+        "--for=condition=Progressing=false",
+        "wl/web",
+        "-n",
+        &ns.name,
+        "--timeout=90s",
+    ]);
+    assert!(
+        wait.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    let wl = ns.api::<Workload>().get("web").await.unwrap();
+    let status = wl.status.unwrap();
+    let progressing = conditions::find(&status.conditions, conditions::types::PROGRESSING).unwrap();
+    assert_eq!(progressing.reason, "ProgressDeadlineExceeded");
+    assert!(conditions::is_true(
+        &status.conditions,
+        conditions::types::DEGRADED
+    ));
+    // The v1 instances were never given up (maxUnavailable 0).
+    let (ready, _, images) = census(&instances, "web").await;
+    assert!(ready >= 2, "old instances lost: {images:?}");
+    // Events tell the story.
+    let events = kubectl([
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    let reasons = String::from_utf8_lossy(&events.stdout).into_owned();
+    for r in ["Created", "RolloutStarted", "ProgressDeadlineExceeded"] {
+        assert!(reasons.contains(r), "no {r} event: {reasons}");
+    }
+    ns.delete().await;
+}

@@ -1,5 +1,6 @@
 //! Workload reconciliation: revisions, replicas and rollouts.
 
+pub mod history;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;

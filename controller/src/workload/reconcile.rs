@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
+    history,
     observe::{next_available_in, observe},
     plan::{self, Desired, IntOrPercent},
     revision::revision,
@@ -66,8 +67,16 @@ pub fn desired(wl: &Workload, update_revision: String) -> Desired {
     }
 }
 
-/// Reconciles one Workload.
+/// Reconciles one Workload, recording its outcome and duration.
 pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(wl, ctx.clone()).await;
+    ctx.metrics
+        .observe("Workload", result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = wl
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
@@ -90,6 +99,18 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
 
     // Plan.
     let actions = plan::plan(&name, &desired, &observed);
+    let in_use: std::collections::BTreeSet<String> = observed
+        .iter()
+        .filter(|i| !i.finished && !i.deleting)
+        .map(|i| i.revision.clone())
+        .collect();
+    history::record(
+        &Api::namespaced(ctx.client.clone(), &ns),
+        &wl,
+        &rev,
+        &in_use,
+    )
+    .await?;
 
     // Apply.
     for action in &actions {
@@ -107,7 +128,9 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
                     .await
                 {
                     Ok(_) => {
-                        info!(workload = %name, namespace = %ns, instance = %instance_name, revision = %rev, "created instance")
+                        info!(workload = %name, namespace = %ns, instance = %instance_name, revision = %rev, "created instance");
+                        let note = format!("created instance {instance_name} of revision {rev}");
+                        event(&ctx, &wl, "Created", "CreateInstance", note).await;
                     }
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(e.into()),
@@ -119,7 +142,9 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
                     .await
                 {
                     Ok(_) => {
-                        info!(workload = %name, namespace = %ns, instance = %instance_name, "deleted instance")
+                        info!(workload = %name, namespace = %ns, instance = %instance_name, "deleted instance");
+                        let note = format!("deleted instance {instance_name}");
+                        event(&ctx, &wl, "Deleted", "DeleteInstance", note).await;
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e.into()),
@@ -135,8 +160,54 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
         wl.metadata.generation,
         &desired,
         &observed,
+        wl.spec.progress_deadline_seconds,
         Time(now),
     );
+    let reason_of = |s: &bulkhead_crds::WorkloadStatus| {
+        bulkhead_crds::conditions::find(
+            &s.conditions,
+            bulkhead_crds::conditions::types::PROGRESSING,
+        )
+        .map(|c| c.reason.clone())
+    };
+    if reason_of(&next) != reason_of(&previous) {
+        match reason_of(&next).as_deref() {
+            Some(status::reasons::NEW_REVISION_AVAILABLE) => {
+                event(
+                    &ctx,
+                    &wl,
+                    "RolloutComplete",
+                    "Rollout",
+                    format!("revision {rev} is available on every instance"),
+                )
+                .await
+            }
+            Some(status::reasons::PROGRESS_DEADLINE_EXCEEDED) => {
+                event(
+                    &ctx,
+                    &wl,
+                    "ProgressDeadlineExceeded",
+                    "Rollout",
+                    format!(
+                        "revision {rev} made no progress for {}s",
+                        wl.spec.progress_deadline_seconds
+                    ),
+                )
+                .await
+            }
+            Some(status::reasons::REVISION_UPDATED) => {
+                event(
+                    &ctx,
+                    &wl,
+                    "RolloutStarted",
+                    "Rollout",
+                    format!("rolling out revision {rev}"),
+                )
+                .await
+            }
+            _ => {}
+        }
+    }
     if next != previous {
         let body =
             json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Workload", "status": next});
@@ -148,15 +219,41 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
             )
             .await?;
     }
-    ctx.metrics.reconciled("Workload");
 
-    // Wake up when a ready instance becomes available (minReadySeconds), else on changes.
-    Ok(
-        match next_available_in(&owned, wl.spec.min_ready_seconds, now) {
-            Some(secs) => Action::requeue(Duration::from_secs(secs.max(1) as u64)),
-            None => Action::requeue(Duration::from_secs(300)),
-        },
-    )
+    // Wake up when a ready instance becomes available (minReadySeconds) or the progress
+    // deadline passes, else on changes.
+    let deadline_in = next
+        .last_progress_time
+        .as_ref()
+        .filter(|_| next.phase == Some(bulkhead_crds::workload::WorkloadPhase::Progressing))
+        .map(|t| {
+            t.0.as_second() + i64::from(wl.spec.progress_deadline_seconds) + 1 - now.as_second()
+        });
+    let wake = [
+        next_available_in(&owned, wl.spec.min_ready_seconds, now),
+        deadline_in,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(300);
+    Ok(Action::requeue(Duration::from_secs(
+        wake.clamp(1, 300) as u64
+    )))
+}
+
+/// Publishes an Event on the Workload; a failure to publish is logged, never fatal.
+async fn event(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String) {
+    let ev = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &wl.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an event failed");
+    }
 }
 
 /// A new Instance of the Workload's current template, owned by it.

@@ -21,6 +21,10 @@ pub mod reasons {
     pub const REVISION_UPDATED: &str = "ReplicaSetUpdated";
     /// spec.paused is set.
     pub const PAUSED: &str = "DeploymentPaused";
+    /// No progress within progressDeadlineSeconds.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// Nothing is wrong.
+    pub const AS_EXPECTED: &str = "AsExpected";
 }
 
 /// Builds the status the controller reports for this observation.
@@ -29,6 +33,7 @@ pub fn compute(
     generation: Option<i64>,
     desired: &Desired,
     observed: &[ObservedInstance],
+    progress_deadline_seconds: i32,
     now: Time,
 ) -> WorkloadStatus {
     let alive: Vec<&ObservedInstance> = observed
@@ -48,6 +53,20 @@ pub fn compute(
         && alive.len() as i32 == desired.replicas;
 
     let mut s = previous.clone();
+    // Progress: a new spec, or more instances ready or available. Replacing an instance
+    // that failed is not progress, so a revision that cannot start runs into its deadline.
+    let progressed = previous.observed_generation != generation
+        || previous.update_revision.as_deref() != Some(update.as_str())
+        || ready > previous.ready_replicas
+        || available > previous.available_replicas;
+    if progressed || s.last_progress_time.is_none() {
+        s.last_progress_time = Some(now.clone());
+    }
+    let stalled = !complete
+        && !desired.paused
+        && s.last_progress_time.as_ref().is_some_and(|t| {
+            t.0.as_second() + i64::from(progress_deadline_seconds) < now.0.as_second()
+        });
     s.observed_generation = generation;
     s.replicas = alive.len() as i32;
     s.ready_replicas = ready;
@@ -89,6 +108,11 @@ pub fn compute(
     );
     let (reason, message) = if desired.paused {
         (reasons::PAUSED, "the workload is paused".to_string())
+    } else if stalled {
+        (
+            reasons::PROGRESS_DEADLINE_EXCEEDED,
+            format!("revision {update} has not progressed for {progress_deadline_seconds}s"),
+        )
     } else if complete {
         (
             reasons::NEW_REVISION_AVAILABLE,
@@ -109,18 +133,39 @@ pub fn compute(
             types::PROGRESSING,
             if desired.paused {
                 status::UNKNOWN
+            } else if stalled {
+                status::FALSE
             } else {
                 status::TRUE
             },
             reason,
             message,
             generation,
-            now,
+            now.clone(),
+        ),
+    );
+    conditions::merge(
+        &mut s.conditions,
+        conditions::new(
+            types::DEGRADED,
+            if stalled { status::TRUE } else { status::FALSE },
+            if stalled {
+                reasons::PROGRESS_DEADLINE_EXCEEDED
+            } else {
+                reasons::AS_EXPECTED
+            },
+            if stalled {
+                "the rollout stopped making progress"
+            } else {
+                ""
+            },
+            generation,
+            now.clone(),
         ),
     );
     s.phase = Some(if desired.paused {
         WorkloadPhase::Paused
-    } else if !enough {
+    } else if !enough || stalled {
         WorkloadPhase::Degraded
     } else if complete {
         WorkloadPhase::Healthy
@@ -154,6 +199,7 @@ mod tests {
             Some(3),
             &d,
             &[inst("x", "b", true), inst("y", "b", true)],
+            600,
             now.clone(),
         );
         assert_eq!(s.phase, Some(WorkloadPhase::Healthy));
@@ -188,6 +234,7 @@ mod tests {
                 inst("y", "b", true),
                 inst("z", "c", false),
             ],
+            600,
             now,
         );
         assert_eq!(mid.phase, Some(WorkloadPhase::Progressing));
@@ -221,9 +268,62 @@ mod tests {
             None,
             &d,
             &[inst("x", "a", true)],
+            600,
             Time(Timestamp::from_second(1).unwrap()),
         );
         assert_eq!(s.phase, Some(WorkloadPhase::Degraded));
         assert!(!conditions::is_true(&s.conditions, types::AVAILABLE));
+    }
+
+    #[test]
+    fn a_stalled_rollout_exceeds_its_deadline() {
+        let d = Desired {
+            replicas: 2,
+            update_revision: "b".into(),
+            limits: Limits {
+                max_surge: 1,
+                max_unavailable: 0,
+            },
+            paused: false,
+        };
+        let at = |s: i64| Time(Timestamp::from_second(s).unwrap());
+        let stuck = [
+            inst("x", "a", true),
+            inst("y", "a", true),
+            inst("z", "b", false),
+        ];
+        let first = compute(
+            &WorkloadStatus::default(),
+            Some(2),
+            &d,
+            &stuck,
+            60,
+            at(1000),
+        );
+        assert_eq!(first.last_progress_time, Some(at(1000)));
+        let within = compute(&first, Some(2), &d, &stuck, 60, at(1059));
+        assert_eq!(
+            within.last_progress_time,
+            Some(at(1000)),
+            "no progress, no new time"
+        );
+        assert_eq!(within.phase, Some(WorkloadPhase::Progressing));
+        let late = compute(&within, Some(2), &d, &stuck, 60, at(1061));
+        let progressing = conditions::find(&late.conditions, types::PROGRESSING).unwrap();
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", reasons::PROGRESS_DEADLINE_EXCEEDED)
+        );
+        assert!(conditions::is_true(&late.conditions, types::DEGRADED));
+        assert_eq!(late.phase, Some(WorkloadPhase::Degraded));
+        // Progress (the new instance became available) clears it.
+        let moving = [
+            inst("x", "a", true),
+            inst("y", "a", true),
+            inst("z", "b", true),
+        ];
+        let after = compute(&late, Some(2), &d, &moving, 60, at(1070));
+        assert!(!conditions::is_true(&after.conditions, types::DEGRADED));
+        assert_eq!(after.last_progress_time, Some(at(1070)));
     }
 }
