@@ -11,10 +11,14 @@ struct Series {
     seconds: f64,
 }
 
-/// Reconcile counters and durations by kind.
+/// Reconcile counters and durations by kind, and gauges of where work stands.
 #[derive(Debug, Default)]
 pub struct Metrics {
     reconciles: Mutex<BTreeMap<&'static str, Series>>,
+    /// Workload (namespace/name) → its phase, for the rollout phase gauge.
+    phases: Mutex<BTreeMap<String, &'static str>>,
+    /// Instances waiting for a host (the scheduler's queue).
+    unscheduled: Mutex<BTreeMap<String, ()>>,
 }
 
 impl Metrics {
@@ -33,6 +37,27 @@ impl Metrics {
                 s.errors += 1;
             }
             s.seconds += took.as_secs_f64();
+        }
+    }
+
+    /// Records the phase of a Workload (None once it is gone).
+    pub fn workload_phase(&self, key: &str, phase: Option<&'static str>) {
+        if let Ok(mut p) = self.phases.lock() {
+            match phase {
+                Some(phase) => p.insert(key.to_string(), phase),
+                None => p.remove(key),
+            };
+        }
+    }
+
+    /// Marks an Instance as waiting for a host, or not.
+    pub fn unscheduled(&self, key: &str, waiting: bool) {
+        if let Ok(mut u) = self.unscheduled.lock() {
+            if waiting {
+                u.insert(key.to_string(), ());
+            } else {
+                u.remove(key);
+            }
         }
     }
 
@@ -62,7 +87,23 @@ impl Metrics {
                 ));
             }
         }
-        out + &durations
+        let mut gauges = String::from(
+            "# HELP bulkhead_controller_workloads Workloads by rollout phase.\n# TYPE bulkhead_controller_workloads gauge\n",
+        );
+        if let Ok(p) = self.phases.lock() {
+            for phase in ["Healthy", "Progressing", "Paused", "Degraded"] {
+                let n = p.values().filter(|v| **v == phase).count();
+                gauges.push_str(&format!(
+                    "bulkhead_controller_workloads{{phase=\"{phase}\"}} {n}\n"
+                ));
+            }
+        }
+        gauges.push_str("# HELP bulkhead_controller_unscheduled_instances Instances waiting for a host (the scheduler's queue).\n# TYPE bulkhead_controller_unscheduled_instances gauge\n");
+        let waiting = self.unscheduled.lock().map(|u| u.len()).unwrap_or(0);
+        gauges.push_str(&format!(
+            "bulkhead_controller_unscheduled_instances {waiting}\n"
+        ));
+        out + &durations + &gauges
     }
 }
 
@@ -91,5 +132,13 @@ mod tests {
             )
         );
         assert!(text.contains("kind=\"Instance\",result=\"ok\"} 1"));
+        m.workload_phase("ns/a", Some("Healthy"));
+        m.workload_phase("ns/b", Some("Degraded"));
+        m.workload_phase("ns/b", None);
+        m.unscheduled("ns/i", true);
+        let text = m.render();
+        assert!(text.contains("bulkhead_controller_workloads{phase=\"Healthy\"} 1"));
+        assert!(text.contains("bulkhead_controller_workloads{phase=\"Degraded\"} 0"));
+        assert!(text.contains("bulkhead_controller_unscheduled_instances 1"));
     }
 }

@@ -163,6 +163,14 @@ impl Scheduler {
 }
 
 async fn schedule(instance: Arc<Instance>, s: Arc<Scheduler>) -> Result<Action, Error> {
+    let key = format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    );
+    let waiting =
+        instance.spec.host_name.is_none() && instance.metadata.deletion_timestamp.is_none();
+    s.ctx.metrics.unscheduled(&key, waiting);
     if instance.spec.host_name.is_some() || instance.metadata.deletion_timestamp.is_some() {
         if let (Some(uid), Ok(mut a)) = (instance.uid(), s.assumed.lock()) {
             a.remove(&uid);
@@ -198,6 +206,7 @@ async fn schedule(instance: Arc<Instance>, s: Arc<Scheduler>) -> Result<Action, 
             a.insert(uid, host.clone());
         }
         info!(instance = %name, namespace = %ns, host = %host, "bound instance");
+        s.ctx.metrics.unscheduled(&key, false);
     }
     // The Scheduled condition is the controller's one field of Instance.status.
     let previous = instance

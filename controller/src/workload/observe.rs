@@ -49,3 +49,66 @@ pub fn next_available_in(
         })
         .min()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_crds::{InstanceSpec, InstanceStatus, conditions::new};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn instance(phase: InstancePhase, ready_since: Option<i64>) -> Instance {
+        let mut i = Instance::new(
+            "w-r-0",
+            InstanceSpec {
+                host_name: Some("h".into()),
+                revision: "r".into(),
+                template: Default::default(),
+                isolation: Default::default(),
+            },
+        );
+        let mut status = InstanceStatus {
+            phase: Some(phase),
+            ..Default::default()
+        };
+        if let Some(t) = ready_since {
+            status.conditions.push(new(
+                types::READY,
+                conditions::status::TRUE,
+                "Running",
+                "",
+                None,
+                Time(Timestamp::from_second(t).unwrap()),
+            ));
+        }
+        i.status = Some(status);
+        i
+    }
+
+    #[test]
+    fn ready_available_and_finished() {
+        let now = Timestamp::from_second(100).unwrap();
+        let o = observe(&instance(InstancePhase::Running, Some(95)), 10, now);
+        assert!(
+            o.ready && !o.available,
+            "ready 5 s of the 10 minReadySeconds"
+        );
+        assert_eq!(
+            next_available_in(&[instance(InstancePhase::Running, Some(95))], 10, now),
+            Some(5)
+        );
+        let o = observe(&instance(InstancePhase::Running, Some(80)), 10, now);
+        assert!(o.ready && o.available);
+        let o = observe(&instance(InstancePhase::Starting, None), 0, now);
+        assert!(!o.ready && !o.finished);
+        for phase in [
+            InstancePhase::Failed,
+            InstancePhase::Succeeded,
+            InstancePhase::Lost,
+        ] {
+            assert!(
+                observe(&instance(phase, None), 0, now).finished,
+                "{phase:?}"
+            );
+        }
+    }
+}

@@ -395,6 +395,24 @@ mod tests {
                 vec!["w-new-1"],
             ),
             (
+                "instances lost with their host are replaced",
+                desired(2, 1, 0),
+                vec![
+                    inst("w-new-0", "new", true),
+                    // phase Lost observes as finished
+                    ObservedInstance {
+                        finished: true,
+                        ..inst("w-new-1", "new", false)
+                    },
+                    ObservedInstance {
+                        finished: true,
+                        ..inst("w-new-2", "new", false)
+                    },
+                ],
+                1,
+                vec!["w-new-1", "w-new-2"],
+            ),
+            (
                 "deleting instances are not counted twice",
                 desired(2, 1, 0),
                 vec![

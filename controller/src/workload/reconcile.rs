@@ -208,6 +208,14 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
             _ => {}
         }
     }
+    let phase_name = next.phase.map(|p| match p {
+        bulkhead_crds::workload::WorkloadPhase::Healthy => "Healthy",
+        bulkhead_crds::workload::WorkloadPhase::Progressing => "Progressing",
+        bulkhead_crds::workload::WorkloadPhase::Paused => "Paused",
+        bulkhead_crds::workload::WorkloadPhase::Degraded => "Degraded",
+    });
+    ctx.metrics
+        .workload_phase(&format!("{ns}/{name}"), phase_name);
     if next != previous {
         let body =
             json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Workload", "status": next});
