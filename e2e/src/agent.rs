@@ -14,11 +14,18 @@ use std::{
 use crate::{repo_root, state_dir};
 
 /// The registry the harness runs on loopback, and the images it pushes there.
-pub const REGISTRY: &str = "localhost:5000";
+/// `localhost:5000`, moved by BULKHEAD_PORT_OFFSET as up.sh moves it.
+pub fn registry() -> String {
+    let offset: u16 = std::env::var("BULKHEAD_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    format!("localhost:{}", 5000 + offset)
+}
 
 /// An image the harness built, e.g. `image("web:v1")`.
 pub fn image(name_tag: &str) -> String {
-    format!("{REGISTRY}/bulkhead/{name_tag}")
+    format!("{}/bulkhead/{name_tag}", registry())
 }
 
 /// The private containerd's socket.
@@ -235,7 +242,7 @@ pub fn unique_host(prefix: &str) -> String {
 
 /// Starts an agent on a fresh host name that may pull from the harness registry.
 pub fn start_agent(prefix: &str) -> Agent {
-    Agent::start(&unique_host(prefix), &["--allowed-registries", REGISTRY])
+    Agent::start(&unique_host(prefix), &["--allowed-registries", &registry()])
 }
 
 /// Tasks in a containerd namespace: (container id, host pid, status).

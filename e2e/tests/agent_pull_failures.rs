@@ -41,7 +41,8 @@ async fn with_a_healthy_neighbour(
     reason: &str,
     expect_phase: InstancePhase,
 ) -> String {
-    let mut flags = vec!["--allowed-registries", "localhost:5000,localhost:5999"];
+    let allowed = format!("{},localhost:5999", bulkhead_e2e::agent::registry());
+    let mut flags = vec!["--allowed-registries", allowed.as_str()];
     flags.extend_from_slice(extra_agent_flags);
     let agent =
         bulkhead_e2e::agent::Agent::start(&bulkhead_e2e::agent::unique_host(prefix), &flags);
@@ -95,14 +96,14 @@ async fn a_digest_the_registry_does_not_have_fails_with_image_not_found() {
 async fn a_registry_outside_the_allow_list_is_refused() {
     let msg = with_a_healthy_neighbour(
         "notallowed",
-        "127.0.0.1:5000/bulkhead/web:v1",
+        &image("web:v1").replace("localhost:", "127.0.0.1:"),
         &[],
         "RegistryNotAllowed",
         InstancePhase::Failed,
     )
     .await;
     assert!(
-        msg.contains("127.0.0.1:5000") && msg.contains("allowed"),
+        msg.contains("127.0.0.1:") && msg.contains("allowed"),
         "{msg}"
     );
 }
@@ -131,7 +132,7 @@ fn tamper_layer() -> PathBuf {
         .args([
             "inspect",
             "--tls-verify=false",
-            "docker://localhost:5000/bulkhead/tamper:v1",
+            &format!("docker://{}", image("tamper:v1")),
         ])
         .output()
         .unwrap();

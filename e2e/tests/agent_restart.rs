@@ -11,7 +11,7 @@ use std::time::Duration;
 use bulkhead_crds::{Instance, InstancePhase};
 use bulkhead_e2e::{
     TestNamespace,
-    agent::{Agent, REGISTRY, containers, snapshots, tasks, unique_host},
+    agent::{Agent, containers, registry, snapshots, tasks, unique_host},
     fixtures::{delete_and_wait, instance, wait_for_phase},
 };
 use kube::{
@@ -24,7 +24,7 @@ const START: Duration = Duration::from_secs(120);
 fn agent_with(prefix: &str, failpoint: &str) -> Agent {
     Agent::start_with_env(
         &unique_host(prefix),
-        &["--allowed-registries", REGISTRY],
+        &["--allowed-registries", &registry()],
         &[("BULKHEAD_FAILPOINTS", failpoint)],
     )
 }

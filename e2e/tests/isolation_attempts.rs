@@ -43,7 +43,7 @@ fn shared() -> &'static Shared {
                     &agent::unique_host("isolation"),
                     &[
                         "--allowed-registries",
-                        agent::REGISTRY,
+                        &agent::registry(),
                         "--exit-with-parent",
                     ],
                 );
@@ -231,6 +231,19 @@ async fn a_fork_bomb_is_contained_by_the_pids_limit() {
         .await;
     let inst = wait_for_phase(&ns, "bomb", InstancePhase::Running, START).await;
     let id = format!("bh-{}", inst.uid().unwrap());
+    let cgroup = inst
+        .status
+        .clone()
+        .unwrap()
+        .isolation
+        .unwrap()
+        .cgroup
+        .unwrap();
+    assert_eq!(
+        cgroup.pids_limit,
+        Some(64),
+        "the agent read the pids limit back from the cgroup"
+    );
     let (code, out) = exec(&agent.namespace, &id, &["/bin/probe", "fork-bomb"]);
     assert_eq!(code, 0, "{out}");
     let forked: u32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -14,14 +14,20 @@ use std::{
 
 use bulkhead_e2e::repo_root;
 
-const OFFSET: u16 = 2000;
+/// Ports of the second system: 2000 above those of the system the other tests use.
+fn offset() -> u16 {
+    2000 + std::env::var("BULKHEAD_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(0)
+}
 const PORTS: [u16; 6] = [12379, 12380, 16443, 10257, 5000, 9464];
 
 fn script(name: &str, state: &Path) {
     let status = Command::new("bash")
         .arg(repo_root().join("e2e/hack").join(name))
         .env("BULKHEAD_STATE_DIR", state)
-        .env("BULKHEAD_PORT_OFFSET", OFFSET.to_string())
+        .env("BULKHEAD_PORT_OFFSET", offset().to_string())
         .env("BULKHEAD_SKIP_IMAGES", "1")
         .status()
         .unwrap();
@@ -150,9 +156,9 @@ fn up_twice_reuses_and_down_leaves_no_process_mount_or_port() {
     );
     for port in PORTS {
         assert!(
-            port_free(port + OFFSET),
+            port_free(port + offset()),
             "port {} still in use",
-            port + OFFSET
+            port + offset()
         );
     }
     assert!(!state.exists(), "state dir left behind");

@@ -4,7 +4,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bulkhead_crds::{
     Instance, InstancePhase, SeccompProfile,
-    conditions::types,
+    conditions::{self, types},
     host::SELinuxHostMode,
     instance::{ExitStatus, SELinuxStatus, SeccompStatus, UserNamespaceStatus},
     isolation::SeccompType,
@@ -19,7 +19,7 @@ use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
     image::{self, ImageRef},
-    isolation::{mcs::McsPair, seccomp, userns::UidRange},
+    isolation::{mcs::McsPair, seccomp, userns::UidRange, verify},
     runtime::{containerd::TaskState, rootfs},
     spec::{self, SpecInput},
 };
@@ -387,7 +387,7 @@ async fn report_running(
     instance: &Instance,
     ctx: &Context,
     container: &Container,
-    _pid: u32,
+    pid: u32,
 ) -> Result<(), Error> {
     let mut s = status::current(instance);
     let was_running =
@@ -426,6 +426,67 @@ async fn report_running(
         profile: l.get(labels::SECCOMP_PROFILE).cloned(),
         profile_digest: l.get(labels::SECCOMP_DIGEST).cloned(),
     });
+    // What the kernel really enforces. An instance is never left running with less than
+    // was asked: it is stopped and failed, naming the difference.
+    let uid_start = l.get(labels::UID_START).and_then(|v| v.parse().ok());
+    let generation = instance.metadata.generation;
+    match read_back(instance, pid, uid_start).await {
+        ReadBack::Verified(o) => {
+            let (capabilities, namespaces) = verify::status_parts(&o);
+            if let Some(seccomp) = iso.seccomp.as_mut() {
+                seccomp.mode = match o.seccomp_mode {
+                    2 => "filter",
+                    1 => "strict",
+                    _ => "disabled",
+                }
+                .into();
+                seccomp.filters = Some(o.seccomp_filters);
+            }
+            iso.capabilities = Some(capabilities);
+            iso.no_new_privs = Some(o.no_new_privs);
+            iso.namespaces = namespaces;
+            iso.cgroup = Some(o.cgroup.clone());
+            iso.read_only_root_filesystem = Some(o.read_only_root);
+            if !conditions::is_true(&s.conditions, types::ISOLATION_VERIFIED) {
+                iso.verified_at = Some(status::now());
+            }
+            status::set_condition(
+                &mut s,
+                types::ISOLATION_VERIFIED,
+                true,
+                "Verified",
+                "the kernel enforces every isolation setting asked for",
+                generation,
+            );
+        }
+        ReadBack::Gone => {}
+        ReadBack::Weaker(differences) => {
+            let message = format!(
+                "the kernel enforces less than asked: {}",
+                differences.join("; ")
+            );
+            warn!(instance = %instance.name_any(), container = %container.id, %message, "stopping an instance whose isolation is weaker than asked");
+            let uid = instance.uid().unwrap_or_default();
+            super::stop::teardown(ctx, &container.id, &uid, Duration::ZERO).await?;
+            let mut s = status::current(instance);
+            status::set_condition(
+                &mut s,
+                types::ISOLATION_VERIFIED,
+                false,
+                "IsolationNotEnforced",
+                &message,
+                generation,
+            );
+            status::ended(
+                &mut s,
+                InstancePhase::Failed,
+                "IsolationNotEnforced",
+                message,
+                generation,
+            );
+            return status::write(ctx, instance, &s).await;
+        }
+    }
     s.isolation = Some(iso);
     status::set_condition(
         &mut s,
@@ -433,9 +494,46 @@ async fn report_running(
         true,
         "Running",
         "the instance's process runs",
-        instance.metadata.generation,
+        generation,
     );
     status::write(ctx, instance, &s).await
+}
+
+/// The outcome of reading back an instance's isolation.
+enum ReadBack {
+    /// Everything asked for is enforced.
+    Verified(verify::Observed),
+    /// The process is gone (it exited); its exit is handled elsewhere.
+    Gone,
+    /// The kernel enforces less than asked.
+    Weaker(Vec<String>),
+}
+
+/// Reads the kernel's view of `pid`. runc applies the seccomp filter and drops capabilities
+/// in the container's init just before it execs the program, which can be a moment after
+/// the task started, so a weaker reading is retried for up to two seconds.
+async fn read_back(instance: &Instance, pid: u32, uid_start: Option<u32>) -> ReadBack {
+    let reader = verify::ProcReader::default();
+    let spec = &instance.spec;
+    let expected = verify::Expected {
+        isolation: &spec.isolation,
+        resources: &spec.template.resources,
+        uid_start: uid_start.filter(|_| spec.isolation.user_namespace),
+    };
+    let mut last = Vec::new();
+    for _ in 0..10 {
+        match reader.observe(pid) {
+            Err(_) => return ReadBack::Gone,
+            Ok(o) => {
+                last = verify::differences(&expected, &o);
+                if last.is_empty() {
+                    return ReadBack::Verified(o);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ReadBack::Weaker(last)
 }
 
 /// Records how the task ended. Restarting with back-off arrives with the restart-policy

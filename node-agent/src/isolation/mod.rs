@@ -7,6 +7,7 @@
 pub mod mcs;
 pub mod seccomp;
 pub mod userns;
+pub mod verify;
 
 pub use mcs::{McsAllocator, McsPair};
 pub use userns::{UidRange, UidRangePool};
