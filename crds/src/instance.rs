@@ -110,6 +110,9 @@ pub struct InstanceStatus {
     /// How the previous process ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitStatus>,
+    /// Seconds the agent waits after lastExit before restarting (CrashLoopBackOff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_backoff_seconds: Option<i32>,
     /// Scheduled, Ready and IsolationVerified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]

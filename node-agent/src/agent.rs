@@ -50,6 +50,8 @@ pub struct AgentConfig {
     pub runc: PathBuf,
     /// Register the Host cordoned.
     pub register_unschedulable: bool,
+    /// First restart back-off in seconds.
+    pub restart_backoff_base: i32,
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -97,6 +99,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         state_dir: cfg.state_dir.clone(),
         supervised: Mutex::new(HashSet::new()),
         wake: wake_tx,
+        restart_backoff_base: cfg.restart_backoff_base,
     });
 
     // Rebuild state before anything new can start.

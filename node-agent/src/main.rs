@@ -62,6 +62,9 @@ struct Args {
     /// --register-schedulable=false.
     #[arg(long, env = "BULKHEAD_REGISTER_UNSCHEDULABLE")]
     register_unschedulable: bool,
+    /// First restart back-off in seconds; it doubles up to 5 minutes (kubelet's is 10).
+    #[arg(long, env = "BULKHEAD_RESTART_BACKOFF_SECONDS", default_value_t = 10)]
+    restart_backoff_seconds: i32,
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         },
         runc: args.runc,
         register_unschedulable: args.register_unschedulable,
+        restart_backoff_base: args.restart_backoff_seconds.max(1),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@
 //! agent adopts what runs and starts nothing twice.
 
 pub mod labels;
+pub mod restart;
 pub mod start;
 pub mod status;
 pub mod stop;
@@ -88,6 +89,8 @@ pub struct Context {
     pub supervised: Mutex<HashSet<String>>,
     /// Wakes the controller for an Instance whose task exited.
     pub wake: mpsc::UnboundedSender<ObjectRef<Instance>>,
+    /// First restart back-off, in seconds (doubles up to 5 minutes).
+    pub restart_backoff_base: i32,
 }
 
 impl std::fmt::Debug for Context {

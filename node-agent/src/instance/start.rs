@@ -8,13 +8,12 @@ use bulkhead_crds::{
     host::SELinuxHostMode,
     instance::{ExitStatus, SELinuxStatus, SeccompStatus, UserNamespaceStatus},
     isolation::SeccompType,
-    template::RestartPolicy,
 };
 use containerd_client::services::v1::Container;
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
 use tracing::{info, warn};
 
-use super::{Context, Error, labels, status};
+use super::{Context, Error, labels, restart, status};
 use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
@@ -64,7 +63,7 @@ async fn observe(
     let id = container.id.as_str();
     match ctx.containerd.task_state(id).await? {
         Some(TaskState::Running(pid)) => {
-            report_running(instance, ctx, container, pid).await?;
+            report_running(instance, ctx, container, pid, false).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
@@ -72,14 +71,17 @@ async fn observe(
             // The agent stopped between creating and starting the task.
             let pid = ctx.containerd.start_task(id).await?;
             info!(instance = %instance.name_any(), container = id, pid, "started task left created by a previous agent");
-            report_running(instance, ctx, container, pid).await?;
+            report_running(instance, ctx, container, pid, false).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
         Some(TaskState::Stopped(code)) => {
-            record_exit(instance, ctx, id, code).await?;
+            let backoff = record_exit(instance, ctx, id, code).await?;
             ctx.containerd.delete_task(id).await?;
-            Ok(Action::await_change())
+            Ok(match backoff {
+                Some(secs) => Action::requeue(Duration::from_secs(secs as u64)),
+                None => Action::await_change(),
+            })
         }
         Some(TaskState::Other) => Ok(Action::requeue(Duration::from_secs(5))),
         None => {
@@ -90,7 +92,14 @@ async fn observe(
             ) {
                 return Ok(Action::await_change());
             }
-            // The container exists but its task does not: the agent stopped mid-start.
+            // A crash-looping instance waits out its back-off first.
+            let current = status::current(instance);
+            let restarting = current.reason.as_deref() == Some(CRASH_LOOP);
+            if restarting && let Some(wait) = backoff_remaining(&current) {
+                return Ok(Action::requeue(Duration::from_secs(wait as u64)));
+            }
+            // The container exists but its task does not: a restart after an exit, or the
+            // agent stopped mid-start.
             let mounts = ctx
                 .containerd
                 .snapshot_mounts(&container.snapshot_key)
@@ -104,8 +113,8 @@ async fn observe(
                 .create_task(id, mounts, std::path::Path::new(&log))
                 .await?;
             let pid = ctx.containerd.start_task(id).await?;
-            info!(instance = %instance.name_any(), container = id, pid, "created and started the task of an adopted container");
-            report_running(instance, ctx, container, pid).await?;
+            info!(instance = %instance.name_any(), container = id, pid, restarting, "created and started the task of an existing container");
+            report_running(instance, ctx, container, pid, restarting).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
@@ -343,7 +352,7 @@ async fn start(
         .get_container(id)
         .await?
         .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
-    report_running(instance, ctx, &container, pid).await?;
+    report_running(instance, ctx, &container, pid, false).await?;
     supervise(instance, ctx, id);
     Ok(Action::requeue(RESYNC))
 }
@@ -388,8 +397,12 @@ async fn report_running(
     ctx: &Context,
     container: &Container,
     pid: u32,
+    restarted: bool,
 ) -> Result<(), Error> {
     let mut s = status::current(instance);
+    if restarted {
+        s.restart_count += 1;
+    }
     let was_running =
         s.phase == Some(InstancePhase::Running) && s.container_id.as_deref() == Some(&container.id);
     status::phase(&mut s, InstancePhase::Running, None, None);
@@ -536,9 +549,26 @@ async fn read_back(instance: &Instance, pid: u32, uid_start: Option<u32>) -> Rea
     ReadBack::Weaker(last)
 }
 
-/// Records how the task ended. Restarting with back-off arrives with the restart-policy
-/// work; until then every exit is final.
-async fn record_exit(instance: &Instance, ctx: &Context, id: &str, code: u32) -> Result<(), Error> {
+/// The reason an instance waiting to be restarted shows.
+const CRASH_LOOP: &str = "CrashLoopBackOff";
+
+/// Seconds left of the back-off after the last exit, if any.
+fn backoff_remaining(s: &bulkhead_crds::InstanceStatus) -> Option<i64> {
+    let finished = s.last_exit.as_ref()?.finished_at.as_ref()?.0.as_second();
+    let until = finished + i64::from(s.restart_backoff_seconds?);
+    let left = until - k8s_openapi::jiff::Timestamp::now().as_second();
+    (left > 0).then_some(left)
+}
+
+/// Records how the task ended and applies the restart policy: either the instance ends
+/// (Succeeded or Failed), or it waits out a back-off and is restarted. Returns the back-off
+/// in seconds when it will be restarted.
+async fn record_exit(
+    instance: &Instance,
+    ctx: &Context,
+    id: &str,
+    code: u32,
+) -> Result<Option<i32>, Error> {
     let oom = oom_killed(id);
     let exit_code = code as i32;
     let signal = (exit_code > 128 && exit_code < 160).then_some(exit_code - 128);
@@ -550,31 +580,58 @@ async fn record_exit(instance: &Instance, ctx: &Context, id: &str, code: u32) ->
         "Error"
     };
     let mut s = status::current(instance);
+    let now = status::now();
+    let ran_for = s
+        .started_at
+        .as_ref()
+        .map_or(0, |t| now.0.as_second() - t.0.as_second());
     s.last_exit = Some(ExitStatus {
         exit_code,
         signal,
         oom_killed: oom,
-        finished_at: Some(status::now()),
+        finished_at: Some(now),
         reason: Some(reason.into()),
     });
-    let succeeded =
-        exit_code == 0 && instance.spec.template.restart_policy != RestartPolicy::Always;
-    let phase = if succeeded {
+    let oom_note = if oom {
+        " (killed by the OOM killer)"
+    } else {
+        ""
+    };
+    let generation = instance.metadata.generation;
+    info!(instance = %instance.name_any(), container = id, exit_code, oom, "instance exited");
+    if restart::should_restart(instance.spec.template.restart_policy, exit_code) {
+        let backoff =
+            restart::next_backoff(s.restart_backoff_seconds, ran_for, ctx.restart_backoff_base);
+        s.restart_backoff_seconds = Some(backoff);
+        let message = format!(
+            "back-off {backoff}s restarting the instance after exit code {exit_code}{oom_note}"
+        );
+        status::set_condition(
+            &mut s,
+            types::READY,
+            false,
+            CRASH_LOOP,
+            &message,
+            generation,
+        );
+        status::phase(
+            &mut s,
+            InstancePhase::Starting,
+            Some(CRASH_LOOP),
+            Some(message),
+        );
+        status::write(ctx, instance, &s).await?;
+        return Ok(Some(backoff));
+    }
+    let phase = if exit_code == 0 {
         InstancePhase::Succeeded
     } else {
         InstancePhase::Failed
     };
-    let message = format!(
-        "process exited with code {exit_code}{}",
-        if oom {
-            " (killed by the OOM killer)"
-        } else {
-            ""
-        }
-    );
-    status::ended(&mut s, phase, reason, message, instance.metadata.generation);
-    info!(instance = %instance.name_any(), container = id, exit_code, oom, "instance exited");
-    status::write(ctx, instance, &s).await
+    let message = format!("process exited with code {exit_code}{oom_note}");
+    status::ended(&mut s, phase, reason, message, generation);
+    status::write(ctx, instance, &s).await?;
+    Ok(None)
 }
 
 /// Whether the kernel's OOM killer struck in the container's cgroup (v1 or v2).
