@@ -217,6 +217,21 @@ remove_cgroups() {
       printf '%s\n' "${kept[@]#*/"$BULKHEAD_CGROUP_PARENT"/}" | sort -u | tr '\n' ' ')"
 }
 
+# The bridges of this system's agents (the local one, and the e2e tests' agents, which list
+# theirs in agents/*/bridge), and the guard routes of the primary system (offset 0).
+remove_network() {
+  local bridge
+  for bridge in "$AGENT_BRIDGE" $(cat "$STATE_DIR"/agents/*/bridge 2>/dev/null); do
+    ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge" 2>/dev/null
+  done
+  if ((PORT_OFFSET == 0)); then
+    local cidr
+    for cidr in "${GUARDED_CIDRS[@]}"; do
+      ip route del unreachable "$cidr" metric 4242 2>/dev/null || true
+    done
+  fi
+}
+
 main() {
   if [[ ! -e "$STATE_DIR" ]]; then
     log "nothing to do: $STATE_DIR does not exist"
@@ -238,6 +253,7 @@ main() {
   ((failed == 1)) || remove_task_leftovers
   unmount_state || failed=1
   remove_cgroups
+  remove_network
   ((failed == 0)) || die "kept $STATE_DIR: see the errors above"
 
   rm -rf --one-file-system "$STATE_DIR"

@@ -80,9 +80,16 @@ CACHE_ROOT="${BULKHEAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead}"
 # here before that).
 BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry node-agent controller)
 
-# The local system's one node agent: its Host name, containerd namespace and state.
+# The local system's one node agent: its Host name, containerd namespace and state, and its
+# instance network (a bridge and /24 of its own per system, inside the guarded range).
 AGENT_HOST="${BULKHEAD_HOST_NAME:-local-1}"
 AGENT_DIR="$STATE_DIR/agent"
+AGENT_BRIDGE="bulkhead$((PORT_OFFSET / 1000))"
+AGENT_SUBNET="10.88.$((PORT_OFFSET / 1000)).0/24"
+# Instance addresses (10.88.0.0/15: the local agents' 10.88.x and the test agents' 10.89.x) and
+# service addresses are guarded by unreachable routes, so that nothing for them ever leaves
+# this machine, even when a bridge is gone.
+GUARDED_CIDRS=(10.88.0.0/15 "$SERVICE_CIDR")
 
 # Seconds to wait after SIGTERM before SIGKILL.
 STOP_TIMEOUT="${BULKHEAD_STOP_TIMEOUT:-20}"

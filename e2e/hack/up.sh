@@ -284,7 +284,9 @@ start_node_agent() {
     --containerd-address "$CONTAINERD_SOCK" \
     --containerd-namespace bulkhead \
     --state-dir "$AGENT_DIR" \
-    --allowed-registries "$REGISTRY_HOST"
+    --allowed-registries "$REGISTRY_HOST" \
+    --cni-bridge "$AGENT_BRIDGE" \
+    --instance-subnet "$AGENT_SUBNET"
 }
 
 # bulkhead-controller: leader-elected, Ready once it leads.
@@ -303,6 +305,15 @@ start_controller() {
     --kubeconfig "$ADMIN_KUBECONFIG" \
     --identity "local-$CONTROLLER_METRICS_PORT" \
     --metrics-address "127.0.0.1:$CONTROLLER_METRICS_PORT"
+}
+
+# Unreachable routes over the instance and service ranges (a higher metric than the bridges'
+# own routes, which are more specific anyway).
+guard_routes() {
+  local cidr
+  for cidr in "${GUARDED_CIDRS[@]}"; do
+    ip route replace unreachable "$cidr" metric 4242 || die "cannot add the unreachable route for $cidr"
+  done
 }
 
 ensure_namespace() {
@@ -351,6 +362,7 @@ main() {
   start_registry
   ensure_namespace
   push_images
+  guard_routes
   start_node_agent
   start_controller
 

@@ -61,6 +61,20 @@ pub struct Agent {
     pub log: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Its own bridge and instance subnet, so concurrent agents never share addresses.
+    pub bridge: String,
+    /// Its instance subnet.
+    pub subnet: String,
+}
+
+/// A /24 of 10.89.0.0/16 (the range the harness guards with an unreachable route) for each
+/// agent this process starts; 10.89.0.0/24 is the local system's own agent's.
+fn next_subnet() -> (String, u32) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let third = 1 + (std::process::id() * 17 + n) % 254;
+    (format!("10.89.{third}.0/24"), third)
 }
 
 impl Agent {
@@ -74,6 +88,10 @@ impl Agent {
         crate::ensure();
         let dir = state_dir().join("agents").join(host);
         std::fs::create_dir_all(&dir).expect("agent state dir");
+        let (subnet, third) = next_subnet();
+        let bridge = format!("bh{third}-{}", std::process::id() % 100000);
+        // down.sh removes the bridges listed here, also those of agents that were killed.
+        std::fs::write(dir.join("bridge"), &bridge).expect("agent bridge file");
         let mut agent = Agent {
             child: None,
             host: host.to_string(),
@@ -85,6 +103,8 @@ impl Agent {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            bridge,
+            subnet,
         };
         agent.spawn();
         agent
@@ -114,6 +134,10 @@ impl Agent {
             .arg("8")
             // Test agents run only Instances bound to them by hand, never scheduled ones.
             .arg("--register-unschedulable")
+            .arg("--cni-bridge")
+            .arg(&self.bridge)
+            .arg("--instance-subnet")
+            .arg(&self.subnet)
             .args(&self.args)
             .env("RUST_LOG", "info,bulkhead_node_agent=debug,kube=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -197,6 +221,17 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        self.stop_process();
+        // The bridge outlives the agent; remove it (its instances are gone or going).
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Agent {
+    fn stop_process(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM by PID, then SIGKILL if it lingers.
             let _ = Command::new("kill")

@@ -52,6 +52,16 @@ pub struct AgentConfig {
     pub register_unschedulable: bool,
     /// First restart back-off in seconds.
     pub restart_backoff_base: i32,
+    /// CNI plugin binaries.
+    pub cni_bin_dir: PathBuf,
+    /// A node's own CNI configuration directory; the agent's own bridge network when None.
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The agent's bridge.
+    pub cni_bridge: String,
+    /// The agent's instance subnet.
+    pub instance_subnet: String,
+    /// Run instances without a network.
+    pub no_network: bool,
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -85,6 +95,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .await
         .context("registering the Host")?;
 
+    let cni = if cfg.no_network {
+        None
+    } else {
+        Some(match &cfg.cni_conf_dir {
+            Some(dir) => crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir)?,
+            None => crate::network::Cni::bridge(
+                &cfg.cni_bin_dir,
+                &cfg.cni_bridge,
+                &cfg.instance_subnet,
+                &cfg.state_dir,
+            ),
+        })
+    };
     let (wake_tx, wake_rx) = mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -100,6 +123,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         supervised: Mutex::new(HashSet::new()),
         wake: wake_tx,
         restart_backoff_base: cfg.restart_backoff_base,
+        cni,
     });
 
     // Rebuild state before anything new can start.

@@ -65,6 +65,22 @@ struct Args {
     /// First restart back-off in seconds; it doubles up to 5 minutes (kubelet's is 10).
     #[arg(long, env = "BULKHEAD_RESTART_BACKOFF_SECONDS", default_value_t = 10)]
     restart_backoff_seconds: i32,
+    /// Directory of the CNI plugin binaries.
+    #[arg(long, env = "BULKHEAD_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// Use the node's own CNI configuration (the first .conf/.conflist here) instead of the
+    /// agent's bridge network.
+    #[arg(long, env = "BULKHEAD_CNI_CONF_DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// The agent's own network: bridge name.
+    #[arg(long, env = "BULKHEAD_CNI_BRIDGE", default_value = "bulkhead0")]
+    cni_bridge: String,
+    /// The agent's own network: the instance subnet.
+    #[arg(long, env = "BULKHEAD_INSTANCE_SUBNET", default_value = "10.89.0.0/24")]
+    instance_subnet: String,
+    /// Run instances without a network (an empty network namespace).
+    #[arg(long, env = "BULKHEAD_NO_NETWORK")]
+    no_network: bool,
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -121,6 +137,11 @@ fn main() -> anyhow::Result<()> {
         runc: args.runc,
         register_unschedulable: args.register_unschedulable,
         restart_backoff_base: args.restart_backoff_seconds.max(1),
+        cni_bin_dir: args.cni_bin_dir,
+        cni_conf_dir: args.cni_conf_dir,
+        cni_bridge: args.cni_bridge,
+        instance_subnet: args.instance_subnet,
+        no_network: args.no_network,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

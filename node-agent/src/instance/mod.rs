@@ -91,6 +91,8 @@ pub struct Context {
     pub wake: mpsc::UnboundedSender<ObjectRef<Instance>>,
     /// First restart back-off, in seconds (doubles up to 5 minutes).
     pub restart_backoff_base: i32,
+    /// The instance network; None runs instances without one (an empty network namespace).
+    pub cni: Option<crate::network::Cni>,
 }
 
 impl std::fmt::Debug for Context {

@@ -63,20 +63,29 @@ async fn observe(
     let id = container.id.as_str();
     match ctx.containerd.task_state(id).await? {
         Some(TaskState::Running(pid)) => {
-            report_running(instance, ctx, container, pid, false).await?;
+            report_running(instance, ctx, container, pid, false, None).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
-        Some(TaskState::Created) => {
+        Some(TaskState::Created(created)) => {
             // The agent stopped between creating and starting the task.
+            let ip = match attach(ctx, id, created).await {
+                Ok(ip) => ip,
+                Err(e) => return network_failed(instance, ctx, id, e).await,
+            };
             let pid = ctx.containerd.start_task(id).await?;
             info!(instance = %instance.name_any(), container = id, pid, "started task left created by a previous agent");
-            report_running(instance, ctx, container, pid, false).await?;
+            report_running(instance, ctx, container, pid, false, ip).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
         Some(TaskState::Stopped(code)) => {
             let backoff = record_exit(instance, ctx, id, code).await?;
+            if let Some(cni) = &ctx.cni
+                && let Err(e) = cni.del(id, None).await
+            {
+                warn!(container = id, error = %e, "releasing the network of an exited instance failed");
+            }
             ctx.containerd.delete_task(id).await?;
             Ok(match backoff {
                 Some(secs) => Action::requeue(Duration::from_secs(secs as u64)),
@@ -109,12 +118,17 @@ async fn observe(
                 .get(labels::LOG_PATH)
                 .cloned()
                 .unwrap_or_default();
-            ctx.containerd
+            let created = ctx
+                .containerd
                 .create_task(id, mounts, std::path::Path::new(&log))
                 .await?;
+            let ip = match attach(ctx, id, created).await {
+                Ok(ip) => ip,
+                Err(e) => return network_failed(instance, ctx, id, e).await,
+            };
             let pid = ctx.containerd.start_task(id).await?;
             info!(instance = %instance.name_any(), container = id, pid, restarting, "created and started the task of an existing container");
-            report_running(instance, ctx, container, pid, restarting).await?;
+            report_running(instance, ctx, container, pid, restarting, ip).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
@@ -334,16 +348,23 @@ async fn start(
         return Err(e.into());
     }
     failpoint::hit("after-create-container");
-    if let Err(e) = ctx.containerd.create_task(id, mounts, &log_path).await {
-        // runc refused the spec or the image (a missing binary, a mount it cannot make):
-        // this does not heal by retrying. Remove what was made and say why.
-        warn!(instance = %name, container = id, error = %e, "creating the task failed");
-        let _ = ctx.containerd.delete_container(id).await;
-        let _ = ctx.containerd.remove_snapshot(id).await;
-        release();
-        return fail("RuntimeCreateFailed", e.to_string()).await;
-    }
+    let created = match ctx.containerd.create_task(id, mounts, &log_path).await {
+        Ok(pid) => pid,
+        Err(e) => {
+            // runc refused the spec or the image (a missing binary, a mount it cannot make):
+            // this does not heal by retrying. Remove what was made and say why.
+            warn!(instance = %name, container = id, error = %e, "creating the task failed");
+            let _ = ctx.containerd.delete_container(id).await;
+            let _ = ctx.containerd.remove_snapshot(id).await;
+            release();
+            return fail("RuntimeCreateFailed", e.to_string()).await;
+        }
+    };
     failpoint::hit("after-create-task");
+    let ip = match attach(ctx, id, created).await {
+        Ok(ip) => ip,
+        Err(e) => return network_failed(instance, ctx, id, e).await,
+    };
     let pid = ctx.containerd.start_task(id).await?;
     failpoint::hit("after-start-task");
     info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
@@ -352,7 +373,7 @@ async fn start(
         .get_container(id)
         .await?
         .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
-    report_running(instance, ctx, &container, pid, false).await?;
+    report_running(instance, ctx, &container, pid, false, ip).await?;
     supervise(instance, ctx, id);
     Ok(Action::requeue(RESYNC))
 }
@@ -398,10 +419,14 @@ async fn report_running(
     container: &Container,
     pid: u32,
     restarted: bool,
+    ip: Option<String>,
 ) -> Result<(), Error> {
     let mut s = status::current(instance);
     if restarted {
         s.restart_count += 1;
+    }
+    if ip.is_some() {
+        s.pod_ip = ip;
     }
     let was_running =
         s.phase == Some(InstancePhase::Running) && s.container_id.as_deref() == Some(&container.id);
@@ -547,6 +572,33 @@ async fn read_back(instance: &Instance, pid: u32, uid_start: Option<u32>) -> Rea
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     ReadBack::Weaker(last)
+}
+
+/// Attaches the created task's network namespace to the instance network (after a DEL of
+/// whatever an earlier attempt left); the instance's IP.
+async fn attach(
+    ctx: &Context,
+    id: &str,
+    pid: u32,
+) -> Result<Option<String>, crate::network::CniError> {
+    let Some(cni) = &ctx.cni else { return Ok(None) };
+    let _ = cni.del(id, None).await;
+    let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    cni.add(id, &netns).await.map(Some)
+}
+
+/// An instance whose network could not be set up: removed and failed with the reason.
+async fn network_failed(
+    instance: &Instance,
+    ctx: &Context,
+    id: &str,
+    e: crate::network::CniError,
+) -> Result<Action, Error> {
+    warn!(instance = %instance.name_any(), container = id, error = %e, "setting up the instance network failed");
+    let uid = instance.uid().unwrap_or_default();
+    super::stop::teardown(ctx, id, &uid, Duration::ZERO).await?;
+    status::fail(ctx, instance, "NetworkSetupFailed", e.to_string()).await?;
+    Ok(Action::await_change())
 }
 
 /// The reason an instance waiting to be restarted shows.

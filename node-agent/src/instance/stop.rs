@@ -82,12 +82,18 @@ pub async fn teardown(
             }
             ctr.delete_task(id).await?;
         }
-        Some(TaskState::Created) => {
+        Some(TaskState::Created(_)) => {
             ctr.kill_task(id, SIGKILL).await?;
             ctr.delete_task(id).await?;
         }
         Some(TaskState::Stopped(_)) => ctr.delete_task(id).await?,
         None => {}
+    }
+    // The network namespace went with the task; release the address.
+    if let Some(cni) = &ctx.cni
+        && let Err(e) = cni.del(id, None).await
+    {
+        warn!(container = id, error = %e, "releasing the instance's network failed");
     }
     failpoint::hit("delete-after-delete-task");
     ctr.delete_container(id).await?;

@@ -62,8 +62,8 @@ fn err(op: &'static str, object: impl Into<String>) -> impl FnOnce(Status) -> Co
 /// The state of a task as containerd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
-    /// Created but not started (an interrupted start).
-    Created,
+    /// Created but not started (an interrupted start), with its init PID.
+    Created(u32),
     /// Running, with the host PID of its init process.
     Running(u32),
     /// Exited with this status.
@@ -582,7 +582,7 @@ impl Containerd {
         {
             Ok(r) => Ok(r.into_inner().process.map(|p| {
                 match ProcessStatus::try_from(p.status).unwrap_or(ProcessStatus::Unknown) {
-                    ProcessStatus::Created => TaskState::Created,
+                    ProcessStatus::Created => TaskState::Created(p.pid),
                     ProcessStatus::Running => TaskState::Running(p.pid),
                     ProcessStatus::Stopped => TaskState::Stopped(p.exit_status),
                     _ => TaskState::Other,

@@ -1,0 +1,264 @@
+//! Running CNI plugins: the spec's ADD and DEL over a network configuration (list).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// A CNI failure, with the plugin's own message.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    /// The configuration cannot be read.
+    #[error("CNI configuration {path}: {message}")]
+    Config {
+        /// Where it was read.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plugin failed.
+    #[error("CNI plugin {plugin} {command} failed: {message}")]
+    Plugin {
+        /// The plugin type.
+        plugin: String,
+        /// ADD or DEL.
+        command: &'static str,
+        /// Its error message.
+        message: String,
+    },
+    /// The result of ADD holds no IP address.
+    #[error("CNI ADD returned no IP address")]
+    NoAddress,
+}
+
+/// A network to attach instances to.
+#[derive(Debug, Clone)]
+pub struct Cni {
+    bin_dir: PathBuf,
+    /// The network configuration list (cniVersion, name, plugins).
+    list: Value,
+}
+
+impl Cni {
+    /// The agent's own network: a bridge with host-local IPAM on `subnet`, IPAM state under
+    /// `state_dir`.
+    pub fn bridge(bin_dir: &Path, bridge: &str, subnet: &str, state_dir: &Path) -> Self {
+        let list = json!({
+            "cniVersion": "1.0.0",
+            "name": "bulkhead",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": state_dir.join("cni/ipam").display().to_string(),
+                },
+            }],
+        });
+        Self {
+            bin_dir: bin_dir.to_path_buf(),
+            list,
+        }
+    }
+
+    /// The first configuration in a node's CNI directory (sorted by name), as kubelet picks.
+    pub fn from_conf_dir(bin_dir: &Path, conf_dir: &Path) -> Result<Self, CniError> {
+        let err = |message: String| CniError::Config {
+            path: conf_dir.display().to_string(),
+            message,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(conf_dir)
+            .map_err(|e| err(e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
+            })
+            .collect();
+        files.sort();
+        let path = files
+            .first()
+            .ok_or_else(|| err("no .conf or .conflist file".into()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let list = if value.get("plugins").is_some() {
+            value
+        } else {
+            // A single .conf becomes a one-plugin list.
+            json!({"cniVersion": value["cniVersion"], "name": value["name"], "plugins": [value]})
+        };
+        Ok(Self {
+            bin_dir: bin_dir.to_path_buf(),
+            list,
+        })
+    }
+
+    /// Attaches the network namespace at `netns` as `eth0` of `container_id`; returns the
+    /// instance's IP address.
+    pub async fn add(&self, container_id: &str, netns: &Path) -> Result<String, CniError> {
+        let mut prev: Option<Value> = None;
+        for plugin in self.plugins() {
+            let result = self
+                .exec("ADD", &plugin, container_id, Some(netns), prev.as_ref())
+                .await?;
+            prev = Some(result);
+        }
+        let result = prev.unwrap_or(Value::Null);
+        first_ip(&result).ok_or(CniError::NoAddress)
+    }
+
+    /// Detaches `container_id` (its IP is released even when the namespace is gone).
+    pub async fn del(&self, container_id: &str, netns: Option<&Path>) -> Result<(), CniError> {
+        for plugin in self.plugins().into_iter().rev() {
+            self.exec("DEL", &plugin, container_id, netns, None).await?;
+        }
+        Ok(())
+    }
+
+    fn plugins(&self) -> Vec<Value> {
+        let version = self.list["cniVersion"].clone();
+        let name = self.list["name"].clone();
+        self.list["plugins"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut p| {
+                p["cniVersion"] = version.clone();
+                p["name"] = name.clone();
+                p
+            })
+            .collect()
+    }
+
+    async fn exec(
+        &self,
+        command: &'static str,
+        plugin: &Value,
+        container_id: &str,
+        netns: Option<&Path>,
+        prev: Option<&Value>,
+    ) -> Result<Value, CniError> {
+        let kind = plugin["type"].as_str().unwrap_or_default().to_string();
+        let fail = |message: String| CniError::Plugin {
+            plugin: kind.clone(),
+            command,
+            message,
+        };
+        let mut config = plugin.clone();
+        if let Some(prev) = prev {
+            config["prevResult"] = prev.clone();
+        }
+        let mut child = tokio::process::Command::new(self.bin_dir.join(&kind))
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env(
+                "CNI_NETNS",
+                netns.map(|p| p.display().to_string()).unwrap_or_default(),
+            )
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &self.bin_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                fail(format!(
+                    "cannot run {}: {e}",
+                    self.bin_dir.join(&kind).display()
+                ))
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let bytes = serde_json::to_vec(&config).unwrap_or_default();
+            stdin
+                .write_all(&bytes)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            // Plugins report errors as JSON on stdout: {"code":..,"msg":..,"details":..}.
+            let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let msg = err["msg"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned());
+            let details = err["details"].as_str().unwrap_or_default();
+            return Err(fail(format!("{msg} {details}").trim().to_string()));
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+}
+
+/// The first IP address of a CNI result (`ips[].address`, "10.89.0.5/24").
+pub fn first_ip(result: &Value) -> Option<String> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .find_map(|ip| ip["address"].as_str())
+        .and_then(|a| a.split('/').next())
+        .map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_address_of_a_result() {
+        let r = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.89.0.5/24", "gateway": "10.89.0.1"}]});
+        assert_eq!(first_ip(&r).as_deref(), Some("10.89.0.5"));
+        assert_eq!(first_ip(&json!({})), None);
+    }
+
+    #[test]
+    fn a_single_conf_becomes_a_list_and_the_first_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("20-b.conf"),
+            r#"{"cniVersion":"0.4.0","name":"b","type":"ptp"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("10-a.conf"),
+            r#"{"cniVersion":"0.4.0","name":"a","type":"bridge"}"#,
+        )
+        .unwrap();
+        let cni = Cni::from_conf_dir(Path::new("/usr/lib/cni"), dir.path()).unwrap();
+        let plugins = cni.plugins();
+        assert_eq!(plugins.len(), 1);
+        assert_eq!(
+            (plugins[0]["type"].as_str(), plugins[0]["name"].as_str()),
+            (Some("bridge"), Some("a"))
+        );
+        assert!(Cni::from_conf_dir(Path::new("/x"), Path::new("/nonexistent")).is_err());
+    }
+
+    #[test]
+    fn the_agents_own_network_is_a_bridge_with_host_local_ipam() {
+        let cni = Cni::bridge(
+            Path::new("/usr/lib/cni"),
+            "bh0",
+            "10.89.3.0/24",
+            Path::new("/var/lib/bulkhead"),
+        );
+        let p = &cni.plugins()[0];
+        assert_eq!(p["type"], "bridge");
+        assert_eq!(p["ipam"]["ranges"][0][0]["subnet"], "10.89.3.0/24");
+        assert_eq!(p["cniVersion"], "1.0.0");
+    }
+}
