@@ -220,9 +220,18 @@ async fn a_rolling_update_stays_within_its_bounds() {
         samples > 5,
         "the rollout should have been observed in progress ({samples} samples)"
     );
-    let wl = ns.api::<Workload>().get("web").await.unwrap();
-    let status = wl.status.unwrap();
-    assert_eq!(status.current_revision, status.update_revision);
+    // The status follows: the update revision becomes the current (active) one.
+    let workloads = ns.api::<Workload>();
+    let settled = bulkhead_e2e::poll_until(CONVERGE, || async {
+        let s = workloads.get("web").await.ok()?.status?;
+        (s.current_revision.is_some() && s.current_revision == s.update_revision).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "{:?}",
+        workloads.get("web").await.unwrap().status
+    );
     ns.delete().await;
 }
 
