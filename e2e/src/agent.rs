@@ -339,16 +339,20 @@ pub fn exec(namespace: &str, container: &str, args: &[&str]) -> (i32, String) {
 /// Like [`exec`], as a given uid:gid inside the container.
 ///
 /// `ctr tasks exec` can lose the output of a process that exits very quickly (its FIFO copy
-/// races the exit) on a loaded machine; a run that printed nothing is repeated, up to three
-/// times. The exit code is never retried away: every attempt's code is the process's own.
+/// races the exit) on a loaded machine. The probe binary always prints one line, so a probe
+/// run that printed nothing is repeated, up to three times (probes change nothing, so a
+/// repeat is harmless); other commands run once. The exit code is never retried away.
 pub fn exec_as(
     namespace: &str,
     container: &str,
     user: Option<&str>,
     args: &[&str],
 ) -> (i32, String) {
+    let repeatable = args
+        .first()
+        .is_some_and(|a| a.ends_with("/probe") || a.ends_with("/probe-suid"));
     let mut last = (-1, String::new());
-    for _ in 0..3 {
+    for _ in 0..if repeatable { 3 } else { 1 } {
         last = exec_once(namespace, container, user, args);
         if !last.1.trim().is_empty() {
             break;

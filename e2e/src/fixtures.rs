@@ -64,6 +64,16 @@ impl InstanceBuilder {
         self.spec.template.writable_paths.push(path.to_string());
         self
     }
+    /// Sets the readiness probe.
+    pub fn readiness(mut self, probe: bulkhead_crds::template::Probe) -> Self {
+        self.spec.template.readiness_probe = Some(probe);
+        self
+    }
+    /// Sets the liveness probe.
+    pub fn liveness(mut self, probe: bulkhead_crds::template::Probe) -> Self {
+        self.spec.template.liveness_probe = Some(probe);
+        self
+    }
     /// Sets the memory limit.
     pub fn memory(mut self, memory: &str) -> Self {
         self.spec.template.resources.memory = Some(memory.to_string());
@@ -155,4 +165,10 @@ pub async fn delete_and_wait(ns: &TestNamespace, name: &str, timeout: Duration) 
         "instance {}/{name} still exists {timeout:?} after deletion",
         ns.name
     );
+}
+
+/// A probe from its YAML (`{exec: {command: [...]}, periodSeconds: 1}`), with the schema's
+/// defaults filled in as the API server would.
+pub fn probe(yaml: &str) -> bulkhead_crds::template::Probe {
+    serde_yaml::from_str(yaml).expect("a probe")
 }

@@ -124,6 +124,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         wake: wake_tx,
         restart_backoff_base: cfg.restart_backoff_base,
         cni,
+        probing: Mutex::default(),
     });
 
     // Rebuild state before anything new can start.

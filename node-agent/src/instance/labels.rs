@@ -22,6 +22,8 @@ pub const IMAGE_DIGEST: &str = "bulkhead.dev/image-digest";
 pub const SECCOMP_DIGEST: &str = "bulkhead.dev/seccomp-digest";
 /// The seccomp profile name (RuntimeDefault@version or a SeccompProfile).
 pub const SECCOMP_PROFILE: &str = "bulkhead.dev/seccomp-profile";
+/// The instance's IP address on the instance network (updated when a restart re-attaches it).
+pub const IP: &str = "bulkhead.dev/ip";
 /// The instance's log file.
 pub const LOG_PATH: &str = "bulkhead.dev/log-path";
 

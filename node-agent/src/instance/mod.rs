@@ -7,6 +7,7 @@
 //! agent adopts what runs and starts nothing twice.
 
 pub mod labels;
+pub mod probe;
 pub mod restart;
 pub mod start;
 pub mod status;
@@ -93,6 +94,8 @@ pub struct Context {
     pub restart_backoff_base: i32,
     /// The instance network; None runs instances without one (an empty network namespace).
     pub cni: Option<crate::network::Cni>,
+    /// Probe loops by `<container>/<pid>`.
+    pub probing: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Context {

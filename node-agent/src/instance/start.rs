@@ -13,7 +13,7 @@ use containerd_client::services::v1::Container;
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
 use tracing::{info, warn};
 
-use super::{Context, Error, labels, restart, status};
+use super::{Context, Error, labels, probe, restart, status};
 use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
@@ -415,7 +415,7 @@ fn allocate(
 /// Writes the Running status from what the container's labels record.
 async fn report_running(
     instance: &Instance,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     container: &Container,
     pid: u32,
     restarted: bool,
@@ -425,9 +425,14 @@ async fn report_running(
     if restarted {
         s.restart_count += 1;
     }
-    if ip.is_some() {
-        s.pod_ip = ip;
+    // The address is recorded on the container, so that a report from a stale view of the
+    // Instance never loses it.
+    if let Some(ip) = &ip {
+        ctx.containerd
+            .set_label(&container.id, labels::IP, ip)
+            .await?;
     }
+    s.pod_ip = ip.or_else(|| container.labels.get(labels::IP).cloned());
     let was_running =
         s.phase == Some(InstancePhase::Running) && s.container_id.as_deref() == Some(&container.id);
     status::phase(&mut s, InstancePhase::Running, None, None);
@@ -526,15 +531,30 @@ async fn report_running(
         }
     }
     s.isolation = Some(iso);
-    status::set_condition(
-        &mut s,
-        types::READY,
-        true,
-        "Running",
-        "the instance's process runs",
-        generation,
-    );
-    status::write(ctx, instance, &s).await
+    if instance.spec.template.readiness_probe.is_none() {
+        status::set_condition(
+            &mut s,
+            types::READY,
+            true,
+            "Running",
+            "the instance's process runs",
+            generation,
+        );
+    } else if !was_running {
+        // The readiness probe decides from here.
+        status::set_condition(
+            &mut s,
+            types::READY,
+            false,
+            "ReadinessProbePending",
+            "waiting for the readiness probe to pass",
+            generation,
+        );
+    }
+    let ip = s.pod_ip.clone();
+    status::write(ctx, instance, &s).await?;
+    probe::start(ctx, instance, &container.id, pid, ip);
+    Ok(())
 }
 
 /// The outcome of reading back an instance's isolation.

@@ -56,6 +56,7 @@ pub async fn teardown(
     instance_uid: &str,
     grace: Duration,
 ) -> Result<(), Error> {
+    super::probe::stop(ctx, id);
     let ctr = &ctx.containerd;
     match ctr.task_state(id).await? {
         Some(TaskState::Running(_) | TaskState::Other) => {

@@ -522,6 +522,26 @@ impl Containerd {
         Ok(r.into_inner().containers)
     }
 
+    /// Sets one label of a container record.
+    pub async fn set_label(&self, id: &str, key: &str, value: &str) -> Result<()> {
+        let container = Container {
+            id: id.into(),
+            labels: HashMap::from([(key.to_string(), value.to_string())]),
+            ..Default::default()
+        };
+        let req = svc::UpdateContainerRequest {
+            container: Some(container),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![format!("labels.{key}")],
+            }),
+        };
+        svc::containers_client::ContainersClient::new(self.channel.clone())
+            .update(self.req(req))
+            .await
+            .map_err(err("label container", id))?;
+        Ok(())
+    }
+
     /// Deletes a container record; a missing one is not an error.
     pub async fn delete_container(&self, id: &str) -> Result<()> {
         match svc::containers_client::ContainersClient::new(self.channel.clone())
@@ -620,6 +640,81 @@ impl Containerd {
             .map_err(err("wait task", id))?
             .into_inner();
         Ok((r.exit_status, r.exited_at))
+    }
+
+    /// Runs `args` inside a running container with the container's own process settings
+    /// (user, capabilities, seccomp, no_new_privs) and no I/O; returns its exit status, or
+    /// None when it did not finish within `timeout` (it is killed then).
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        args: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<Option<u32>> {
+        let container = self
+            .get_container(id)
+            .await?
+            .ok_or_else(|| ContainerdError {
+                op: "exec in",
+                object: id.into(),
+                source: Status::not_found("no such container"),
+            })?;
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(&a.value).ok())
+            .unwrap_or_default();
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = serde_json::json!(false);
+        let any = prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&process).unwrap_or_default(),
+        };
+        let req = svc::ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            spec: Some(any),
+            ..Default::default()
+        };
+        self.tasks()
+            .exec(self.req(req))
+            .await
+            .map_err(err("exec in", id))?;
+        let start = StartRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        };
+        let outcome = match self.tasks().start(self.req(start)).await {
+            Err(s) => Err(err("start exec in", id)(s)),
+            Ok(_) => {
+                let wait = WaitRequest {
+                    container_id: id.into(),
+                    exec_id: exec_id.into(),
+                };
+                match tokio::time::timeout(timeout, self.tasks().wait(self.req(wait))).await {
+                    Ok(Ok(r)) => Ok(Some(r.into_inner().exit_status)),
+                    Ok(Err(s)) => Err(err("wait exec in", id)(s)),
+                    Err(_) => {
+                        let kill = KillRequest {
+                            container_id: id.into(),
+                            exec_id: exec_id.into(),
+                            signal: 9,
+                            all: false,
+                        };
+                        let _ = self.tasks().kill(self.req(kill)).await;
+                        Ok(None)
+                    }
+                }
+            }
+        };
+        let del = svc::DeleteProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        };
+        let _ = self.tasks().delete_process(self.req(del)).await;
+        outcome
     }
 
     /// Deletes a stopped task; a missing one is not an error.
