@@ -9,10 +9,6 @@ use kube::{
     Api, Client, Config,
     runtime::{Controller, controller::Action, watcher},
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
 use tracing::{error, info, warn};
 
 /// Schedules Bulkhead instances onto hosts, keeps replicas and replaces them safely.
@@ -66,10 +62,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_from(config)?;
     let metrics = Arc::new(Metrics::default());
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(serve(
+    let endpoint = Arc::new(Endpoint {
+        metrics: metrics.clone(),
+        leading: leading.clone(),
+    });
+    tokio::spawn(bulkhead_telemetry::serve(
         args.metrics_address.clone(),
-        metrics.clone(),
-        leading.clone(),
+        endpoint,
     ));
 
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -117,50 +116,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// /metrics, /healthz and /readyz (ready once leading).
-async fn serve(
-    address: String,
+struct Endpoint {
     metrics: Arc<Metrics>,
     leading: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let listener = match TcpListener::bind(&address).await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(%address, error = %e, "cannot serve metrics");
-            return;
-        }
-    };
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        let leading = leading.clone();
-        tokio::spawn(async move {
-            // Read the request head (a client may send it in several segments).
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let request = String::from_utf8_lossy(&buf);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (code, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
-                "/healthz" => ("200 OK", "ok\n".to_string()),
-                "/readyz" if leading.load(std::sync::atomic::Ordering::SeqCst) => {
-                    ("200 OK", "ok\n".to_string())
-                }
-                "/readyz" => ("503 Service Unavailable", "not leading\n".to_string()),
-                _ => ("404 Not Found", String::new()),
-            };
-            let response = format!(
-                "HTTP/1.1 {code}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
+}
+
+impl bulkhead_telemetry::Endpoint for Endpoint {
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+    fn ready(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

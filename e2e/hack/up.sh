@@ -278,7 +278,7 @@ start_node_agent() {
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --field-manager=bulkhead-up \
     -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
   mkdir -p "$AGENT_DIR"
-  ensure_daemon node-agent agent_ready 60 "" -- "$bin" \
+  ensure_daemon node-agent agent_ready 60 "$AGENT_METRICS_PORT" -- "$bin" \
     --host-name "$AGENT_HOST" \
     --kubeconfig "$ADMIN_KUBECONFIG" \
     --containerd-address "$CONTAINERD_SOCK" \
@@ -286,7 +286,8 @@ start_node_agent() {
     --state-dir "$AGENT_DIR" \
     --allowed-registries "$REGISTRY_HOST" \
     --cni-bridge "$AGENT_BRIDGE" \
-    --instance-subnet "$AGENT_SUBNET"
+    --instance-subnet "$AGENT_SUBNET" \
+    --metrics-address "127.0.0.1:$AGENT_METRICS_PORT"
 }
 
 # bulkhead-controller: leader-elected, Ready once it leads.

@@ -65,6 +65,8 @@ pub struct Agent {
     pub bridge: String,
     /// Its instance subnet.
     pub subnet: String,
+    /// Port of its /metrics and /healthz on 127.0.0.1.
+    pub metrics_port: u16,
 }
 
 /// A /24 of 10.89.0.0/16 (the range the harness guards with an unreachable route) for each
@@ -105,6 +107,7 @@ impl Agent {
                 .collect(),
             bridge,
             subnet,
+            metrics_port: 20000 + (third as u16) * 100 + (std::process::id() % 100) as u16,
         };
         agent.spawn();
         agent
@@ -138,6 +141,8 @@ impl Agent {
             .arg(&self.bridge)
             .arg("--instance-subnet")
             .arg(&self.subnet)
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .args(&self.args)
             .env("RUST_LOG", "info,bulkhead_node_agent=debug,kube=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

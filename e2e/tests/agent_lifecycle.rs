@@ -68,16 +68,86 @@ async fn instance_runs_with_status_filled_and_an_unprivileged_host_uid() {
         low.parse::<u32>().unwrap() < high.parse::<u32>().unwrap(),
         "{level}"
     );
+    let seccomp = iso.seccomp.clone().unwrap();
     assert!(
-        iso.seccomp
-            .unwrap()
+        seccomp
             .profile
+            .clone()
             .unwrap()
             .starts_with("RuntimeDefault@")
     );
 
-    // On the host, the instance's processes run as an unprivileged UID of its range.
+    // What the kernel enforces, read back by the agent.
+    assert!(
+        conditions::is_true(&status.conditions, conditions::types::ISOLATION_VERIFIED),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(seccomp.mode, "filter");
+    assert!(seccomp.filters.unwrap() >= 1);
+    assert_eq!(iso.no_new_privs, Some(true));
+    assert_eq!(iso.read_only_root_filesystem, Some(true));
+    let caps = iso.capabilities.clone().unwrap();
+    assert!(
+        caps.effective.is_empty() && caps.bounding.is_empty(),
+        "{caps:?}"
+    );
+    let private: Vec<&str> = iso
+        .namespaces
+        .iter()
+        .filter(|n| n.private)
+        .map(|n| n.type_.as_str())
+        .collect();
+    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"] {
+        assert!(
+            private.contains(&ns),
+            "{ns} namespace not private: {:?}",
+            iso.namespaces
+        );
+    }
+    let cgroup = iso.cgroup.clone().unwrap();
+    assert_eq!(
+        cgroup.pids_limit,
+        Some(bulkhead_crds::template::DEFAULT_PIDS_LIMIT)
+    );
+    assert!(cgroup.path.ends_with(&container), "{cgroup:?}");
+
+    // The same values, read by the test itself from /proc and the cgroup files.
     let pid = pid_of(&agent, &container);
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(
+        field("Seccomp_filters:").parse::<i32>().unwrap(),
+        seccomp.filters.unwrap()
+    );
+    assert_eq!(field("NoNewPrivs:") == "1", iso.no_new_privs.unwrap());
+    assert_eq!(u64::from_str_radix(&field("CapEff:"), 16).unwrap(), 0);
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    let uid_map: Vec<i64> = uid_map
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(uid_map, vec![0, userns.host_uid, userns.size]);
+    for ns in &iso.namespaces {
+        let inode = std::fs::read_link(format!("/proc/{pid}/ns/{}", ns.type_)).unwrap();
+        assert!(
+            inode.to_string_lossy().contains(&ns.inode.to_string()),
+            "{ns:?} vs {inode:?}"
+        );
+    }
+    let pids_max = std::fs::read_to_string(format!("/sys/fs/cgroup/pids{}/pids.max", cgroup.path))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup{}/pids.max", cgroup.path)))
+        .unwrap();
+    assert_eq!(pids_max.trim().parse::<i64>().ok(), cgroup.pids_limit);
+
+    // On the host, the instance's processes run as an unprivileged UID of its range.
     let uids = host_uids(pid);
     assert_eq!(uids.len(), 4, "Uid line of /proc/{pid}/status");
     for uid in uids {

@@ -21,7 +21,7 @@ fn offset() -> u16 {
         .and_then(|v| v.parse::<u16>().ok())
         .unwrap_or(0)
 }
-const PORTS: [u16; 6] = [12379, 12380, 16443, 10257, 5000, 9464];
+const PORTS: [u16; 7] = [12379, 12380, 16443, 10257, 5000, 9464, 9465];
 
 fn script(name: &str, state: &Path) {
     let status = Command::new("bash")

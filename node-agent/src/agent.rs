@@ -62,6 +62,28 @@ pub struct AgentConfig {
     pub instance_subnet: String,
     /// Run instances without a network.
     pub no_network: bool,
+    /// Address of /metrics and /healthz.
+    pub metrics_address: String,
+}
+
+/// /metrics and /healthz of the agent.
+struct Endpoint(Arc<Context>);
+
+impl bulkhead_telemetry::Endpoint for Endpoint {
+    fn metrics(&self) -> String {
+        let pools = self
+            .0
+            .allocations
+            .lock()
+            .map(|a| crate::metrics::Pools {
+                uid_ranges: a.uids.in_use() as u64,
+                uid_capacity: u64::from(a.uids.capacity()),
+                mcs_pairs: a.mcs.in_use() as u64,
+                mcs_capacity: u64::from(a.mcs.capacity()),
+            })
+            .unwrap_or_default();
+        self.0.metrics.render(pools)
+    }
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -125,7 +147,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         restart_backoff_base: cfg.restart_backoff_base,
         cni,
         probing: Mutex::default(),
+        metrics: Arc::default(),
     });
+    tokio::spawn(bulkhead_telemetry::serve(
+        cfg.metrics_address.clone(),
+        Arc::new(Endpoint(ctx.clone())),
+    ));
 
     // Rebuild state before anything new can start.
     let restored = sweep::rebuild_allocations(&ctx).await?;

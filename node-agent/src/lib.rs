@@ -8,6 +8,7 @@ pub mod image;
 pub mod instance;
 pub mod isolation;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod runtime;
 pub mod spec;

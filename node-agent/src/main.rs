@@ -81,6 +81,13 @@ struct Args {
     /// Run instances without a network (an empty network namespace).
     #[arg(long, env = "BULKHEAD_NO_NETWORK")]
     no_network: bool,
+    /// Address of /metrics and /healthz.
+    #[arg(
+        long,
+        env = "BULKHEAD_AGENT_METRICS_ADDRESS",
+        default_value = "127.0.0.1:9465"
+    )]
+    metrics_address: String,
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -142,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         cni_bridge: args.cni_bridge,
         instance_subnet: args.instance_subnet,
         no_network: args.no_network,
+        metrics_address: args.metrics_address,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

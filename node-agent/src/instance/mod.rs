@@ -94,6 +94,8 @@ pub struct Context {
     pub restart_backoff_base: i32,
     /// The instance network; None runs instances without one (an empty network namespace).
     pub cni: Option<crate::network::Cni>,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Probe loops by `<container>/<pid>`.
     pub probing: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
 }

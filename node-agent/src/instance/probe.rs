@@ -228,6 +228,14 @@ async fn run(
     loop {
         n += 1;
         let result = run_once(&ctx, &probe, &container, ip.as_deref(), n).await;
+        ctx.metrics.probe(
+            if kind == Kind::Readiness {
+                "readiness"
+            } else {
+                "liveness"
+            },
+            result.is_ok(),
+        );
         let flip = threshold.observe(
             result.is_ok(),
             probe.success_threshold,

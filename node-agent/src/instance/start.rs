@@ -164,7 +164,14 @@ async fn start(
             return Ok(Action::await_change());
         }
     };
-    let pulled = match image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await {
+    let pull_started = std::time::Instant::now();
+    let pulled = image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
+    ctx.metrics.pull(
+        pulled.is_ok(),
+        pull_started.elapsed(),
+        pulled.as_ref().map_or(0, |p| p.fetched_bytes),
+    );
+    let pulled = match pulled {
         Ok(p) => p,
         Err(e) if e.is_transient() => {
             warn!(instance = %name, error = %e, "image pull failed; will retry");
@@ -440,6 +447,13 @@ async fn report_running(
     s.image_digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
     if !was_running {
         s.started_at = Some(status::now());
+        if s.restart_count == 0
+            && let Some(created) = &instance.metadata.creation_timestamp
+        {
+            let latency = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+            ctx.metrics
+                .started(Duration::try_from(latency).unwrap_or_default());
+        }
     }
     let l = &container.labels;
     let mut iso = s.isolation.clone().unwrap_or_default();

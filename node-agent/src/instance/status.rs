@@ -56,6 +56,12 @@ pub fn phase(
 /// Writes `s` as the agent's part of the status (server-side apply, field manager
 /// bulkhead-node-agent). Skips the write when nothing changed.
 pub async fn write(ctx: &Context, instance: &Instance, s: &InstanceStatus) -> Result<(), Error> {
+    let key = format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    );
+    ctx.metrics.phase(&key, s.phase.map(phase_name));
     if *s == current(instance) {
         return Ok(());
     }
@@ -105,4 +111,19 @@ pub async fn fail(
         instance.metadata.generation,
     );
     write(ctx, instance, &s).await
+}
+
+/// The name of a phase, for metrics.
+pub fn phase_name(p: InstancePhase) -> &'static str {
+    match p {
+        InstancePhase::Pending => "Pending",
+        InstancePhase::Scheduled => "Scheduled",
+        InstancePhase::Pulling => "Pulling",
+        InstancePhase::Starting => "Starting",
+        InstancePhase::Running => "Running",
+        InstancePhase::Succeeded => "Succeeded",
+        InstancePhase::Failed => "Failed",
+        InstancePhase::Terminating => "Terminating",
+        InstancePhase::Lost => "Lost",
+    }
 }

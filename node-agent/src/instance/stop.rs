@@ -44,6 +44,12 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
             .max(0) as u64,
     );
     teardown(ctx, &id, &uid, grace).await?;
+    let key = format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    );
+    ctx.metrics.phase(&key, None);
     info!(instance = %instance.name_any(), container = %id, "instance stopped and removed");
     Ok(Action::await_change())
 }
