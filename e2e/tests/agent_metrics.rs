@@ -59,19 +59,19 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad name: {line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .unwrap_or_else(|| panic!("{line}"));
-                for pair in inner.split(',') {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
-                    assert!(
-                        !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
-                        "bad label: {line}"
-                    );
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{line}"));
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                assert!(
+                    !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                    "bad label: {line}"
+                );
             }
         }
         let family = ["_bucket", "_sum", "_count", "_total"]
