@@ -6,7 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-export KUBECONFIG="$root/.bulkhead/kubeconfig"
+state="${BULKHEAD_STATE_DIR:-$root/.bulkhead}"
+export KUBECONFIG="$state/kubeconfig"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "installing what this machine lacks (Debian packages, pinned Kubernetes binaries)"
@@ -38,9 +39,12 @@ step "what instance $first runs with (status.isolation, written by the agent)"
 kubectl get inst -n demo "$first" -o jsonpath='{.status.isolation}' | jq . 2>/dev/null || \
   kubectl get inst -n demo "$first" -o jsonpath='{.status.isolation}{"\n"}'
 container=$(kubectl get inst -n demo "$first" -o jsonpath='{.status.containerID}')
-pid=$(ctr --address .bulkhead/containerd/containerd.sock -n bulkhead tasks ls | awk -v c="$container" '$1 == c {print $2}')
+pid=$(ctr --address "$state/containerd/containerd.sock" -n bulkhead tasks ls | awk -v c="$container" '$1 == c {print $2}')
 echo "host PID $pid runs as host UID $(awk '/^Uid:/ {print $2}' /proc/"$pid"/status) (root inside, unprivileged outside)"
 grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/"$pid"/status
+ip=$(kubectl get inst -n demo "$first" -o jsonpath='{.status.podIP}')
+echo "curl http://$ip:8080/ (the instance's own network namespace, on the agent's bridge):"
+curl -s --max-time 3 "http://$ip:8080/" || echo "(no answer)"
 
 step "publishing the patched image: web -> localhost:5000/bulkhead/web:v2"
 echo "(until the blue/green controller lands, a BlueGreen Workload rolls with every new instance"
@@ -53,6 +57,8 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 kubectl get inst -n demo -l bulkhead.dev/workload=web
+ip=$(kubectl get inst -n demo -l bulkhead.dev/workload=web -o jsonpath='{.items[?(@.status.phase=="Running")].status.podIP}' | awk '{print $1}')
+echo "curl http://$ip:8080/ now answers: $(curl -s --max-time 3 "http://$ip:8080/" || echo '(no answer)')"
 
 step "the API refuses bad input, naming the field"
 kubectl apply -n demo -f - <<'YAML' || true
@@ -72,6 +78,6 @@ of service traffic are the next pieces. The system keeps running:
   export KUBECONFIG=$KUBECONFIG
   kubectl get bulkhead -A                  # every Bulkhead object
   kubectl explain workload.spec.isolation  # the API's own documentation
-  ls .bulkhead/logs/                       # component logs
+  ls $state/logs/                       # component logs
 Stop everything with: make down
 EOT
