@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod failpoint;
+#[cfg(test)]
+mod fixture_fs;
 pub mod host;
 pub mod image;
 pub mod instance;

@@ -219,13 +219,8 @@ pub fn node_info(root: &HostRoot, containerd: Option<String>, runc: Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
 
-    fn write(root: &Path, p: &str, content: &str) {
-        let path = root.join(p.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
-    }
+    use crate::fixture_fs::write;
 
     #[test]
     fn reads_a_hybrid_cgroup_host_without_selinux() {

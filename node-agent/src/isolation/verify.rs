@@ -333,17 +333,9 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn write(root: &Path, p: &str, content: &str) {
-        let path = root.join(p.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
-    }
+    use crate::fixture_fs::write;
 
-    fn link(root: &Path, p: &str, target: &str) {
-        let path = root.join(p.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(target, path).unwrap();
-    }
+    use crate::fixture_fs::link;
 
     /// A fixture of a well-isolated instance (pid 42) on a cgroup v1 host.
     fn fixture(root: &Path) {
