@@ -428,6 +428,15 @@ async fn report_running(
     restarted: bool,
     ip: Option<String>,
 ) -> Result<(), Error> {
+    // Work from the stored Instance, not the controller's cached copy, which can lag behind
+    // the agent's own last write (and would make a running instance look newly started).
+    let namespace = instance
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let fresh = Api::<Instance>::namespaced(ctx.client.clone(), &namespace)
+        .get(&instance.name_any())
+        .await?;
+    let instance = &fresh;
     let mut s = status::current(instance);
     if restarted {
         s.restart_count += 1;
