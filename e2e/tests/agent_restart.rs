@@ -143,6 +143,11 @@ async fn crash_after_creating_the_task() {
 }
 
 #[tokio::test]
+async fn crash_after_attaching_the_network() {
+    crash_during_start("after-network").await;
+}
+
+#[tokio::test]
 async fn crash_after_starting_the_task() {
     crash_during_start("after-start-task").await;
 }

@@ -372,6 +372,7 @@ async fn start(
         Ok(ip) => ip,
         Err(e) => return network_failed(instance, ctx, id, e).await,
     };
+    failpoint::hit("after-network");
     let pid = ctx.containerd.start_task(id).await?;
     failpoint::hit("after-start-task");
     info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
@@ -617,16 +618,18 @@ async fn read_back(instance: &Instance, pid: u32, uid_start: Option<u32>) -> Rea
     ReadBack::Weaker(last)
 }
 
-/// Attaches the created task's network namespace to the instance network (after a DEL of
-/// whatever an earlier attempt left); the instance's IP.
+/// Attaches the created task's network namespace to the instance network; the instance's
+/// IP.
 async fn attach(
     ctx: &Context,
     id: &str,
     pid: u32,
 ) -> Result<Option<String>, crate::network::CniError> {
     let Some(cni) = &ctx.cni else { return Ok(None) };
-    let _ = cni.del(id, None).await;
     let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    // A DEL inside this namespace first: an agent killed between ADD and start left eth0
+    // (and an address) there, and a second ADD would fail on it.
+    let _ = cni.del(id, Some(&netns)).await;
     cni.add(id, &netns).await.map(Some)
 }
 
