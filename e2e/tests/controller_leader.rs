@@ -27,6 +27,16 @@ fn get(port: u16, path: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// A child process killed (by its PID) and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn a_second_controller_waits_while_the_first_leads() {
     let client = bulkhead_e2e::client().await;
@@ -39,7 +49,7 @@ async fn a_second_controller_waits_while_the_first_leads() {
 
     let port = 19464;
     let log = std::fs::File::create(state_dir().join("logs/controller-standby.log")).unwrap();
-    let mut standby = Command::new(binary("bulkhead-controller"))
+    let standby = Command::new(binary("bulkhead-controller"))
         .arg("--kubeconfig")
         .arg(state_dir().join("kubeconfig"))
         .args([
@@ -52,6 +62,8 @@ async fn a_second_controller_waits_while_the_first_leads() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // Stopped by its PID when the test ends, also when an assertion fails.
+    let _standby = KillOnDrop(standby);
     let served =
         bulkhead_e2e::poll_until(Duration::from_secs(20), || async { get(port, "/healthz") }).await;
     assert!(
@@ -75,6 +87,4 @@ async fn a_second_controller_waits_while_the_first_leads() {
         !metrics.contains("kind=\"Workload\""),
         "the standby reconciled: {metrics}"
     );
-    let _ = standby.kill();
-    let _ = standby.wait();
 }
