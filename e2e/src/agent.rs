@@ -154,11 +154,6 @@ impl Agent {
         self.child = Some(child);
     }
 
-    /// The agent's PID.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Kills the agent with SIGKILL (a crash): containers keep running in their shims.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -2,7 +2,7 @@
 
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, PostParams},
     core::Status,
 };
 
@@ -47,24 +47,6 @@ pub async fn create(
     let (obj, ar) = parse(yaml);
     api(client, namespace, &ar)
         .create(&PostParams::default(), &obj)
-        .await
-}
-
-/// Server-side applies the object as `manager` (forcing conflicts).
-pub async fn apply(
-    client: &Client,
-    namespace: &str,
-    manager: &str,
-    yaml: &str,
-) -> Result<DynamicObject, kube::Error> {
-    let (obj, ar) = parse(yaml);
-    let name = obj.metadata.name.clone().expect("test manifest has a name");
-    api(client, namespace, &ar)
-        .patch(
-            &name,
-            &PatchParams::apply(manager).force(),
-            &Patch::Apply(&obj),
-        )
         .await
 }
 

@@ -36,7 +36,7 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
-    image::{PullError, Registry},
+    image::Registry,
     isolation::{mcs::McsAllocator, userns::UidRangePool},
     runtime::containerd::{Containerd, ContainerdError},
 };
@@ -50,9 +50,6 @@ pub enum Error {
     /// containerd failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
-    /// An image pull failed in a way worth retrying.
-    #[error(transparent)]
-    Pull(#[from] PullError),
     /// The Instance lacks a field the API always sets.
     #[error("instance is missing {0}")]
     MissingObjectKey(&'static str),

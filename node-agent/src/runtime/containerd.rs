@@ -42,10 +42,6 @@ pub struct ContainerdError {
 }
 
 impl ContainerdError {
-    /// Whether containerd said the object does not exist.
-    pub fn is_not_found(&self) -> bool {
-        self.source.code() == Code::NotFound
-    }
     /// Whether containerd said the object already exists.
     pub fn is_already_exists(&self) -> bool {
         self.source.code() == Code::AlreadyExists
