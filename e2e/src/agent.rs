@@ -70,12 +70,17 @@ pub struct Agent {
 }
 
 /// A /24 of 10.89.0.0/16 (the range the harness guards with an unreachable route) for each
-/// agent this process starts; 10.89.0.0/24 is the local system's own agent's.
+/// agent this process starts. Local systems on different BULKHEAD_PORT_OFFSETs (thousands 0–4)
+/// draw from disjoint blocks of 50, so test runs side by side never share a subnet or bridge.
 fn next_subnet() -> (String, u32) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let third = 1 + (std::process::id() * 17 + n) % 254;
+    let block = std::env::var("BULKHEAD_PORT_OFFSET")
+        .ok()
+        .and_then(|o| o.parse::<u32>().ok())
+        .map_or(0, |o| (o / 1000) % 5);
+    let third = 1 + block * 50 + (std::process::id() * 17 + n) % 50;
     (format!("10.89.{third}.0/24"), third)
 }
 
