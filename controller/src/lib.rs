@@ -3,9 +3,11 @@
 //! Reconcilers are short pipelines (observe → plan → apply → report); planning is pure and
 //! unit-tested (`workload::plan`, `workload::status`, `scheduler::filter`).
 
+pub mod hosts;
 pub mod leader;
 pub mod metrics;
 pub mod scheduler;
+pub mod service;
 pub mod workload;
 
 use std::sync::Arc;

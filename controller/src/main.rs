@@ -1,7 +1,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use bulkhead_controller::{Context, leader, metrics::Metrics, scheduler, workload};
+use bulkhead_controller::{Context, hosts, leader, metrics::Metrics, scheduler, service, workload};
 use bulkhead_crds::{Instance, Workload};
 use clap::Parser;
 use futures::StreamExt;
@@ -31,6 +31,10 @@ struct Args {
         default_value = "127.0.0.1:9464"
     )]
     metrics_address: String,
+    /// Seconds a host may stay silent after its Lease expired before its instances are
+    /// marked Lost and replaced elsewhere.
+    #[arg(long, env = "BULKHEAD_HOST_LOST_GRACE_SECONDS", default_value_t = 30)]
+    host_lost_grace_seconds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,7 +110,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = workloads => info!("workload controller stopped"),
-        _ = scheduler::run(ctx) => info!("scheduler stopped"),
+        _ = scheduler::run(ctx.clone()) => info!("scheduler stopped"),
+        _ = service::run(ctx.clone()) => info!("service controller stopped"),
+        _ = hosts::run(ctx.clone(), std::time::Duration::from_secs(args.host_lost_grace_seconds)) => info!("host lifecycle stopped"),
         _ = elector.hold() => {
             error!("lost leadership; exiting so that only one controller acts");
             std::process::exit(1);

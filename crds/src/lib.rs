@@ -39,6 +39,11 @@ pub const LABEL_WORKLOAD: &str = "bulkhead.dev/workload";
 pub const LABEL_REVISION: &str = "bulkhead.dev/revision";
 /// Label naming the Host an Instance is bound to.
 pub const LABEL_HOST: &str = "bulkhead.dev/host";
+/// Annotation on a Workload that promotes its blue/green preview: its value names the preview
+/// revision (`status.previewRevision`), so that a stale annotation never promotes a later one.
+pub const ANNOTATION_PROMOTE: &str = "bulkhead.dev/promote";
+/// Annotation on a Workload that aborts its blue/green preview; its value names the revision.
+pub const ANNOTATION_ABORT: &str = "bulkhead.dev/abort";
 /// Finalizer the node agent holds on an Instance until its container is gone.
 pub const FINALIZER_NODE_AGENT: &str = "bulkhead.dev/node-agent";
 /// Server-side apply field manager of the controller.

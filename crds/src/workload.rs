@@ -280,10 +280,48 @@ pub struct WorkloadStatus {
     /// or became available); progressDeadlineSeconds counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress_time: Option<Time>,
+    /// Where a blue/green rollout stands (BlueGreen only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStatus>,
     /// Available, Progressing and Degraded, as for a Deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a blue/green rollout stands. Everything the controller needs to carry on after a
+/// restart is here: the instances and this record are the whole state of a rollout.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStatus {
+    /// When the instances of the preview revision were first created; an abort at
+    /// progressDeadlineSeconds counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_started_time: Option<Time>,
+    /// When every preview instance became Ready with its isolation verified;
+    /// autoPromotionSeconds counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_ready_time: Option<Time>,
+    /// Promotion was decided (automatically or by the `bulkhead.dev/promote` annotation); the
+    /// preview is brought to full replicas and traffic switches once they are all ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoting: bool,
+    /// When traffic last switched from one revision to another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_time: Option<Time>,
+    /// The revision that had traffic before the last switch. Its instances stay warm for
+    /// scaleDownDelaySeconds, so that going back to it switches at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_active_revision: Option<String>,
+    /// A preview revision that was aborted. It is not previewed again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_revision: Option<String>,
+    /// When the abort happened; the preview is scaled down abortScaleDownDelaySeconds later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_time: Option<Time>,
+    /// Why the preview was aborted (AbortRequested or ProgressDeadlineExceeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
 }
 
 /// A one-word summary of a Workload.

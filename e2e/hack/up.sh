@@ -305,7 +305,8 @@ start_controller() {
   ensure_daemon controller controller_ready 60 "$CONTROLLER_METRICS_PORT" -- "$bin" \
     --kubeconfig "$ADMIN_KUBECONFIG" \
     --identity "local-$CONTROLLER_METRICS_PORT" \
-    --metrics-address "127.0.0.1:$CONTROLLER_METRICS_PORT"
+    --metrics-address "127.0.0.1:$CONTROLLER_METRICS_PORT" \
+    --host-lost-grace-seconds "${BULKHEAD_HOST_LOST_GRACE_SECONDS:-10}"
 }
 
 # Unreachable routes over the instance and service ranges (a higher metric than the bridges'

@@ -179,8 +179,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             ..Default::default()
         }
     };
-    lease::report_host_status(&client, &cfg.host_name, status(&ctx)).await?;
+    // The Lease first: a Ready host without a fresh Lease would look dead to the controller.
     lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await?;
+    lease::report_host_status(&client, &cfg.host_name, status(&ctx)).await?;
 
     // Lease renewal and Host status, like a kubelet's node heartbeat.
     let lease_ctx = ctx.clone();

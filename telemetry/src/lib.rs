@@ -2,6 +2,8 @@
 //! `/readyz`, shared by bulkhead-controller and bulkhead-node-agent. Plain HTTP/1.1, one
 //! request per connection; enough for Prometheus and kubelet probes, nothing more.
 
+pub mod failpoint;
+
 use std::sync::Arc;
 
 use tokio::{

@@ -1,5 +1,6 @@
 //! Workload reconciliation: revisions, replicas and rollouts.
 
+pub mod bluegreen;
 pub mod history;
 pub mod observe;
 pub mod plan;
@@ -18,6 +19,7 @@ pub(crate) mod fixtures {
             revision: revision.into(),
             ready: available,
             available,
+            verified: available,
             finished: false,
             deleting: false,
         }

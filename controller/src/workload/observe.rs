@@ -24,6 +24,7 @@ pub fn observe(instance: &Instance, min_ready_seconds: i32, now: Timestamp) -> O
         revision: instance.spec.revision.clone(),
         ready,
         available,
+        verified: conditions::is_true(&status.conditions, types::ISOLATION_VERIFIED),
         finished: matches!(
             status.phase,
             Some(InstancePhase::Failed | InstancePhase::Succeeded | InstancePhase::Lost)

@@ -19,6 +19,9 @@ pub struct ObservedInstance {
     pub ready: bool,
     /// Ready for at least minReadySeconds.
     pub available: bool,
+    /// The agent read back the isolation the kernel enforces and it matches the spec
+    /// (IsolationVerified=True).
+    pub verified: bool,
     /// Failed, Succeeded or Lost: it will not become ready again and must be replaced.
     pub finished: bool,
     /// Being deleted already.
@@ -201,7 +204,7 @@ pub fn plan(workload: &str, desired: &Desired, observed: &[ObservedInstance]) ->
 
 /// Deletion order: instances that are not ready first, then not yet available, then by name
 /// (highest slot, then highest name, first).
-fn scale_down_order<'a>(
+pub(crate) fn scale_down_order<'a>(
     instances: &[&'a ObservedInstance],
 ) -> impl Iterator<Item = &'a ObservedInstance> {
     let mut v: Vec<&ObservedInstance> = instances.to_vec();

@@ -4,7 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use bulkhead_crds::{
-    Instance, InstanceSpec, LABEL_REVISION, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload,
+    ANNOTATION_ABORT, ANNOTATION_PROMOTE, Instance, InstanceSpec, LABEL_REVISION, LABEL_WORKLOAD,
+    MANAGER_CONTROLLER, Workload, WorkloadService,
     workload::{Strategy, StrategyType},
 };
 use k8s_openapi::{
@@ -20,7 +21,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    history,
+    bluegreen, history,
     observe::{next_available_in, observe},
     plan::{self, Desired, IntOrPercent},
     revision::revision,
@@ -98,7 +99,32 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     let desired = desired(&wl, rev.clone());
 
     // Plan.
-    let actions = plan::plan(&name, &desired, &observed);
+    let blue_green = match wl.spec.strategy.type_ {
+        StrategyType::BlueGreen => {
+            let published = published_revisions(&ctx, &ns, &name).await?;
+            let settings = blue_green_settings(&wl);
+            let previous = wl.status.clone().unwrap_or_default();
+            let annotation = |key: &str| wl.annotations().get(key).map(String::as_str);
+            let input = bluegreen::Input {
+                update: &rev,
+                settings: settings.clone(),
+                state: status::blue_green_state(&previous),
+                requests: bluegreen::Requests {
+                    promote: annotation(ANNOTATION_PROMOTE) == Some(rev.as_str()),
+                    abort: annotation(ANNOTATION_ABORT) == Some(rev.as_str()),
+                },
+                published,
+                now: now.as_second(),
+                observed: &observed,
+            };
+            Some((bluegreen::plan(&name, &input), settings))
+        }
+        StrategyType::RollingUpdate => None,
+    };
+    let actions = match &blue_green {
+        Some((p, _)) => p.actions.clone(),
+        None => plan::plan(&name, &desired, &observed),
+    };
     let in_use: std::collections::BTreeSet<String> = observed
         .iter()
         .filter(|i| !i.finished && !i.deleting)
@@ -155,7 +181,7 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
 
     // Report.
     let previous = wl.status.clone().unwrap_or_default();
-    let next = status::compute(
+    let mut next = status::compute(
         &previous,
         wl.metadata.generation,
         &desired,
@@ -163,6 +189,20 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         wl.spec.progress_deadline_seconds,
         Time(now),
     );
+    if let Some((p, settings)) = &blue_green {
+        status::report_blue_green(
+            &mut next,
+            &p.state,
+            settings,
+            &rev,
+            &observed,
+            wl.metadata.generation,
+            Time(now),
+        );
+        for step in &p.steps {
+            step_event(&ctx, &wl, step).await;
+        }
+    }
     let reason_of = |s: &bulkhead_crds::WorkloadStatus| {
         bulkhead_crds::conditions::find(
             &s.conditions,
@@ -170,7 +210,7 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         )
         .map(|c| c.reason.clone())
     };
-    if reason_of(&next) != reason_of(&previous) {
+    if blue_green.is_none() && reason_of(&next) != reason_of(&previous) {
         match reason_of(&next).as_deref() {
             Some(status::reasons::NEW_REVISION_AVAILABLE) => {
                 event(
@@ -227,6 +267,14 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
             )
             .await?;
     }
+    if blue_green.as_ref().is_some_and(|(p, _)| {
+        p.steps
+            .iter()
+            .any(|s| matches!(s, bluegreen::Step::Promoted { .. }))
+    }) {
+        // Crash-safety tests stop here: the switch is recorded, no Service has followed yet.
+        bulkhead_telemetry::failpoint::hit("controller-after-promote");
+    }
 
     // Wake up when a ready instance becomes available (minReadySeconds) or the progress
     // deadline passes, else on changes.
@@ -237,9 +285,11 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         .map(|t| {
             t.0.as_second() + i64::from(wl.spec.progress_deadline_seconds) + 1 - now.as_second()
         });
+    let deadline_in = deadline_in.filter(|_| blue_green.is_none());
     let wake = [
         next_available_in(&owned, wl.spec.min_ready_seconds, now),
         deadline_in,
+        blue_green.as_ref().and_then(|(p, _)| p.wake_in),
     ]
     .into_iter()
     .flatten()
@@ -250,10 +300,99 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     )))
 }
 
+/// The blue/green settings of a Workload, resolved.
+fn blue_green_settings(wl: &Workload) -> bluegreen::Settings {
+    let bg = wl.spec.strategy.blue_green.clone().unwrap_or_default();
+    bluegreen::Settings {
+        replicas: wl.spec.replicas,
+        preview_replicas: bg.preview_replicas.unwrap_or(wl.spec.replicas),
+        auto_promote: bg.auto_promote,
+        auto_promotion_seconds: i64::from(bg.auto_promotion_seconds.unwrap_or(0)),
+        scale_down_delay_seconds: i64::from(bg.scale_down_delay_seconds),
+        abort_scale_down_delay_seconds: i64::from(bg.abort_scale_down_delay_seconds),
+        progress_deadline_seconds: i64::from(wl.spec.progress_deadline_seconds),
+        paused: wl.spec.paused,
+    }
+}
+
+/// The revision each WorkloadService of a Workload publishes now.
+async fn published_revisions(
+    ctx: &Context,
+    ns: &str,
+    workload: &str,
+) -> Result<Vec<Option<String>>, Error> {
+    let services: Api<WorkloadService> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(services
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|s| s.spec.workload_name == workload)
+        .map(|s| s.status.and_then(|st| st.active_revision))
+        .collect())
+}
+
+/// Tells the story of a blue/green rollout as Events on the Workload.
+async fn step_event(ctx: &Context, wl: &Workload, step: &bluegreen::Step) {
+    use bluegreen::Step::*;
+    let name = wl.name_any();
+    let (reason, note) = match step {
+        PreviewStarted { revision, active } => (
+            "PreviewStarted",
+            format!("starting preview revision {revision} beside active revision {active}"),
+        ),
+        PreviewReady { revision, manual } => (
+            "PreviewReady",
+            if *manual {
+                format!(
+                    "every preview instance of revision {revision} is ready and verified; promote with: kubectl annotate workload {name} {ANNOTATION_PROMOTE}={revision}"
+                )
+            } else {
+                format!("every preview instance of revision {revision} is ready and verified")
+            },
+        ),
+        Promoted { from, to } => (
+            "Promoted",
+            format!("traffic switched from revision {from} to revision {to}"),
+        ),
+        RolledBack { from, to } => (
+            "RolledBack",
+            format!("traffic switched back from revision {from} to warm revision {to}"),
+        ),
+        Aborted { revision, reason } => (
+            "Aborted",
+            format!(
+                "preview revision {revision} aborted ({reason}); traffic stays on the active revision"
+            ),
+        ),
+        ScaledDown { revision } => (
+            "ScaledDown",
+            format!("retired the instances of revision {revision}"),
+        ),
+    };
+    let warning = matches!(step, Aborted { .. });
+    emit(ctx, wl, reason, "Rollout", note, warning).await;
+}
+
 /// Publishes an Event on the Workload; a failure to publish is logged, never fatal.
 async fn event(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String) {
+    emit(ctx, wl, reason, action, note, false).await;
+}
+
+async fn emit(
+    ctx: &Context,
+    wl: &Workload,
+    reason: &str,
+    action: &str,
+    note: String,
+    warning: bool,
+) {
     let ev = kube::runtime::events::Event {
-        type_: kube::runtime::events::EventType::Normal,
+        type_: if warning {
+            kube::runtime::events::EventType::Warning
+        } else {
+            kube::runtime::events::EventType::Normal
+        },
         reason: reason.into(),
         note: Some(note),
         action: action.into(),

@@ -7,7 +7,11 @@ use bulkhead_crds::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::{Desired, ObservedInstance};
+use super::{
+    bluegreen,
+    plan::{Desired, ObservedInstance},
+};
+use k8s_openapi::jiff::Timestamp;
 
 /// Condition reasons, as a Deployment's.
 pub mod reasons {
@@ -175,12 +179,203 @@ pub fn compute(
     s
 }
 
+/// Blue/green condition reasons.
+pub mod bg_reasons {
+    /// Preview instances are starting beside the active ones.
+    pub const PREVIEW_STARTED: &str = "PreviewStarted";
+    /// Every preview instance is ready; promotion waits for the annotation.
+    pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
+    /// Traffic switched; the old revision retires after scaleDownDelaySeconds.
+    pub const PROMOTED: &str = "Promoted";
+    /// The preview was aborted; traffic stays on the active revision.
+    pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+}
+
+fn secs(t: &Option<Time>) -> Option<i64> {
+    t.as_ref().map(|t| t.0.as_second())
+}
+
+fn time(s: Option<i64>) -> Option<Time> {
+    s.and_then(|s| Timestamp::from_second(s).ok()).map(Time)
+}
+
+/// The blue/green planner's memory, as stored in the status.
+pub fn blue_green_state(s: &WorkloadStatus) -> bluegreen::State {
+    let bg = s.blue_green.clone().unwrap_or_default();
+    bluegreen::State {
+        // A Workload that ran another strategy before: its current revision has the traffic.
+        active: s.active_revision.clone().or(s.current_revision.clone()),
+        preview: s.preview_revision.clone(),
+        preview_started: secs(&bg.preview_started_time),
+        preview_ready: secs(&bg.preview_ready_time),
+        promoting: bg.promoting,
+        switched: secs(&bg.switched_time),
+        previous_active: bg.previous_active_revision,
+        aborted: bg.aborted_revision,
+        aborted_at: secs(&bg.aborted_time),
+        abort_reason: bg.abort_reason,
+    }
+}
+
+/// Rewrites the revision fields, Available, Progressing, Degraded and the phase of `s` (as
+/// [`compute`] left them) for a blue/green rollout in state `st`: availability counts the
+/// active revision only, waiting for promotion is not a stall, and an abort is Degraded.
+pub fn report_blue_green(
+    s: &mut WorkloadStatus,
+    st: &bluegreen::State,
+    settings: &bluegreen::Settings,
+    update: &str,
+    observed: &[ObservedInstance],
+    generation: Option<i64>,
+    now: Time,
+) {
+    let alive: Vec<&ObservedInstance> = observed
+        .iter()
+        .filter(|i| !i.finished && !i.deleting)
+        .collect();
+    let active = st.active.clone().unwrap_or_default();
+    let of = |rev: &str, f: fn(&ObservedInstance) -> bool| {
+        alive.iter().filter(|i| i.revision == rev && f(i)).count() as i32
+    };
+    let replicas = settings.replicas;
+    s.active_revision = st.active.clone();
+    s.current_revision = st.active.clone();
+    s.preview_revision = st.preview.clone();
+    s.blue_green = Some(bulkhead_crds::workload::BlueGreenStatus {
+        preview_started_time: time(st.preview_started),
+        preview_ready_time: time(st.preview_ready),
+        promoting: st.promoting,
+        switched_time: time(st.switched),
+        previous_active_revision: st.previous_active.clone(),
+        aborted_revision: st.aborted.clone(),
+        aborted_time: time(st.aborted_at),
+        abort_reason: st.abort_reason.clone(),
+    });
+
+    let available = of(&active, |i| i.available);
+    let enough = available >= replicas;
+    let cond = |t, ok: bool, reason: &str, message: String| {
+        conditions::new(
+            t,
+            if ok { status::TRUE } else { status::FALSE },
+            reason,
+            message,
+            generation,
+            now.clone(),
+        )
+    };
+    conditions::merge(
+        &mut s.conditions,
+        cond(
+            types::AVAILABLE,
+            enough,
+            if enough {
+                reasons::MINIMUM_REPLICAS_AVAILABLE
+            } else {
+                reasons::MINIMUM_REPLICAS_UNAVAILABLE
+            },
+            format!("{available} of {replicas} instances of active revision {active} available"),
+        ),
+    );
+    let aborted = st.aborted.as_deref() == Some(update);
+    let complete = active == update && alive.len() as i32 == replicas && enough;
+    let (progressing, reason, message, phase) = if settings.paused {
+        (
+            true,
+            reasons::PAUSED,
+            "the workload is paused".to_string(),
+            WorkloadPhase::Paused,
+        )
+    } else if aborted {
+        let why = st.abort_reason.clone().unwrap_or_default();
+        (
+            false,
+            bg_reasons::ROLLOUT_ABORTED,
+            format!(
+                "preview revision {update} was aborted ({why}); traffic stays on revision {active}"
+            ),
+            WorkloadPhase::Degraded,
+        )
+    } else if let Some(preview) = &st.preview {
+        let ready = of(preview, |i| i.ready && i.verified);
+        if st.preview_ready.is_some() && !st.promoting && !settings.auto_promote {
+            (
+                true,
+                bg_reasons::AWAITING_PROMOTION,
+                format!(
+                    "preview revision {preview} is ready; promote it with: kubectl annotate workload <name> {}={preview}",
+                    bulkhead_crds::ANNOTATION_PROMOTE
+                ),
+                WorkloadPhase::Paused,
+            )
+        } else {
+            (
+                true,
+                bg_reasons::PREVIEW_STARTED,
+                format!(
+                    "{ready} of {} preview instances of revision {preview} ready and verified; revision {active} has the traffic",
+                    if st.promoting {
+                        replicas
+                    } else {
+                        settings.preview_replicas.min(replicas)
+                    }
+                ),
+                WorkloadPhase::Progressing,
+            )
+        }
+    } else if complete {
+        (
+            true,
+            reasons::NEW_REVISION_AVAILABLE,
+            format!("revision {active} is available"),
+            WorkloadPhase::Healthy,
+        )
+    } else if st.switched.is_some() && alive.iter().any(|i| i.revision != active) {
+        (
+            true,
+            bg_reasons::PROMOTED,
+            format!(
+                "revision {active} has the traffic; the previous revision retires after its delay"
+            ),
+            WorkloadPhase::Progressing,
+        )
+    } else {
+        (
+            true,
+            reasons::REVISION_UPDATED,
+            format!("{available} of {replicas} instances of revision {active} available"),
+            WorkloadPhase::Progressing,
+        )
+    };
+    conditions::merge(
+        &mut s.conditions,
+        cond(types::PROGRESSING, progressing, reason, message.clone()),
+    );
+    conditions::merge(
+        &mut s.conditions,
+        cond(
+            types::DEGRADED,
+            aborted,
+            if aborted {
+                bg_reasons::ROLLOUT_ABORTED
+            } else {
+                reasons::AS_EXPECTED
+            },
+            if aborted { message } else { String::new() },
+        ),
+    );
+    s.phase = Some(if !enough && phase != WorkloadPhase::Paused {
+        WorkloadPhase::Degraded
+    } else {
+        phase
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::workload::fixtures::inst;
     use crate::workload::plan::Limits;
-    use k8s_openapi::jiff::Timestamp;
 
     #[test]
     fn healthy_when_every_replica_runs_the_update_revision() {

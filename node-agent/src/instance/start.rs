@@ -32,10 +32,19 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         .uid()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let id = labels::container_id(&uid);
+    let current = status::current(instance);
+    if current.phase == Some(InstancePhase::Lost) {
+        // The controller gave this instance up while this host was unreachable, and may
+        // have replaced it elsewhere: it must not run here (fencing).
+        if ctx.containerd.get_container(&id).await?.is_some() {
+            warn!(instance = %instance.name_any(), container = %id, "tearing down an instance marked Lost");
+            super::stop::teardown(ctx, &id, &uid, Duration::from_secs(10)).await?;
+        }
+        return Ok(Action::await_change());
+    }
     if let Some(container) = ctx.containerd.get_container(&id).await? {
         return observe(instance, ctx, &container).await;
     }
-    let current = status::current(instance);
     match current.phase {
         // A finished instance is never started again, also not after an agent restart.
         Some(InstancePhase::Failed | InstancePhase::Succeeded) => return Ok(Action::await_change()),

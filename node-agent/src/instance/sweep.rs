@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use bulkhead_crds::Instance;
+use bulkhead_crds::{Instance, InstancePhase};
 use kube::{Api, ResourceExt};
 use tracing::{error, info, warn};
 
@@ -79,15 +79,19 @@ pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
             continue;
         };
         let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &identity.namespace);
+        // Fencing: an Instance that is gone, bound elsewhere, being deleted, or given up as
+        // Lost while this host was unreachable may have a replacement elsewhere already.
         let keep = match api.get_opt(&identity.name).await? {
             Some(i) => {
                 i.uid().as_deref() == Some(identity.instance_uid.as_str())
                     && i.spec.host_name.as_deref() == Some(ctx.host.as_str())
+                    && i.metadata.deletion_timestamp.is_none()
+                    && i.status.as_ref().and_then(|s| s.phase) != Some(InstancePhase::Lost)
             }
             None => false,
         };
         if !keep {
-            warn!(container = %c.id, instance = %format!("{}/{}", identity.namespace, identity.name), "removing a container whose Instance is gone or bound elsewhere");
+            warn!(container = %c.id, instance = %format!("{}/{}", identity.namespace, identity.name), "removing a container whose Instance is gone, deleted, lost or bound elsewhere");
             teardown(ctx, &c.id, &identity.instance_uid, Duration::from_secs(10)).await?;
             removed += 1;
         }

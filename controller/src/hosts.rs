@@ -1,0 +1,292 @@
+//! Host lifecycle: notices hosts whose agent stopped renewing its Lease, as Kubernetes' node
+//! lifecycle controller does for Nodes.
+//!
+//! A host whose Lease expired is marked Ready=False (reason `HostLeaseExpired`); the scheduler
+//! already places nothing on it. When it stays silent for a further grace period, every
+//! instance bound to it is marked `Lost` with its Ready condition False, and the Workload
+//! reconciler replaces Lost instances on other hosts. The stale Instances keep the agent's
+//! finalizer: when the agent comes back it tears their containers down (fencing) before it
+//! reports Ready, and only then are they gone. If the Host object itself is deleted, nobody
+//! will ever come back for them, and this controller removes their finalizer.
+//!
+//! These status writes use their own field manager ([`MANAGER_LIFECYCLE`]), so that they never
+//! disturb the fields the scheduler applies as `bulkhead-controller`.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use bulkhead_crds::{
+    FINALIZER_NODE_AGENT, Host, Instance, InstancePhase, SYSTEM_NAMESPACE,
+    conditions::{self, status, types},
+};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::coordination::v1::Lease, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{Context, Error};
+
+/// Field manager of the lifecycle's status writes.
+pub const MANAGER_LIFECYCLE: &str = "bulkhead-controller-lifecycle";
+/// Reason of the Ready=False condition a silent host gets.
+pub const REASON_LEASE_EXPIRED: &str = "HostLeaseExpired";
+/// Reason on the instances of a lost host.
+pub const REASON_HOST_LOST: &str = "HostLost";
+
+/// How a host's Lease looks at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Renewed in time; it expires in this many seconds.
+    Fresh {
+        /// Seconds until the Lease expires.
+        expires_in: i64,
+    },
+    /// Expired; its instances are lost in this many seconds.
+    Expired {
+        /// Seconds until the grace period ends.
+        lost_in: i64,
+    },
+    /// Expired for longer than the grace period (or never renewed at all).
+    Lost,
+}
+
+/// Assesses a Lease last renewed at `renewed` (Unix seconds) for `duration` seconds.
+pub fn assess(renewed: Option<(i64, i64)>, now: i64, grace: i64) -> Health {
+    let Some((renewed, duration)) = renewed else {
+        return Health::Lost;
+    };
+    let expires = renewed + duration;
+    if now < expires {
+        Health::Fresh {
+            expires_in: expires - now,
+        }
+    } else if now < expires + grace {
+        Health::Expired {
+            lost_in: expires + grace - now,
+        }
+    } else {
+        Health::Lost
+    }
+}
+
+/// Runs the host lifecycle controller until shutdown.
+pub async fn run(ctx: Arc<Context>, grace: Duration) {
+    let client = ctx.client.clone();
+    let sweeper = tokio::spawn(release_orphaned(ctx.clone()));
+    Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default())
+        .watches(
+            Api::<Lease>::namespaced(client, SYSTEM_NAMESPACE),
+            watcher::Config::default(),
+            |lease| Some(ObjectRef::<Host>::new(&lease.name_any())),
+        )
+        .shutdown_on_signal()
+        .run(
+            reconcile,
+            |host, e, _| {
+                warn!(host = %host.name_any(), error = %e, "host lifecycle failed; retrying");
+                Action::requeue(Duration::from_secs(5))
+            },
+            Arc::new((ctx, grace)),
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    sweeper.abort();
+}
+
+async fn reconcile(host: Arc<Host>, ctx: Arc<(Arc<Context>, Duration)>) -> Result<Action, Error> {
+    let (ctx, grace) = (&ctx.0, ctx.1);
+    let name = host.name_any();
+    let lease = Api::<Lease>::namespaced(ctx.client.clone(), SYSTEM_NAMESPACE)
+        .get_opt(&name)
+        .await?;
+    // A host that never renewed counts from its registration.
+    let registered = host.creation_timestamp().map(|t| (t.0.as_second(), 0));
+    let renewed = lease
+        .and_then(|l| l.spec)
+        .and_then(|s| {
+            Some((
+                s.renew_time?.0.as_second(),
+                i64::from(s.lease_duration_seconds?),
+            ))
+        })
+        .or(registered);
+    let now = Timestamp::now();
+    let health = assess(renewed, now.as_second(), grace.as_secs() as i64);
+    ctx.metrics.reconciled("Host");
+    match health {
+        Health::Fresh { expires_in } => Ok(Action::requeue(Duration::from_secs(
+            expires_in.clamp(1, 300) as u64 + 1,
+        ))),
+        Health::Expired { lost_in } => {
+            mark_not_ready(ctx, &host, now).await?;
+            Ok(Action::requeue(Duration::from_secs(lost_in.max(1) as u64)))
+        }
+        Health::Lost => {
+            mark_not_ready(ctx, &host, now).await?;
+            mark_instances_lost(ctx, &name, now).await?;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+    }
+}
+
+async fn mark_not_ready(ctx: &Context, host: &Host, now: Timestamp) -> Result<(), Error> {
+    let current = host
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if conditions::find(current, types::READY)
+        .is_some_and(|c| c.status == status::FALSE && c.reason == REASON_LEASE_EXPIRED)
+    {
+        return Ok(());
+    }
+    let name = host.name_any();
+    warn!(host = %name, "host stopped renewing its Lease; marking it not ready");
+    let ready = conditions::new(
+        types::READY,
+        status::FALSE,
+        REASON_LEASE_EXPIRED,
+        "the node agent stopped renewing the host's Lease",
+        None,
+        Time(now),
+    );
+    let body = json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Host", "status": {"conditions": [ready]}});
+    apply_status(&Api::<Host>::all(ctx.client.clone()), &name, &body).await
+}
+
+/// Server-side applies a status body as the lifecycle field manager.
+async fn apply_status<K>(api: &Api<K>, name: &str, body: &serde_json::Value) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER_LIFECYCLE).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks every instance bound to `host` that could still be running as Lost.
+async fn mark_instances_lost(ctx: &Context, host: &str, now: Timestamp) -> Result<(), Error> {
+    let all: Api<Instance> = Api::all(ctx.client.clone());
+    let bound = all
+        .list(&ListParams::default().fields(&format!("spec.hostName={host}")))
+        .await?
+        .items;
+    for inst in bound {
+        let phase = inst.status.as_ref().and_then(|s| s.phase);
+        if matches!(
+            phase,
+            Some(InstancePhase::Lost | InstancePhase::Failed | InstancePhase::Succeeded)
+        ) || inst.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let ns = inst.namespace().unwrap_or_default();
+        let name = inst.name_any();
+        info!(instance = %name, namespace = %ns, host, "marking the instance of a lost host as Lost");
+        let ready = conditions::new(
+            types::READY,
+            status::FALSE,
+            REASON_HOST_LOST,
+            format!("host {host} stopped renewing its Lease"),
+            None,
+            Time(now),
+        );
+        let body = json!({
+            "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Instance",
+            "status": {"phase": "Lost", "reason": REASON_HOST_LOST,
+                       "message": format!("host {host} is lost; the instance is replaced elsewhere"),
+                       "conditions": [ready]},
+        });
+        apply_status(
+            &Api::<Instance>::namespaced(ctx.client.clone(), &ns),
+            &name,
+            &body,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every minute: Instances being deleted whose Host no longer exists lose the agent's
+/// finalizer, since no agent will ever remove it.
+async fn release_orphaned(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = release_once(&ctx).await {
+            warn!(error = %e, "releasing instances of deleted hosts failed");
+        }
+    }
+}
+
+async fn release_once(ctx: &Context) -> Result<(), Error> {
+    let hosts: BTreeSet<String> = Api::<Host>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|h| h.name_any())
+        .collect();
+    let instances = Api::<Instance>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    for inst in instances {
+        let Some(host) = inst.spec.host_name.as_deref() else {
+            continue;
+        };
+        if inst.metadata.deletion_timestamp.is_none()
+            || hosts.contains(host)
+            || !inst.finalizers().iter().any(|f| f == FINALIZER_NODE_AGENT)
+        {
+            continue;
+        }
+        let ns = inst.namespace().unwrap_or_default();
+        let keep: Vec<&String> = inst
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER_NODE_AGENT)
+            .collect();
+        info!(instance = %inst.name_any(), namespace = %ns, host, "host is gone; releasing the instance");
+        let patch =
+            json!({"metadata": {"finalizers": keep, "resourceVersion": inst.resource_version()}});
+        Api::<Instance>::namespaced(ctx.client.clone(), &ns)
+            .patch(
+                &inst.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_fresh_then_expired_then_lost() {
+        let lease = Some((1000, 10));
+        assert_eq!(assess(lease, 1004, 20), Health::Fresh { expires_in: 6 });
+        assert_eq!(assess(lease, 1010, 20), Health::Expired { lost_in: 20 });
+        assert_eq!(assess(lease, 1029, 20), Health::Expired { lost_in: 1 });
+        assert_eq!(assess(lease, 1030, 20), Health::Lost);
+        assert_eq!(assess(None, 1030, 20), Health::Lost, "never renewed");
+        assert_eq!(
+            assess(lease, 1010, 0),
+            Health::Lost,
+            "no grace: lost as soon as it expires"
+        );
+    }
+}

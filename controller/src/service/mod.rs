@@ -1,0 +1,305 @@
+//! The WorkloadService reconciler: keeps a native selectorless Service and its EndpointSlice
+//! pointing at the ready instances of the Workload's active revision (and `<name>-preview` at
+//! the preview revision), and reports them in the WorkloadService's status.
+//!
+//! It runs on every change of the WorkloadService, of its Workload (a promotion changes
+//! `status.activeRevision`) and of the Workload's Instances (readiness), so an instance that
+//! stops being Ready leaves the endpoints as soon as its agent reports it.
+
+pub mod publish;
+
+use std::{sync::Arc, time::Duration};
+
+use bulkhead_crds::{
+    Instance, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService, WorkloadServiceStatus,
+    conditions::{self, status, types},
+};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{Context, Error};
+use publish::{MANAGED_BY, PREVIEW_SUFFIX};
+
+/// Runs the WorkloadService controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let managed =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let controller = Controller::new(
+        Api::<WorkloadService>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let by_workload = controller.store();
+    let by_instance = controller.store();
+    controller
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<EndpointSlice>::all(client.clone()), managed)
+        .watches(
+            Api::<Workload>::all(client.clone()),
+            watcher::Config::default(),
+            move |wl| services_of(&by_workload, wl.namespace(), &wl.name_any()),
+        )
+        .watches(
+            Api::<Instance>::all(client),
+            watcher::Config::default(),
+            move |inst| match inst.labels().get(LABEL_WORKLOAD) {
+                Some(w) => services_of(&by_instance, inst.namespace(), w),
+                None => Vec::new(),
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            reconcile,
+            |svc, e, _| {
+                warn!(service = %svc.name_any(), error = %e, "publishing a WorkloadService failed; retrying");
+                Action::requeue(Duration::from_secs(2))
+            },
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn services_of(
+    store: &Store<WorkloadService>,
+    ns: Option<String>,
+    workload: &str,
+) -> Vec<ObjectRef<WorkloadService>> {
+    store
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == ns && s.spec.workload_name == workload)
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+async fn reconcile(svc: Arc<WorkloadService>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&svc, &ctx).await;
+    ctx.metrics
+        .observe("WorkloadService", result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action, Error> {
+    let ns = svc
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let name = svc.name_any();
+    if svc.metadata.deletion_timestamp.is_some() {
+        // The Service and slices are owned by it; the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let client = ctx.client.clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let workload = Api::<Workload>::namespaced(client.clone(), &ns)
+        .get_opt(&svc.spec.workload_name)
+        .await?;
+    let instances = match &workload {
+        Some(_) => {
+            Api::<Instance>::namespaced(client.clone(), &ns)
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("{LABEL_WORKLOAD}={}", svc.spec.workload_name)),
+                )
+                .await?
+                .items
+        }
+        None => Vec::new(),
+    };
+    let wl_status = workload
+        .as_ref()
+        .and_then(|w| w.status.clone())
+        .unwrap_or_default();
+    let active = wl_status
+        .active_revision
+        .clone()
+        .or(wl_status.current_revision.clone());
+    let preview = wl_status.preview_revision.clone();
+    let ready = publish::ready_instances(&instances, active.as_deref());
+    let preview_ready = publish::ready_instances(&instances, preview.as_deref());
+
+    // Refuse to take over a Service somebody else made.
+    if let Some(existing) = services.get_opt(&name).await?
+        && existing
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
+            != Some(MANAGED_BY)
+    {
+        let message = format!("Service {ns}/{name} exists and is not managed by Bulkhead");
+        return report(
+            svc,
+            ctx,
+            &ns,
+            None,
+            None,
+            &[],
+            &[],
+            false,
+            "ServiceConflict",
+            message,
+        )
+        .await
+        .map(|()| Action::requeue(Duration::from_secs(30)));
+    }
+
+    let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
+    services
+        .patch(
+            &name,
+            &pp,
+            &Patch::Apply(publish::service(svc, &name, "active")),
+        )
+        .await?;
+    let body = publish::endpoint_slice(svc, &name, "active", active.as_deref(), &ready);
+    slices.patch(&name, &pp, &Patch::Apply(&body)).await?;
+
+    let preview_name = format!("{name}{PREVIEW_SUFFIX}");
+    if svc.spec.preview {
+        services
+            .patch(
+                &preview_name,
+                &pp,
+                &Patch::Apply(publish::service(svc, &preview_name, "preview")),
+            )
+            .await?;
+        let body = publish::endpoint_slice(
+            svc,
+            &preview_name,
+            "preview",
+            preview.as_deref(),
+            &preview_ready,
+        );
+        slices
+            .patch(&preview_name, &pp, &Patch::Apply(&body))
+            .await?;
+    } else {
+        for r in [
+            services
+                .delete(&preview_name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+            slices
+                .delete(&preview_name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    let (ok, reason, message) = match (&workload, &active) {
+        (None, _) => (
+            false,
+            "WorkloadNotFound",
+            format!("Workload {ns}/{} does not exist", svc.spec.workload_name),
+        ),
+        (Some(_), None) => (
+            false,
+            "NoActiveRevision",
+            "the Workload has no active revision yet".into(),
+        ),
+        (Some(_), Some(rev)) if ready.is_empty() => (
+            false,
+            "NoReadyEndpoints",
+            format!("no instance of active revision {rev} is ready"),
+        ),
+        (Some(_), Some(rev)) => (
+            true,
+            "EndpointsPublished",
+            format!("{} ready instances of revision {rev}", ready.len()),
+        ),
+    };
+    report(
+        svc,
+        ctx,
+        &ns,
+        active,
+        if svc.spec.preview { preview } else { None },
+        &publish::endpoint_strings(&ready, &svc.spec.ports),
+        &if svc.spec.preview {
+            publish::endpoint_strings(&preview_ready, &svc.spec.ports)
+        } else {
+            Vec::new()
+        },
+        ok,
+        reason,
+        message,
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Writes the status when it changed.
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    svc: &WorkloadService,
+    ctx: &Context,
+    ns: &str,
+    active: Option<String>,
+    preview: Option<String>,
+    endpoints: &[String],
+    preview_endpoints: &[String],
+    ok: bool,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let previous = svc.status.clone().unwrap_or_default();
+    let mut next = WorkloadServiceStatus {
+        observed_generation: svc.metadata.generation,
+        active_revision: active,
+        preview_revision: preview,
+        endpoints: endpoints.to_vec(),
+        preview_endpoints: preview_endpoints.to_vec(),
+        conditions: previous.conditions.clone(),
+    };
+    conditions::merge(
+        &mut next.conditions,
+        conditions::new(
+            types::READY,
+            if ok { status::TRUE } else { status::FALSE },
+            reason,
+            message,
+            svc.metadata.generation,
+            Time(Timestamp::now()),
+        ),
+    );
+    if next == previous {
+        return Ok(());
+    }
+    if next.active_revision != previous.active_revision {
+        info!(service = %svc.name_any(), namespace = %ns, from = ?previous.active_revision, to = ?next.active_revision, "service switched revision");
+    }
+    let body =
+        json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "WorkloadService", "status": next});
+    Api::<WorkloadService>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            &svc.name_any(),
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! A client that uses a WorkloadService the way kube-proxy would: it watches the Service's
+//! EndpointSlice and sends one HTTP GET every 20 ms to the next endpoint the slice lists.
+//!
+//! Every answer is recorded, so a test can assert that no request failed and that the answer
+//! changed from one revision to the next exactly once. Bounded: it stops when asked, or after
+//! `MAX_RUN` at the latest.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::{Api, Client, runtime::watcher};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// The polling period.
+pub const PERIOD: Duration = Duration::from_millis(20);
+/// The longest a poller runs.
+pub const MAX_RUN: Duration = Duration::from_secs(600);
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Since the poller started.
+    pub at: Duration,
+    /// The endpoint asked.
+    pub endpoint: String,
+    /// The body (trimmed), or why the request failed.
+    pub answer: Result<String, String>,
+}
+
+/// What a poller saw.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Every request in order.
+    pub samples: Vec<Sample>,
+}
+
+impl Report {
+    /// Requests that got an answer.
+    pub fn served(&self) -> usize {
+        self.samples.iter().filter(|s| s.answer.is_ok()).count()
+    }
+
+    /// Requests that failed, with why.
+    pub fn failed(&self) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.answer.is_err()).collect()
+    }
+
+    /// The answers with consecutive repeats removed: `["v1", "v2"]` for one clean switch.
+    pub fn sequence(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.samples {
+            if let Ok(a) = &s.answer
+                && out.last() != Some(a)
+            {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
+
+    /// When the answer first was `answer`.
+    pub fn first(&self, answer: &str) -> Option<Duration> {
+        self.samples
+            .iter()
+            .find(|s| s.answer.as_deref() == Ok(answer))
+            .map(|s| s.at)
+    }
+}
+
+/// A running poller.
+#[derive(Debug)]
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    report: Arc<Mutex<Report>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Poller {
+    /// Starts polling Service `service` in `namespace` once its EndpointSlice lists an
+    /// endpoint; before that nothing is sent (and nothing counts as failed).
+    pub fn start(client: Client, namespace: &str, service: &str) -> Self {
+        let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
+        let endpoints: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(Mutex::new(Report::default()));
+        let watch = {
+            let endpoints = endpoints.clone();
+            let cfg = watcher::Config::default().fields(&format!("metadata.name={service}"));
+            tokio::spawn(async move {
+                let mut events = watcher(slices, cfg).boxed();
+                while let Some(event) = events.next().await {
+                    let slice = match event {
+                        Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => s,
+                        _ => continue,
+                    };
+                    let list = addresses(&slice);
+                    if let Ok(mut e) = endpoints.lock() {
+                        *e = Some(list);
+                    }
+                }
+            })
+        };
+        let task = {
+            let (stop, report) = (stop.clone(), report.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut tick = tokio::time::interval(PERIOD);
+                let mut n = 0usize;
+                let mut serving = false;
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
+                    tick.tick().await;
+                    let current = endpoints.lock().ok().and_then(|e| e.clone());
+                    let Some(list) = current else { continue };
+                    if list.is_empty() && !serving {
+                        continue;
+                    }
+                    serving = true;
+                    let at = started.elapsed();
+                    let sample = if list.is_empty() {
+                        Sample {
+                            at,
+                            endpoint: String::new(),
+                            answer: Err("the EndpointSlice lists no endpoint".into()),
+                        }
+                    } else {
+                        let endpoint = list[n % list.len()].clone();
+                        n += 1;
+                        let answer = get(&endpoint).await;
+                        Sample {
+                            at,
+                            endpoint,
+                            answer,
+                        }
+                    };
+                    if let Ok(mut r) = report.lock() {
+                        r.samples.push(sample);
+                    }
+                }
+                watch.abort();
+            })
+        };
+        Poller { stop, report, task }
+    }
+
+    /// What it saw so far.
+    pub fn snapshot(&self) -> Report {
+        self.report.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Stops and returns everything it saw.
+    pub async fn stop(self) -> Report {
+        self.stop.store(true, Ordering::SeqCst);
+        let Poller { report, task, .. } = self;
+        let _ = task.await;
+        report.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// `IP:port` of every ready endpoint of a slice (first port).
+pub fn addresses(slice: &EndpointSlice) -> Vec<String> {
+    let port = slice
+        .ports
+        .as_ref()
+        .and_then(|p| p.first())
+        .and_then(|p| p.port)
+        .unwrap_or(80);
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter().map(move |a| format!("{a}:{port}")))
+        .collect()
+}
+
+/// One HTTP/1.0 GET of `/`, bounded to a second; the body trimmed.
+pub async fn get(endpoint: &str) -> Result<String, String> {
+    let fetch = async {
+        let mut s = TcpStream::connect(endpoint)
+            .await
+            .map_err(|e| format!("connect {endpoint}: {e}"))?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: bulkhead\r\n\r\n")
+            .await
+            .map_err(|e| format!("write {endpoint}: {e}"))?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("read {endpoint}: {e}"))?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("{endpoint}: no HTTP response"))?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(format!(
+                "{endpoint}: {}",
+                head.lines().next().unwrap_or_default()
+            ));
+        }
+        Ok(body.trim().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(1), fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("{endpoint}: no answer within 1s")))
+}
