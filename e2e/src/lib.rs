@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod fixtures;
 pub mod manifest;
 pub mod namespace;
+pub mod rollout;
 pub mod traffic;
 pub mod wait;
 

@@ -13,7 +13,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
@@ -42,16 +42,30 @@ impl Default for LeaseTiming {
 /// `--register-schedulable=false`): instances bound by hand run, the scheduler places none.
 pub async fn ensure_host(client: &Client, name: &str, unschedulable: bool) -> kube::Result<Host> {
     let api: Api<Host> = Api::all(client.clone());
-    let spec = if unschedulable {
-        json!({"unschedulable": true})
-    } else {
-        json!({})
-    };
+    if unschedulable && api.get_opt(name).await?.is_none() {
+        // Registered cordoned: spec.unschedulable belongs to the user from then on, so the
+        // agent sets it only when it creates the Host, never on a later start.
+        let host: Host = serde_json::from_value(json!({
+            "apiVersion": "bulkhead.dev/v1alpha1",
+            "kind": "Host",
+            "metadata": {"name": name},
+            "spec": {"unschedulable": true},
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        let pp = PostParams {
+            field_manager: Some(MANAGER_NODE_AGENT.into()),
+            ..Default::default()
+        };
+        match api.create(&pp, &host).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
     let body = json!({
         "apiVersion": "bulkhead.dev/v1alpha1",
         "kind": "Host",
         "metadata": {"name": name, "labels": {"bulkhead.dev/host": name}},
-        "spec": spec,
     });
     api.patch(
         name,

@@ -1,0 +1,214 @@
+//! A host dies: its agent is killed and its instances' processes with it. The controller
+//! notices the expired Lease, marks the host not ready and its instances Lost, and replaces
+//! them on the other host. When the dead host's agent comes back it tears the Lost instances
+//! down (fencing) and nothing runs twice.
+//!
+//! Two test agents (hosts A and B, each with its own containerd namespace, state dir and CNI
+//! subnet) with Leases of 8 s; the local system's controller with a 10 s grace (up.sh). The
+//! local system's own host is cordoned for the duration so that the Workload lands on A and B.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use bulkhead_crds::{
+    Host, Instance, InstancePhase, LABEL_WORKLOAD,
+    conditions::{self, types},
+};
+use bulkhead_e2e::{
+    TestNamespace,
+    agent::{Agent, containers, image, registry, tasks, unique_host},
+    manifest, poll_until,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+
+const CONVERGE: Duration = Duration::from_secs(120);
+
+async fn set_unschedulable(hosts: &Api<Host>, name: &str, unschedulable: bool) {
+    hosts
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"unschedulable": unschedulable}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Uncordons the local system's host when the test ends, also when it fails (with kubectl:
+/// the test's async client cannot run while its runtime unwinds).
+struct Uncordon(String);
+
+impl Drop for Uncordon {
+    fn drop(&mut self) {
+        let out = bulkhead_e2e::kubectl([
+            "patch",
+            "host",
+            &self.0,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"unschedulable":false}}"#,
+        ]);
+        if !out.status.success() {
+            eprintln!(
+                "uncordoning {}: {}",
+                self.0,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// (instance, host, phase, deleting) of the Workload's instances.
+async fn placement(api: &Api<Instance>) -> Vec<(String, String, Option<InstancePhase>, bool)> {
+    api.list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}=web")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|i| {
+            (
+                i.name_any(),
+                i.spec.host_name.clone().unwrap_or_default(),
+                i.status.as_ref().and_then(|s| s.phase),
+                i.metadata.deletion_timestamp.is_some(),
+            )
+        })
+        .collect()
+}
+
+fn running_on(p: &[(String, String, Option<InstancePhase>, bool)], host: &str) -> usize {
+    p.iter()
+        .filter(|(_, h, phase, deleting)| {
+            h == host && *phase == Some(InstancePhase::Running) && !deleting
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn instances_of_a_dead_host_are_replaced_and_fenced_when_it_returns() {
+    let ns = TestNamespace::new("host-failure").await;
+    let hosts: Api<Host> = Api::all(ns.client.clone());
+    let local = "local-1";
+    set_unschedulable(&hosts, local, true).await;
+    let _uncordon = Uncordon(local.to_string());
+
+    let flags = ["--allowed-registries", &registry()];
+    let mut a = Agent::start(&unique_host("dies"), &flags);
+    let b = Agent::start(&unique_host("lives"), &flags);
+    for agent in [&a, &b] {
+        poll_until(Duration::from_secs(30), || async {
+            let h = hosts.get(&agent.host).await.ok()?;
+            conditions::is_true(&h.status?.conditions, types::READY).then_some(())
+        })
+        .await
+        .expect("the agent registers its host");
+        set_unschedulable(&hosts, &agent.host, false).await;
+    }
+
+    manifest::create(
+        &ns.client,
+        &ns.name,
+        &format!(
+            r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: Workload
+metadata: {{name: web}}
+spec:
+  owner: team-e2e
+  replicas: 2
+  template: {{image: "{}", terminationGracePeriodSeconds: 2}}
+"#,
+            image("web:v1")
+        ),
+    )
+    .await
+    .unwrap();
+    let instances: Api<Instance> = ns.api();
+    // The scheduler spreads the Workload: one instance on each host.
+    poll_until(CONVERGE, || async {
+        let p = placement(&instances).await;
+        (running_on(&p, &a.host) == 1 && running_on(&p, &b.host) == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("not spread over A and B"));
+    let doomed: Vec<String> = placement(&instances)
+        .await
+        .into_iter()
+        .filter(|(_, h, _, _)| *h == a.host)
+        .map(|(n, ..)| n)
+        .collect();
+
+    // Host A dies: its agent and every process it started.
+    let died = Instant::now();
+    a.kill();
+    for (_, pid, _) in tasks(&a.namespace) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+
+    // Replaced on B.
+    poll_until(CONVERGE, || async {
+        let p = placement(&instances).await;
+        (running_on(&p, &b.host) == 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("not replaced on B: {:?}", a.host));
+    let replaced_after = died.elapsed();
+    println!(
+        "host {} died; its instance ran again on {} after {:.1}s (lease 8s + grace 10s)",
+        a.host,
+        b.host,
+        replaced_after.as_secs_f64()
+    );
+    let host_a = hosts.get(&a.host).await.unwrap().status.unwrap();
+    let ready = conditions::find(&host_a.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "HostLeaseExpired")
+    );
+    let old = instances.get(&doomed[0]).await.unwrap();
+    assert_eq!(
+        old.status.as_ref().and_then(|s| s.phase),
+        Some(InstancePhase::Lost)
+    );
+    assert!(
+        old.metadata.deletion_timestamp.is_some(),
+        "the Lost instance is being deleted, held by the dead agent's finalizer"
+    );
+
+    // Host A comes back: it tears the Lost instance down before it reports Ready.
+    a.restart();
+    poll_until(CONVERGE, || async {
+        instances
+            .get_opt(&doomed[0])
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the Lost instance was not released:\n{}", a.log_tail()));
+    assert!(
+        containers(&a.namespace).is_empty(),
+        "host A still has containers: {:?}",
+        containers(&a.namespace)
+    );
+    poll_until(Duration::from_secs(30), || async {
+        let h = hosts.get(&a.host).await.ok()?;
+        conditions::is_true(&h.status?.conditions, types::READY).then_some(())
+    })
+    .await
+    .expect("host A is Ready again");
+    // Nothing runs twice: the Workload has exactly its two instances, both on B.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = placement(&instances).await;
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(running_on(&p, &b.host), 2, "{p:?}");
+    assert!(tasks(&a.namespace).is_empty());
+    ns.delete().await;
+}

@@ -1,0 +1,151 @@
+//! The controller dies in the middle of a promotion — right after it recorded the switch in
+//! the Workload's status, before any Service followed (failpoint `controller-after-promote`).
+//! Traffic stays on exactly one revision; a new controller finishes the rollout; the 20 ms
+//! client sees no failed request and one switch.
+//!
+//! The local system's controller is stopped (by its PID) for the duration and started again
+//! by up.sh at the end, also when the test fails.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bulkhead_crds::{WorkloadService, workload::WorkloadPhase};
+use bulkhead_e2e::{
+    TestNamespace,
+    agent::{binary, image},
+    poll_until, repo_root,
+    rollout::*,
+    state_dir,
+    traffic::addresses,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+
+/// A controller of this test, killed (by its PID) and reaped when dropped.
+struct TestController(Child);
+
+impl TestController {
+    fn start(identity: &str, failpoints: &str) -> Self {
+        let log = std::fs::File::create(
+            state_dir()
+                .join("logs")
+                .join(format!("controller-{identity}.log")),
+        )
+        .unwrap();
+        let child = Command::new(binary("bulkhead-controller"))
+            .arg("--kubeconfig")
+            .arg(state_dir().join("kubeconfig"))
+            .args(["--identity", identity, "--metrics-address", "127.0.0.1:0"])
+            .env("BULKHEAD_FAILPOINTS", failpoints)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        TestController(child)
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the local system's controller by its recorded PID; starts it again (up.sh is
+/// idempotent) when dropped.
+struct LocalControllerStopped;
+
+impl LocalControllerStopped {
+    fn stop() -> Self {
+        let pidfile = state_dir().join("pids").join("controller.pid");
+        let pid: i32 = std::fs::read_to_string(pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Command::new("kill").arg(pid.to_string()).status().unwrap();
+        for _ in 0..100 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LocalControllerStopped
+    }
+}
+
+impl Drop for LocalControllerStopped {
+    fn drop(&mut self) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("e2e/hack/up.sh"))
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "restarting the local controller: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_controller_killed_during_promotion_leaves_traffic_on_one_revision() {
+    let ns = TestNamespace::new("bg-crash").await;
+    let _local = LocalControllerStopped::stop();
+    let mut first = TestController::start("crash-first", "controller-after-promote");
+
+    let v1 = deploy_v1(&ns, true, 600).await;
+    let poller = start_traffic(&ns).await;
+    set_template(&ns, serde_json::json!({"image": image("web:v2")})).await;
+
+    // The first controller promotes, records it, and dies at the failpoint.
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !first.exited() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller never reached the promotion failpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let wl = workload(&ns).await;
+    let v2 = status_of(&wl).active_revision.unwrap();
+    assert_ne!(v1, v2, "the switch was recorded before the crash");
+    // No Service followed: the slice still lists v1 only, and v1 still serves.
+    let services: Api<WorkloadService> = ns.api();
+    let published = services.get("web").await.unwrap().status.unwrap();
+    assert_eq!(published.active_revision.as_deref(), Some(v1.as_str()));
+    let slice = ns.api::<EndpointSlice>().get("web").await.unwrap();
+    assert_eq!(addresses(&slice).len(), 2);
+    let during = poller.snapshot();
+    assert!(during.failed().is_empty(), "{:?}", during.failed().first());
+    assert_eq!(during.sequence(), ["v1"]);
+
+    // A new controller (after the dead one's leader Lease expires) finishes the rollout.
+    let _second = TestController::start("crash-second", "");
+    wait_for(&ns, "the rollout completes after the restart", |wl| {
+        let s = status_of(wl);
+        s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)
+    })
+    .await;
+    poll_until(CONVERGE, || async {
+        (alive_revisions(&ns).await == [v2.clone(), v2.clone()]).then_some(())
+    })
+    .await
+    .expect("only v2 instances remain");
+    let published = services.get("web").await.unwrap().status.unwrap();
+    assert_eq!(published.active_revision.as_deref(), Some(v2.as_str()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = poller.stop().await;
+    assert_clean(&report, &["v1", "v2"]);
+    ns.delete().await;
+}
