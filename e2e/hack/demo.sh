@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The one-command demo, as far as the project has come: install what is missing, build,
-# start the local system (control plane, containerd, registry, node agent, controller),
-# apply examples/, show what the kernel enforces on an instance, and roll out a patched
-# image. Blue/green with traffic switching, networking and probes arrive with their issues.
+# The one-command demo: install what is missing, build, start the local system (control
+# plane, containerd, registry, node agent, controller), apply examples/, show what the kernel
+# enforces on an instance, then roll out a patched image blue/green while a client polls the
+# service every 20 ms, narrating each step, and print a summary. The system keeps running.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -46,19 +46,82 @@ ip=$(kubectl get inst -n demo "$first" -o jsonpath='{.status.podIP}')
 echo "curl http://$ip:8080/ (the instance's own network namespace, on the agent's bridge):"
 curl -s --max-time 3 "http://$ip:8080/" || echo "(no answer)"
 
-step "publishing the patched image: web -> localhost:5000/bulkhead/web:v2"
-echo "(until the blue/green controller lands, a BlueGreen Workload rolls with every new instance"
-echo " started and ready before any old one retires: maxSurge 100%, maxUnavailable 0)"
-kubectl patch wl web -n demo --type merge -p '{"spec":{"template":{"image":"localhost:5000/bulkhead/web:v2"}}}'
-for _ in $(seq 1 120); do
-  line=$(kubectl get wl web -n demo -o jsonpath='{.status.phase} ready={.status.readyReplicas} updated={.status.updatedReplicas} instances={.status.replicas} active={.status.activeRevision} update={.status.updateRevision}')
-  echo "  $(date +%T) $line"
-  [[ "$line" == Healthy* && "$(kubectl get wl web -n demo -o jsonpath='{.status.activeRevision}')" == "$(kubectl get wl web -n demo -o jsonpath='{.status.updateRevision}')" ]] && break
-  sleep 1
+step "the WorkloadService publishes the ready instances as a native Service + EndpointSlice"
+kubectl get wsvc web -n demo
+kubectl get service,endpointslices -n demo -l bulkhead.dev/service=web
+
+step "starting a client that polls the service every 20 ms through its EndpointSlice (as kube-proxy routes)"
+client_log="$state/logs/demo-client.log"
+"${CARGO_TARGET_DIR:-$root/target}/debug/bulkhead-traffic" demo web --max-seconds 400 >"$client_log" 2>&1 &
+client=$!
+trap 'kill "$client" 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  grep -q "answered" "$client_log" 2>/dev/null && break
+  sleep 0.2
 done
+tail -n 1 "$client_log"
+
+v2="localhost:${REGISTRY_PORT:-5000}/bulkhead/web:v2"
+step "the patched image is published: $v2"
+skopeo inspect --tls-verify=false "docker://$v2" --format 'digest {{.Digest}}, built {{.Created}}' 2>/dev/null || true
+
+step "pointing Workload web at the patched image: a blue/green rollout starts"
+ts() { date +%s.%N; }
+t_patch=$(ts)
+kubectl patch wl web -n demo --type merge -p "{\"spec\":{\"template\":{\"image\":\"$v2\"}}}"
+old=$(kubectl get wl web -n demo -o jsonpath='{.status.activeRevision}')
+last=""
+for _ in $(seq 1 240); do
+  wl=$(kubectl get wl web -n demo -o jsonpath='{.status.phase}|{.status.activeRevision}|{.status.previewRevision}|{.status.updateRevision}|{.status.conditions[?(@.type=="Progressing")].reason}|{.status.conditions[?(@.type=="Progressing")].message}')
+  IFS='|' read -r phase active preview update reason message <<<"$wl"
+  revs=$(kubectl get inst -n demo -l bulkhead.dev/workload=web --no-headers \
+    -o custom-columns=REV:.spec.revision,PHASE:.status.phase,READY:'.status.conditions[?(@.type=="Ready")].status' 2>/dev/null |
+    awk '{n[$1]++; if ($2 == "Running" && $3 == "True") r[$1]++} END {for (k in n) printf "%s:%d/%d ready  ", k, r[k]+0, n[k]}')
+  now="phase=$phase active=$active preview=${preview:-none} ($reason) instances ${revs:-none}"
+  if [[ "$now" != "$last" ]]; then
+    printf '  %s  %s\n' "$(date +%T)" "$now"
+    [[ -n "$message" ]] && printf '             %s\n' "$message"
+    printf '             %s\n' "$(tail -n 1 "$client_log")"
+    last="$now"
+  fi
+  if [[ "$phase" == Healthy && "$active" == "$update" && "$active" != "$old" && "$revs" != *"$old"* ]]; then
+    break
+  fi
+  sleep 0.5
+done
+t_done=$(ts)
+kill -TERM "$client" 2>/dev/null || true
+wait "$client" 2>/dev/null || true
+trap - EXIT
+
+step "kubectl get bulkhead -n demo after the rollout"
+kubectl get wl,wsvc -n demo
 kubectl get inst -n demo -l bulkhead.dev/workload=web
-ip=$(kubectl get inst -n demo -l bulkhead.dev/workload=web -o jsonpath='{.items[?(@.status.phase=="Running")].status.podIP}' | awk '{print $1}')
-echo "curl http://$ip:8080/ now answers: $(curl -s --max-time 3 "http://$ip:8080/" || echo '(no answer)')"
+
+step "the rollout's story, as Events on Workload web"
+kubectl get events.events.k8s.io -n demo --field-selector regarding.name=web,regarding.kind=Workload \
+  --sort-by=.eventTime -o custom-columns=TIME:.eventTime,REASON:.reason,NOTE:.note | tail -n 8
+
+event_time() {
+  local t
+  t=$(kubectl get events.events.k8s.io -n demo --field-selector "regarding.name=web,reason=$1" \
+    --sort-by=.eventTime -o jsonpath='{.items[-1:].eventTime}' 2>/dev/null)
+  [[ -n "$t" ]] && date -d "$t" +%s.%N || echo ""
+}
+t_preview=$(event_time PreviewStarted)
+t_ready=$(event_time PreviewReady)
+t_promoted=$(event_time Promoted)
+t_retired=$(event_time ScaledDown)
+span() { [[ -n "$1" && -n "$2" ]] && awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1fs", b - a}' || echo "?"; }
+
+step "summary"
+grep '^\[client\] summary\|^\[client\] answers\|^\[client\] v\|^\[client\] failed' "$client_log" | sed 's/^\[client\] /  client: /'
+echo "  revision $old -> $(kubectl get wl web -n demo -o jsonpath='{.status.activeRevision}')"
+echo "  patch applied -> preview instances started:   $(span "$t_patch" "$t_preview")"
+echo "  preview started -> all ready and verified:   $(span "$t_preview" "$t_ready")"
+echo "  ready -> traffic switched (autoPromotionSeconds 5): $(span "$t_ready" "$t_promoted")"
+echo "  switched -> old revision retired (scaleDownDelaySeconds 30, instant rollback until then): $(span "$t_promoted" "$t_retired")"
+echo "  whole rollout:                               $(span "$t_patch" "$t_done")"
 
 step "the API refuses bad input, naming the field"
 kubectl apply -n demo -f - <<'YAML' || true
@@ -73,10 +136,11 @@ YAML
 
 cat <<EOT
 
-The demo stops here for now: instance networking, probes and the real blue/green switch
-of service traffic are the next pieces. The system keeps running:
+The system keeps running. Look around:
   export KUBECONFIG=$KUBECONFIG
   kubectl get bulkhead -A                  # every Bulkhead object
+  kubectl get wl web -n demo -o yaml       # status.blueGreen: the rollout's record
+  kubectl get endpointslices -n demo       # what a Service consumer routes to
   kubectl explain workload.spec.isolation  # the API's own documentation
   ls $state/logs/                       # component logs
 Stop everything with: make down
