@@ -61,51 +61,12 @@ fn image_archives_list_the_binaries_and_the_controller_runs_as_non_root() {
         String::from_utf8_lossy(&built.stderr)
     );
 
-    for (binary, repo, user) in [
-        ("bulkhead-controller", "bulkhead/controller", "65532:65532"),
-        ("bulkhead-node-agent", "bulkhead/node-agent", "0:0"),
-    ] {
-        let archive = out.join(format!("{binary}.tar"));
-        let archive = archive.to_str().unwrap();
-        let (entry, config) = inspect(archive);
-        assert_eq!(entry["RepoTags"][0], format!("docker.io/{repo}:e2e"));
-        let layers: Vec<&str> = entry["Layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l.as_str().unwrap())
-            .collect();
-        assert_eq!(layers.len(), 2, "{entry}");
-        let base = layer_files(archive, layers[0]);
-        assert!(
-            base.iter().any(|f| f.ends_with("/libc.so.6")),
-            "no libc in the base layer: {base:?}"
-        );
-        assert!(base.iter().any(|f| f == "etc/passwd"), "{base:?}");
-        assert!(
-            !base
-                .iter()
-                .any(|f| f.starts_with("bin/") || f.ends_with("/sh")),
-            "the base has a shell or bin/: {base:?}"
-        );
-        let top = layer_files(archive, layers[1]);
-        assert!(
-            top.contains(&format!("usr/local/bin/{binary}")),
-            "{binary} not in the top layer: {top:?}"
-        );
-        assert_eq!(config["config"]["User"], user, "{config}");
-        assert_eq!(
-            config["config"]["Entrypoint"][0],
-            format!("/usr/local/bin/{binary}")
-        );
-        assert_eq!(config["os"], "linux");
+    check_archives(&out, "e2e");
+    // The archives `make images` wrote from the release binaries, when it has run.
+    let released = repo_root().join("target/images");
+    if released.join("bulkhead-controller.tar").exists() {
+        check_archives(&released, env!("CARGO_PKG_VERSION"));
     }
-    let (_, controller) = inspect(out.join("bulkhead-controller.tar").to_str().unwrap());
-    let user = controller["config"]["User"].as_str().unwrap();
-    assert!(
-        !user.starts_with("0:") && !user.starts_with("root"),
-        "the controller image runs as {user}"
-    );
 
     // The image runs: containerd imports the archive and runc starts the binary, as the
     // image's user, with only the base layer's libraries.
@@ -146,4 +107,53 @@ fn image_archives_list_the_binaries_and_the_controller_runs_as_non_root() {
         String::from_utf8_lossy(&run.stderr)
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Checks the two archives in `dir`, tagged `tag`: names, layers, users, entrypoints.
+fn check_archives(dir: &std::path::Path, tag: &str) {
+    for (binary, repo, user) in [
+        ("bulkhead-controller", "bulkhead/controller", "65532:65532"),
+        ("bulkhead-node-agent", "bulkhead/node-agent", "0:0"),
+    ] {
+        let archive = dir.join(format!("{binary}.tar"));
+        let archive = archive.to_str().unwrap();
+        let (entry, config) = inspect(archive);
+        assert_eq!(entry["RepoTags"][0], format!("docker.io/{repo}:{tag}"));
+        let layers: Vec<&str> = entry["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(layers.len(), 2, "{entry}");
+        let base = layer_files(archive, layers[0]);
+        assert!(
+            base.iter().any(|f| f.ends_with("/libc.so.6")),
+            "no libc in the base layer: {base:?}"
+        );
+        assert!(base.iter().any(|f| f == "etc/passwd"), "{base:?}");
+        assert!(
+            !base
+                .iter()
+                .any(|f| f.starts_with("bin/") || f.ends_with("/sh")),
+            "the base has a shell or bin/: {base:?}"
+        );
+        let top = layer_files(archive, layers[1]);
+        assert!(
+            top.contains(&format!("usr/local/bin/{binary}")),
+            "{binary} not in the top layer: {top:?}"
+        );
+        assert_eq!(config["config"]["User"], user, "{config}");
+        assert_eq!(
+            config["config"]["Entrypoint"][0],
+            format!("/usr/local/bin/{binary}")
+        );
+        assert_eq!(config["os"], "linux");
+    }
+    let (_, controller) = inspect(dir.join("bulkhead-controller.tar").to_str().unwrap());
+    let user = controller["config"]["User"].as_str().unwrap();
+    assert!(
+        !user.starts_with("0:") && !user.starts_with("root"),
+        "the controller image runs as {user}"
+    );
 }
