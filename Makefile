@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit integration test up down demo help
+.PHONY: all build deps crds lint unit integration test up down demo help images
 
 all: build
 
@@ -40,3 +40,7 @@ down: ## stop everything `make up` started and remove its state
 
 demo: ## install, build, start the local system and run the demo
 	bash e2e/hack/demo.sh
+
+images: ## container images without Docker: target/images/*.tar from release binaries, for `kind load image-archive`
+	$(CARGO) build --release -p bulkhead-controller -p bulkhead-node-agent --bins
+	bash e2e/hack/oci-images.sh

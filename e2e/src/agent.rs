@@ -67,6 +67,11 @@ pub struct Agent {
     pub subnet: String,
     /// Port of its /metrics and /healthz on 127.0.0.1.
     pub metrics_port: u16,
+    /// The kubeconfig it talks to the API with (the admin's unless started with
+    /// [`Agent::start_as`]).
+    pub kubeconfig: PathBuf,
+    /// Whether its Host registers schedulable (only [`Agent::start_as`] agents do).
+    schedulable: bool,
 }
 
 /// A /24 of 10.89.0.0/16 (the range the harness guards with an unreachable route) for each
@@ -92,6 +97,23 @@ impl Agent {
 
     /// Starts an agent with extra flags and environment variables.
     pub fn start_with_env(host: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::build(host, extra, env, state_dir().join("kubeconfig"), false)
+    }
+
+    /// Starts an agent whose API identity is `kubeconfig`'s and whose Host registers
+    /// schedulable, so that a controller places instances on it (the chart suite runs it as
+    /// the chart's ServiceAccount).
+    pub fn start_as(host: &str, kubeconfig: PathBuf, extra: &[&str]) -> Self {
+        Self::build(host, extra, &[], kubeconfig, true)
+    }
+
+    fn build(
+        host: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        kubeconfig: PathBuf,
+        schedulable: bool,
+    ) -> Self {
         crate::ensure();
         let dir = state_dir().join("agents").join(host);
         std::fs::create_dir_all(&dir).expect("agent state dir");
@@ -113,6 +135,8 @@ impl Agent {
             bridge,
             subnet,
             metrics_port: 20000 + (third as u16) * 100 + (std::process::id() % 100) as u16,
+            kubeconfig,
+            schedulable,
         };
         agent.spawn();
         agent
@@ -125,11 +149,17 @@ impl Agent {
             .open(&self.log)
             .expect("agent log");
         let err = log.try_clone().expect("agent log");
-        let child = Command::new(binary("bulkhead-node-agent"))
+        let mut cmd = Command::new(binary("bulkhead-node-agent"));
+        // Test agents run only Instances bound to them by hand, never scheduled ones, unless
+        // started schedulable.
+        if !self.schedulable {
+            cmd.arg("--register-unschedulable");
+        }
+        let child = cmd
             .arg("--host-name")
             .arg(&self.host)
             .arg("--kubeconfig")
-            .arg(state_dir().join("kubeconfig"))
+            .arg(&self.kubeconfig)
             .arg("--containerd-address")
             .arg(containerd_socket())
             .arg("--containerd-namespace")
@@ -140,8 +170,6 @@ impl Agent {
             .arg("2")
             .arg("--lease-duration-seconds")
             .arg("8")
-            // Test agents run only Instances bound to them by hand, never scheduled ones.
-            .arg("--register-unschedulable")
             .arg("--cni-bridge")
             .arg(&self.bridge)
             .arg("--instance-subnet")
@@ -236,7 +264,8 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    fn stop_process(&mut self) {
+    /// Stops the agent by its PID: SIGTERM, then SIGKILL if it lingers.
+    pub fn stop_process(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM by PID, then SIGKILL if it lingers.
             let _ = Command::new("kill")

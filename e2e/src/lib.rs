@@ -6,6 +6,7 @@
 //! process. When a test fails, the panic message says where the component logs are.
 
 pub mod agent;
+pub mod chart;
 pub mod control_plane;
 pub mod fixtures;
 pub mod manifest;
