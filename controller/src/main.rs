@@ -2,7 +2,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use bulkhead_controller::{Context, leader, metrics::Metrics, scheduler, workload};
-use bulkhead_crds::{Instance, Workload};
+use bulkhead_crds::{Instance, SeccompProfile, Workload};
 use clap::Parser;
 use futures::StreamExt;
 use kube::{
@@ -96,8 +96,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         recorder,
     });
-    let workloads = Controller::new(Api::<Workload>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Instance>::all(client.clone()), watcher::Config::default())
+    let workloads = Controller::new(
+        Api::<Workload>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Instance>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    // A changed SeccompProfile is a new revision of every Workload that names it.
+    let store = workloads.store();
+    let workloads = workloads
+        .watches(Api::<SeccompProfile>::all(client.clone()), watcher::Config::default(), move |p| {
+            workload::seccomp::workloads_using(&store, &p)
+        })
         .shutdown_on_signal()
         .run(workload::reconcile::reconcile, |wl, e, _| {
             warn!(workload = %kube::ResourceExt::name_any(wl.as_ref()), error = %e, "reconcile failed; retrying");

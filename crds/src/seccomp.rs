@@ -68,6 +68,16 @@ pub struct SeccompProfileSpec {
     pub syscalls: Vec<SyscallRule>,
 }
 
+impl SeccompProfileSpec {
+    /// The version of this profile: `sha256:` and the hex sha256 of the spec's JSON. Equal
+    /// specs give equal digests in any process (struct fields serialize in a fixed order).
+    pub fn content_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+    }
+}
+
 /// An action of a seccomp rule.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, missing_docs)]

@@ -1,0 +1,155 @@
+//! Seccomp profile versions: a Workload's revision names the exact SeccompProfile content it
+//! runs with, so editing a profile rolls the Workload out instead of changing what runs.
+//!
+//! For seccomp type Localhost or Complain the controller reads the named profile and takes
+//! its content digest ([`SeccompProfileSpec::content_digest`]). The digest is mixed into the
+//! revision hash and written into each new Instance (`spec.seccompProfileDigest`); the node
+//! agent starts an instance only with a profile of exactly that content. A profile that does
+//! not exist yet leaves the digest unset: the instance is created and the agent reports
+//! `SeccompProfileNotFound` on it, as for an Instance created by hand.
+
+use bulkhead_crds::{
+    InstanceTemplate, Isolation, SeccompProfile, Workload, isolation::SeccompType,
+    seccomp::SeccompProfileSpec,
+};
+use kube::{
+    Api, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
+use sha2::{Digest, Sha256};
+
+use super::revision::revision;
+use crate::{Context, Error};
+
+/// The profile a Workload's seccomp settings name, when they name one.
+pub fn profile_name(isolation: &Isolation) -> Option<&str> {
+    match isolation.seccomp.type_ {
+        SeccompType::Localhost | SeccompType::Complain => {
+            isolation.seccomp.localhost_profile.as_deref()
+        }
+        _ => None,
+    }
+}
+
+/// The content digest of the profile the Workload names, or `None` when it names none or
+/// the profile does not exist.
+pub async fn resolve(ctx: &Context, wl: &Workload) -> Result<Option<String>, Error> {
+    let Some(name) = profile_name(&wl.spec.isolation) else {
+        return Ok(None);
+    };
+    let ns = wl
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), &ns);
+    Ok(api.get_opt(name).await?.map(|p| pinned(&p.spec)))
+}
+
+/// The digest an Instance pins for a profile spec.
+pub fn pinned(spec: &SeccompProfileSpec) -> String {
+    spec.content_digest()
+}
+
+/// The revision of a template and isolation with the profile version they use. Without a
+/// profile digest it is exactly [`revision`], so Workloads without a profile keep their
+/// revisions.
+pub fn revision_with_profile(
+    template: &InstanceTemplate,
+    isolation: &Isolation,
+    profile_digest: Option<&str>,
+) -> String {
+    match profile_digest {
+        None => revision(template, isolation),
+        Some(d) => {
+            let json = serde_json::to_vec(&(template, isolation, d)).unwrap_or_default();
+            hex::encode(Sha256::digest(json))[..10].to_string()
+        }
+    }
+}
+
+/// The Workloads in the profile's namespace that name it, to reconcile when it changes.
+pub fn workloads_using(
+    store: &Store<Workload>,
+    profile: &SeccompProfile,
+) -> Vec<ObjectRef<Workload>> {
+    let ns = profile.namespace();
+    let name = profile.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|wl| {
+            wl.namespace() == ns && profile_name(&wl.spec.isolation) == Some(name.as_str())
+        })
+        .map(|wl| ObjectRef::from_obj(wl.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bulkhead_crds::{
+        isolation::Seccomp,
+        seccomp::{SeccompAction, SyscallRule},
+    };
+
+    use super::*;
+
+    fn localhost(name: &str) -> Isolation {
+        Isolation {
+            seccomp: Seccomp {
+                type_: SeccompType::Localhost,
+                localhost_profile: Some(name.into()),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn profile(names: &[&str]) -> SeccompProfileSpec {
+        SeccompProfileSpec {
+            default_action: SeccompAction::SCMP_ACT_ERRNO,
+            default_errno_ret: None,
+            architectures: vec![],
+            arch_map: vec![],
+            flags: vec![],
+            syscalls: vec![SyscallRule {
+                names: names.iter().map(|s| s.to_string()).collect(),
+                action: SeccompAction::SCMP_ACT_ALLOW,
+                errno_ret: None,
+                args: vec![],
+                comment: String::new(),
+                includes: None,
+                excludes: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_new_profile_version_is_a_new_revision() {
+        let t = InstanceTemplate {
+            image: "web:v1".into(),
+            ..Default::default()
+        };
+        let i = localhost("web-recorded");
+        let v1 = pinned(&profile(&["read", "write"]));
+        let v2 = pinned(&profile(&["read", "write", "openat"]));
+        assert_ne!(v1, v2);
+        assert_eq!(v1, pinned(&profile(&["read", "write"])));
+        assert!(v1.starts_with("sha256:") && v1.len() == 7 + 64);
+        let r1 = revision_with_profile(&t, &i, Some(&v1));
+        assert_eq!(r1, revision_with_profile(&t, &i, Some(&v1)));
+        assert_ne!(r1, revision_with_profile(&t, &i, Some(&v2)));
+        assert_ne!(r1, revision_with_profile(&t, &i, None));
+        assert_eq!(revision_with_profile(&t, &i, None), revision(&t, &i));
+        assert_eq!(r1.len(), 10);
+    }
+
+    #[test]
+    fn only_localhost_and_complain_name_a_profile() {
+        let mut i = localhost("p");
+        assert_eq!(profile_name(&i), Some("p"));
+        i.seccomp.type_ = SeccompType::Complain;
+        assert_eq!(profile_name(&i), Some("p"));
+        i.seccomp.type_ = SeccompType::RuntimeDefault;
+        assert_eq!(profile_name(&i), None);
+        i.seccomp.type_ = SeccompType::Record;
+        assert_eq!(profile_name(&i), None);
+    }
+}
