@@ -193,6 +193,7 @@ async fn record_then_enforce_then_complain_on_the_web_image() {
         allowed.len(),
         counts.len()
     );
+    println!("recorded: {}", allowed.join(" "));
     assert!(
         allowed.len() * 3 < runtime_default,
         "recorded {} is not much smaller than RuntimeDefault {runtime_default}",
@@ -316,5 +317,42 @@ async fn a_missing_or_changed_profile_fails_only_its_instance() {
     );
     let ok = wait_for_phase(&ns, "ok", InstancePhase::Running, START).await;
     assert_eq!(ok.status.unwrap().restart_count, 0);
+    ns.delete().await;
+}
+
+/// A profile in Docker's full format (our own fixture: archMap with null subArchitectures,
+/// includes/excludes by capability, architecture and kernel, argument conditions) applies
+/// unchanged and runs web:v1, and its conditional rules are resolved for the instance.
+#[tokio::test]
+async fn a_docker_format_profile_applies_and_runs_the_web_image() {
+    let agent = start_agent("scmp-dock");
+    let ns = TestNamespace::new("scmp-dock").await;
+    let path = bulkhead_e2e::repo_root().join("e2e/fixtures/seccomp-docker-format.json");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let doc = serde_json::json!({
+        "apiVersion": "bulkhead.dev/v1alpha1",
+        "kind": "SeccompProfile",
+        "metadata": {"name": "docker-format"},
+        "spec": spec,
+    });
+    bulkhead_e2e::manifest::create(&ns.client, &ns.name, &doc.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("the Docker-format fixture was refused: {e}"));
+    instance("web")
+        .on(&agent.host)
+        .seccomp_profile("docker-format")
+        .create(&ns)
+        .await;
+    let web = wait_for_phase(&ns, "web", InstancePhase::Running, START).await;
+    load(&web.status.clone().unwrap().pod_ip.unwrap()).await;
+    let id = format!("bh-{}", web.uid().unwrap());
+    // excludes {caps: [CAP_SYS_ADMIN]}, not held: the rule applies.
+    let (code, out) = exec(&agent.namespace, &id, &["/bin/busybox", "uname", "-s"]);
+    assert_eq!((code, out.trim()), (0, "Linux"), "{out}");
+    // includes {caps: [CAP_SYS_ADMIN]}, not held: the rule is dropped, mkdir is refused.
+    let (code, out) = exec(&agent.namespace, &id, &["/bin/busybox", "mkdir", "/denied"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Operation not permitted"), "not EPERM: {out}");
     ns.delete().await;
 }
