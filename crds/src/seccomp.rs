@@ -69,6 +69,26 @@ pub struct SeccompProfileSpec {
 }
 
 impl SeccompProfileSpec {
+    /// A profile that allows exactly `names` and refuses everything else with EPERM.
+    pub fn allowlist(names: impl IntoIterator<Item = String>, comment: &str) -> Self {
+        Self {
+            default_action: SeccompAction::SCMP_ACT_ERRNO,
+            default_errno_ret: None,
+            architectures: vec![],
+            arch_map: vec![],
+            flags: vec![],
+            syscalls: vec![SyscallRule {
+                names: names.into_iter().collect(),
+                action: SeccompAction::SCMP_ACT_ALLOW,
+                errno_ret: None,
+                args: vec![],
+                comment: comment.to_string(),
+                includes: None,
+                excludes: None,
+            }],
+        }
+    }
+
     /// The version of this profile: `sha256:` and the hex sha256 of the spec's JSON. Equal
     /// specs give equal digests in any process (struct fields serialize in a fixed order).
     pub fn content_digest(&self) -> String {

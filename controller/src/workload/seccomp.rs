@@ -85,10 +85,7 @@ pub fn workloads_using(
 
 #[cfg(test)]
 mod tests {
-    use bulkhead_crds::{
-        isolation::Seccomp,
-        seccomp::{SeccompAction, SyscallRule},
-    };
+    use bulkhead_crds::isolation::Seccomp;
 
     use super::*;
 
@@ -103,22 +100,7 @@ mod tests {
     }
 
     fn profile(names: &[&str]) -> SeccompProfileSpec {
-        SeccompProfileSpec {
-            default_action: SeccompAction::SCMP_ACT_ERRNO,
-            default_errno_ret: None,
-            architectures: vec![],
-            arch_map: vec![],
-            flags: vec![],
-            syscalls: vec![SyscallRule {
-                names: names.iter().map(|s| s.to_string()).collect(),
-                action: SeccompAction::SCMP_ACT_ALLOW,
-                errno_ret: None,
-                args: vec![],
-                comment: String::new(),
-                includes: None,
-                excludes: None,
-            }],
-        }
+        SeccompProfileSpec::allowlist(names.iter().map(|s| s.to_string()), "")
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::{
     },
 };
 
-use bulkhead_crds::{seccomp::SeccompAction, syscalls::SYSCALL_NAMES};
+use bulkhead_crds::syscalls::SYSCALL_NAMES;
 use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscall, LinuxSyscallBuilder,
@@ -515,29 +515,13 @@ fn receive_fd(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Option
 pub fn recorded_profile(
     counts: &BTreeMap<String, u64>,
 ) -> bulkhead_crds::seccomp::SeccompProfileSpec {
-    use bulkhead_crds::seccomp::{SeccompProfileSpec, SyscallRule};
     let names: BTreeSet<String> = counts
         .keys()
         .filter(|n| SYSCALL_NAMES.contains(&n.as_str()))
         .cloned()
         .chain(RUNTIME_MINIMAL.iter().map(|s| s.to_string()))
         .collect();
-    SeccompProfileSpec {
-        default_action: SeccompAction::SCMP_ACT_ERRNO,
-        default_errno_ret: None,
-        architectures: vec![],
-        arch_map: vec![],
-        flags: vec![],
-        syscalls: vec![SyscallRule {
-            names: names.into_iter().collect(),
-            action: SeccompAction::SCMP_ACT_ALLOW,
-            errno_ret: None,
-            args: vec![],
-            comment: "recorded by bulkhead-node-agent".into(),
-            includes: None,
-            excludes: None,
-        }],
-    }
+    bulkhead_crds::seccomp::SeccompProfileSpec::allowlist(names, "recorded by bulkhead-node-agent")
 }
 
 #[cfg(test)]
@@ -637,7 +621,10 @@ mod tests {
             .chain(["accept4", "read"])
             .collect();
         assert_eq!(names.len(), expected.len());
-        assert_eq!(p.default_action, SeccompAction::SCMP_ACT_ERRNO);
+        assert_eq!(
+            p.default_action,
+            bulkhead_crds::seccomp::SeccompAction::SCMP_ACT_ERRNO
+        );
     }
 
     #[test]
