@@ -354,5 +354,75 @@ async fn a_docker_format_profile_applies_and_runs_the_web_image() {
     let (code, out) = exec(&agent.namespace, &id, &["/bin/busybox", "mkdir", "/denied"]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("Operation not permitted"), "not EPERM: {out}");
+
+    // After an agent crash the profile still refuses, and the new agent counts again.
+    let mut agent = agent;
+    agent.restart();
+    let key = format!("{}/web", ns.name);
+    let counted = poll_until(Duration::from_secs(30), || async {
+        let (_, out) = exec(&agent.namespace, &id, &["/bin/busybox", "mkdir", "/denied"]);
+        assert!(
+            !out.contains("Read-only file system"),
+            "mkdir ran after the agent restart: {out}"
+        );
+        let denied = metric(&agent, "bulkhead_agent_seccomp_denials_total", &key);
+        (out.contains("Operation not permitted") && mkdir_calls(&denied) >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "no counted denial after the agent restart"
+    );
+    load(&web.status.clone().unwrap().pod_ip.unwrap()).await;
+    let web = wait_for_phase(&ns, "web", InstancePhase::Running, START).await;
+    assert_eq!(
+        web.status.unwrap().restart_count,
+        0,
+        "an enforcing instance is not restarted"
+    );
+    ns.delete().await;
+}
+
+/// A recording goes on across an agent crash: the counts saved before it are kept, and the
+/// process, whose listener went with the old agent, is restarted once under the new one.
+#[tokio::test]
+async fn a_recording_survives_an_agent_restart() {
+    let mut agent = start_agent("scmp-rst");
+    let ns = TestNamespace::new("scmp-rst").await;
+    let mut rec = with_seccomp(
+        instance("rec").on(&agent.host).build(),
+        SeccompType::Record,
+        None,
+    );
+    rec.labels_mut()
+        .insert(LABEL_WORKLOAD.to_string(), "api".to_string());
+    create(&ns, rec).await;
+    let rec = wait_for_phase(&ns, "rec", InstancePhase::Running, START).await;
+    load(&rec.status.clone().unwrap().pod_ip.unwrap()).await;
+    // The agent saves the counts every 3 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    agent.restart();
+    let restarted = poll_until(START, || async {
+        let i = ns.api::<Instance>().get("rec").await.ok()?;
+        let s = i.status.clone()?;
+        (s.restart_count == 1 && s.phase == Some(InstancePhase::Running)).then_some(i)
+    })
+    .await
+    .expect("the recording's task restarted once and runs");
+    load(&restarted.status.clone().unwrap().pod_ip.unwrap()).await;
+    delete_and_wait(&ns, "rec", Duration::from_secs(60)).await;
+    let profile = ns
+        .api::<SeccompProfile>()
+        .get("api-recorded")
+        .await
+        .unwrap();
+    let counts: BTreeMap<String, u64> =
+        serde_json::from_str(&profile.annotations()["bulkhead.dev/syscall-counts"]).unwrap();
+    let accepts =
+        counts.get("accept").copied().unwrap_or(0) + counts.get("accept4").copied().unwrap_or(0);
+    assert!(
+        accepts >= 2 * LOAD as u64,
+        "accepts from before the restart are lost: {counts:?}"
+    );
     ns.delete().await;
 }

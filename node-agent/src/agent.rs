@@ -154,6 +154,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
         recorder: crate::instance::record::recorder(client.clone(), &cfg.host_name),
     });
+    // Recordings survive an agent restart: their counts are saved every few seconds.
+    let saver = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
+        loop {
+            tick.tick().await;
+            saver.notifier.save();
+        }
+    });
     tokio::spawn(crate::instance::record::publish_first_seen(
         ctx.clone(),
         first_seen_rx,

@@ -62,16 +62,29 @@ async fn observe(
 ) -> Result<Action, Error> {
     let id = container.id.as_str();
     // A restarted agent listens again for the container's seccomp listener fds.
+    let mut lost_listener = false;
     if let Some(mode) = container
         .labels
         .get(labels::SECCOMP_NOTIFY)
         .and_then(|l| notify::Mode::from_label(l))
         && let Some(key) = container.labels.get(labels::INSTANCE)
-        && let Err(e) = ctx.notifier.listen(id, key, mode)
     {
-        warn!(container = id, error = %e, "cannot listen for seccomp notifications");
+        match ctx.notifier.listen(id, key, mode) {
+            Ok((_, created)) => {
+                lost_listener = created && !matches!(mode, notify::Mode::Enforce { .. })
+            }
+            Err(e) => warn!(container = id, error = %e, "cannot listen for seccomp notifications"),
+        }
     }
     match ctx.containerd.task_state(id).await? {
+        Some(TaskState::Running(_)) if lost_listener => {
+            // The process's listener fd went with the previous agent: its notified calls now
+            // fail with ENOSYS instead of running. Restart it under a new listener.
+            warn!(instance = %instance.name_any(), container = id, "the seccomp listener of the running process was lost with the previous agent; restarting the task");
+            ctx.containerd.kill_task(id, 9).await?;
+            supervise(instance, ctx, id);
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         Some(TaskState::Running(pid)) => {
             super::record::on_request(ctx, instance, id).await?;
             report_running(instance, ctx, container, pid, false, None).await?;

@@ -19,8 +19,9 @@
 //!
 //! When the agent is gone, the listener fd is closed and the kernel fails every notifying
 //! call with ENOSYS: an enforcing filter still refuses, a recording or complaining instance
-//! breaks. A restarted agent listens again (new execs and task restarts reconnect), but the
-//! counts of the lost fds are gone.
+//! breaks. A restarted agent listens again (new execs and task restarts reconnect) and
+//! restarts the task of a recording or complaining instance; a recording's counts are
+//! saved next to its socket every few seconds ([`Notifier::save`]) and read back.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -340,17 +341,47 @@ impl Notifier {
             .unwrap_or_default()
     }
 
+    fn counts_path(&self, container: &str) -> PathBuf {
+        self.socket_path(container).with_extension("counts.json")
+    }
+
+    /// Saves the counts of every recording, so that a restarted agent goes on from them.
+    pub fn save(&self) {
+        for (id, s) in self.sessions() {
+            if s.mode != Mode::Record {
+                continue;
+            }
+            let path = self.counts_path(&id);
+            let tmp = path.with_extension("tmp");
+            let written = serde_json::to_vec(&s.counts())
+                .map_err(std::io::Error::other)
+                .and_then(|json| std::fs::write(&tmp, json))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                warn!(container = %id, error = %e, "saving the recorded counts failed");
+            }
+        }
+    }
+
     /// Listens for a container's listener fds (again, after an agent restart). Idempotent:
-    /// an existing session is returned as it is.
+    /// an existing session is returned as it is, with `false`; a new one with `true`. A new
+    /// recording starts from the counts a previous agent saved.
     pub fn listen(
         &self,
         container: &str,
         instance: &str,
         mode: Mode,
-    ) -> std::io::Result<Arc<Session>> {
+    ) -> std::io::Result<(Arc<Session>, bool)> {
         if let Some(s) = self.session(container) {
-            return Ok(s);
+            return Ok((s, false));
         }
+        let saved: BTreeMap<String, u64> = match mode {
+            Mode::Record => std::fs::read(self.counts_path(container))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
         std::fs::create_dir_all(&self.dir)?;
         let path = self.socket_path(container);
         let _ = std::fs::remove_file(&path);
@@ -358,7 +389,7 @@ impl Notifier {
         let session = Arc::new(Session {
             mode,
             instance: instance.to_string(),
-            counts: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(saved),
             closed: AtomicBool::new(false),
             accept: Mutex::new(None),
             written_for: Mutex::new(None),
@@ -393,7 +424,7 @@ impl Notifier {
         if let Ok(mut s) = self.sessions.lock() {
             s.insert(container.to_string(), session.clone());
         }
-        Ok(session)
+        Ok((session, true))
     }
 
     /// Stops listening for a container and returns what its session saw. Threads serving
@@ -405,6 +436,7 @@ impl Notifier {
             a.abort();
         }
         let _ = std::fs::remove_file(self.socket_path(container));
+        let _ = std::fs::remove_file(self.counts_path(container));
         Some(session)
     }
 }
