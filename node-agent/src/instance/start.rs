@@ -272,6 +272,16 @@ async fn start(
         )
         .await;
     }
+    // Record and Complain need seccomp user notification; without it an enforced profile's
+    // denials are refused by the kernel alone, uncounted.
+    let user_notif = features.seccomp_actions.iter().any(|a| a == "user_notif");
+    if matches!(seccomp_type, SeccompType::Record | SeccompType::Complain) && !user_notif {
+        return fail(
+            "SeccompNotifyUnsupported",
+            format!("seccomp type {seccomp_type:?} needs seccomp user notification, which this host's kernel does not offer"),
+        )
+        .await;
+    }
     let oci_seccomp = match &profile {
         Some(p) => {
             let caps = &spec.isolation.capabilities.add;
@@ -285,7 +295,7 @@ async fn start(
                     notify::complain(&s, &listener),
                     Some(notify::Mode::Complain),
                 )),
-                Ok(s) if seccomp_type == SeccompType::Localhost => {
+                Ok(s) if seccomp_type == SeccompType::Localhost && user_notif => {
                     let (s, mode) = notify::count_denials(&s, &listener);
                     Some((s, mode))
                 }
