@@ -426,3 +426,39 @@ async fn a_recording_survives_an_agent_restart() {
     );
     ns.delete().await;
 }
+
+/// The largest filter the agent builds: the shipped RuntimeDefault as a SeccompProfile, with
+/// every call it does not name notifying, still loads, runs web:v1 and counts a refusal.
+#[tokio::test]
+async fn a_large_profile_with_counted_denials_runs() {
+    let agent = start_agent("scmp-big");
+    let ns = TestNamespace::new("scmp-big").await;
+    let spec = bulkhead_node_agent::isolation::seccomp::runtime_default();
+    let profile = SeccompProfile::new("runtime-default-copy", spec);
+    ns.api::<SeccompProfile>()
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
+    instance("web")
+        .on(&agent.host)
+        .seccomp_profile("runtime-default-copy")
+        .create(&ns)
+        .await;
+    let web = wait_for_phase(&ns, "web", InstancePhase::Running, START).await;
+    load(&web.status.clone().unwrap().pod_ip.unwrap()).await;
+    // RuntimeDefault does not allow unshare; the agent answers for it.
+    let id = format!("bh-{}", web.uid().unwrap());
+    let (code, out) = exec(
+        &agent.namespace,
+        &id,
+        &["/bin/busybox", "unshare", "-U", "true"],
+    );
+    assert_ne!(code, 0, "{out}");
+    let key = format!("{}/web", ns.name);
+    let denied = metric(&agent, "bulkhead_agent_seccomp_denials_total", &key);
+    assert!(
+        denied.contains_key("unshare"),
+        "unshare not counted: {denied:?} ({out})"
+    );
+    ns.delete().await;
+}
