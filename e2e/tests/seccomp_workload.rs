@@ -203,5 +203,35 @@ spec:
         wl.status.unwrap().update_revision.as_deref(),
         Some(rolled.spec.revision.as_str())
     );
+
+    // Deleting the profile is no new revision: the running instance stays, and a
+    // replacement (same revision, same pinned version) fails with a reason.
+    profiles
+        .delete("web-recorded", &Default::default())
+        .await
+        .unwrap();
+    instances
+        .delete(&rolled.name_any(), &Default::default())
+        .await
+        .unwrap();
+    let failed = poll_until(CONVERGE, || async {
+        instances
+            .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}=web")))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|i| {
+                i.status.as_ref().and_then(|s| s.reason.as_deref())
+                    == Some("SeccompProfileNotFound")
+            })
+    })
+    .await
+    .expect("a replacement failed with SeccompProfileNotFound");
+    assert_eq!(failed.spec.revision, rolled.spec.revision);
+    assert_eq!(
+        failed.spec.seccomp_profile_digest.as_deref(),
+        Some(v2.as_str())
+    );
     ns.delete().await;
 }

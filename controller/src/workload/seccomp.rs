@@ -4,16 +4,21 @@
 //! For seccomp type Localhost or Complain the controller reads the named profile and takes
 //! its content digest ([`SeccompProfileSpec::content_digest`]). The digest is mixed into the
 //! revision hash and written into each new Instance (`spec.seccompProfileDigest`); the node
-//! agent starts an instance only with a profile of exactly that content. A profile that does
-//! not exist yet leaves the digest unset: the instance is created and the agent reports
-//! `SeccompProfileNotFound` on it, as for an Instance created by hand.
+//! agent starts an instance only with a profile of exactly that content.
+//!
+//! A profile that is deleted while instances pin it is not a new revision: the digest those
+//! instances pin is kept, so nothing rolls out, and a replacement instance fails with
+//! `SeccompProfileNotFound`. A profile that never existed leaves the digest unset: the
+//! instance is created and the agent reports `SeccompProfileNotFound` on it, as for an
+//! Instance created by hand.
 
 use bulkhead_crds::{
-    InstanceTemplate, Isolation, SeccompProfile, Workload, isolation::SeccompType,
-    seccomp::SeccompProfileSpec,
+    Instance, InstanceTemplate, Isolation, LABEL_WORKLOAD, SeccompProfile, Workload,
+    isolation::SeccompType, seccomp::SeccompProfileSpec,
 };
 use kube::{
     Api, ResourceExt,
+    api::ListParams,
     runtime::reflector::{ObjectRef, Store},
 };
 use sha2::{Digest, Sha256};
@@ -31,8 +36,8 @@ pub fn profile_name(isolation: &Isolation) -> Option<&str> {
     }
 }
 
-/// The content digest of the profile the Workload names, or `None` when it names none or
-/// the profile does not exist.
+/// The content digest of the profile the Workload names; when the profile is gone, the
+/// digest its current instances pin; `None` when it names no profile or none was ever seen.
 pub async fn resolve(ctx: &Context, wl: &Workload) -> Result<Option<String>, Error> {
     let Some(name) = profile_name(&wl.spec.isolation) else {
         return Ok(None);
@@ -41,7 +46,23 @@ pub async fn resolve(ctx: &Context, wl: &Workload) -> Result<Option<String>, Err
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), &ns);
-    Ok(api.get_opt(name).await?.map(|p| pinned(&p.spec)))
+    if let Some(p) = api.get_opt(name).await? {
+        return Ok(Some(pinned(&p.spec)));
+    }
+    let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned = instances
+        .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={}", wl.name_any())))
+        .await?
+        .items;
+    Ok(pinned_by_instances(wl, &owned))
+}
+
+/// The digest pinned by an instance of the Workload's current template and isolation.
+pub fn pinned_by_instances(wl: &Workload, instances: &[Instance]) -> Option<String> {
+    instances
+        .iter()
+        .filter(|i| i.spec.template == wl.spec.template && i.spec.isolation == wl.spec.isolation)
+        .find_map(|i| i.spec.seccomp_profile_digest.clone())
 }
 
 /// The digest an Instance pins for a profile spec.
@@ -121,6 +142,52 @@ mod tests {
         assert_ne!(r1, revision_with_profile(&t, &i, None));
         assert_eq!(revision_with_profile(&t, &i, None), revision(&t, &i));
         assert_eq!(r1.len(), 10);
+    }
+
+    #[test]
+    fn a_deleted_profile_keeps_the_version_current_instances_pin() {
+        let wl = Workload::new(
+            "web",
+            serde_json::from_value(serde_json::json!({
+                "owner": "t",
+                "template": {"image": "web:v1"},
+                "isolation": {"seccomp": {"type": "Localhost", "localhostProfile": "p"}},
+            }))
+            .unwrap(),
+        );
+        let inst = |image: &str, digest: Option<&str>| {
+            let mut i = Instance::new(
+                "i",
+                bulkhead_crds::InstanceSpec {
+                    host_name: None,
+                    revision: "r".into(),
+                    template: wl.spec.template.clone(),
+                    isolation: wl.spec.isolation.clone(),
+                    seccomp_profile_digest: digest.map(String::from),
+                },
+            );
+            i.spec.template.image = image.into();
+            i
+        };
+        assert_eq!(pinned_by_instances(&wl, &[]), None);
+        assert_eq!(
+            pinned_by_instances(
+                &wl,
+                &[inst("web:v0", Some("sha256:old")), inst("web:v1", None)]
+            ),
+            None,
+            "only an instance of the current template counts"
+        );
+        assert_eq!(
+            pinned_by_instances(
+                &wl,
+                &[
+                    inst("web:v0", Some("sha256:old")),
+                    inst("web:v1", Some("sha256:cur"))
+                ]
+            ),
+            Some("sha256:cur".into())
+        );
     }
 
     #[test]
