@@ -116,8 +116,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Action::requeue(std::time::Duration::from_secs(5))
         }, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let profiles = Controller::new(
+        Api::<SeccompProfile>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(workload::seccomp::report, |p, e, _| {
+        warn!(profile = %kube::ResourceExt::name_any(p.as_ref()), error = %e, "writing the profile status failed; retrying");
+        Action::requeue(std::time::Duration::from_secs(5))
+    }, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = workloads => info!("workload controller stopped"),
+        _ = profiles => info!("seccomp profile status writer stopped"),
         _ = scheduler::run(ctx) => info!("scheduler stopped"),
         _ = elector.hold() => {
             error!("lost leadership; exiting so that only one controller acts");

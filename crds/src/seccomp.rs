@@ -89,6 +89,15 @@ impl SeccompProfileSpec {
         }
     }
 
+    /// The number of distinct system call names the rules name, whatever their action.
+    pub fn syscall_count(&self) -> usize {
+        self.syscalls
+            .iter()
+            .flat_map(|rule| rule.names.iter())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
     /// The version of this profile: `sha256:` and the hex sha256 of the spec's JSON. Equal
     /// specs give equal digests in any process (struct fields serialize in a fixed order).
     pub fn content_digest(&self) -> String {

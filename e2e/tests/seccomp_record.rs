@@ -152,15 +152,25 @@ async fn record_then_enforce_then_complain_on_the_web_image() {
     // ...and stopping it writes it again, with everything it did until the end.
     delete_and_wait(&ns, "rec", Duration::from_secs(60)).await;
     let profile = profiles.get("web-recorded").await.unwrap();
-    assert_eq!(
-        profile
-            .managed_fields()
-            .iter()
-            .filter_map(|f| f.manager.as_deref())
-            .collect::<Vec<_>>(),
-        vec!["bulkhead-node-agent", "bulkhead-node-agent"],
-        "spec and status applied by the agent"
-    );
+    let managers: Vec<(String, String)> = profile
+        .managed_fields()
+        .iter()
+        .map(|f| {
+            (
+                f.manager.clone().unwrap_or_default(),
+                f.subresource.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for entry in [
+        ("bulkhead-node-agent", ""),
+        ("bulkhead-node-agent", "status"),
+    ] {
+        assert!(
+            managers.contains(&(entry.0.to_string(), entry.1.to_string())),
+            "spec and status applied by the agent: {managers:?}"
+        );
+    }
     let counts: BTreeMap<String, u64> =
         serde_json::from_str(&profile.annotations()["bulkhead.dev/syscall-counts"]).unwrap();
     let allowed = &profile.spec.syscalls[0].names;
@@ -317,6 +327,15 @@ async fn a_missing_or_changed_profile_fails_only_its_instance() {
     );
     let ok = wait_for_phase(&ns, "ok", InstancePhase::Running, START).await;
     assert_eq!(ok.status.unwrap().restart_count, 0);
+    // The controller reports every profile's version and size in its status.
+    let reported = poll_until(Duration::from_secs(30), || async {
+        let p = ns.api::<SeccompProfile>().get("edited").await.ok()?;
+        let s = p.status?;
+        (s.digest.as_deref() == Some(profile.spec.content_digest().as_str())).then_some(s)
+    })
+    .await
+    .expect("status.digest written");
+    assert_eq!(reported.syscall_count, Some(1));
     ns.delete().await;
 }
 

@@ -26,6 +26,36 @@ use sha2::{Digest, Sha256};
 use super::revision::revision;
 use crate::{Context, Error};
 
+/// Writes a SeccompProfile's `status.digest` (its version) and `status.syscallCount` when
+/// they are not yet those of its spec (server-side apply, field manager
+/// `bulkhead-controller`; the agent adds `recordedFrom` to profiles it records).
+pub async fn report(
+    profile: std::sync::Arc<SeccompProfile>,
+    ctx: std::sync::Arc<Context>,
+) -> Result<kube::runtime::controller::Action, Error> {
+    let digest = pinned(&profile.spec);
+    let count = i32::try_from(profile.spec.syscall_count()).unwrap_or(i32::MAX);
+    let status = profile.status.clone().unwrap_or_default();
+    if status.digest.as_deref() != Some(digest.as_str()) || status.syscall_count != Some(count) {
+        let ns = profile
+            .namespace()
+            .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+        let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "bulkhead.dev/v1alpha1",
+            "kind": "SeccompProfile",
+            "status": {"digest": digest, "syscallCount": count},
+        });
+        api.patch_status(
+            &profile.name_any(),
+            &kube::api::PatchParams::apply(bulkhead_crds::MANAGER_CONTROLLER).force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    Ok(kube::runtime::controller::Action::await_change())
+}
+
 /// The profile a Workload's seccomp settings name, when they name one.
 pub fn profile_name(isolation: &Isolation) -> Option<&str> {
     match isolation.seccomp.type_ {
