@@ -81,7 +81,7 @@ async fn observe(
             // The process's listener fd went with the previous agent: its notified calls now
             // fail with ENOSYS instead of running. Restart it under a new listener.
             warn!(instance = %instance.name_any(), container = id, "the seccomp listener of the running process was lost with the previous agent; restarting the task");
-            ctx.containerd.kill_task(id, 9).await?;
+            ctx.containerd.kill_task(id, super::stop::SIGKILL).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(Duration::from_secs(1)))
         }

@@ -10,7 +10,7 @@ use super::{Context, Error, labels, status};
 use crate::{failpoint, runtime::containerd::TaskState};
 
 const SIGTERM: u32 = 15;
-const SIGKILL: u32 = 9;
+pub(crate) const SIGKILL: u32 = 9;
 
 /// Tears down the Instance's container; the finalizer goes once this returns Ok.
 pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Error> {
