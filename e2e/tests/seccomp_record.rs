@@ -100,6 +100,20 @@ async fn create(ns: &TestNamespace, i: Instance) -> Instance {
         .unwrap()
 }
 
+/// Starts Instance `rec` of `workload` in Record mode and gives it the load.
+async fn record_under_load(ns: &TestNamespace, agent: &Agent, workload: &str) {
+    let mut rec = with_seccomp(
+        instance("rec").on(&agent.host).build(),
+        SeccompType::Record,
+        None,
+    );
+    rec.labels_mut()
+        .insert(LABEL_WORKLOAD.to_string(), workload.to_string());
+    create(ns, rec).await;
+    let rec = wait_for_phase(ns, "rec", InstancePhase::Running, START).await;
+    load(&rec.status.clone().unwrap().pod_ip.unwrap()).await;
+}
+
 fn mkdir_calls(m: &BTreeMap<String, u64>) -> u64 {
     m.get("mkdir").copied().unwrap_or(0) + m.get("mkdirat").copied().unwrap_or(0)
 }
@@ -111,17 +125,7 @@ async fn record_then_enforce_then_complain_on_the_web_image() {
     let profiles: Api<SeccompProfile> = ns.api();
 
     // 1. Record web:v1 under the load.
-    let mut rec = with_seccomp(
-        instance("rec").on(&agent.host).build(),
-        SeccompType::Record,
-        None,
-    );
-    rec.labels_mut()
-        .insert(LABEL_WORKLOAD.to_string(), "web".to_string());
-    create(&ns, rec).await;
-    let rec = wait_for_phase(&ns, "rec", InstancePhase::Running, START).await;
-    let ip = rec.status.clone().unwrap().pod_ip.unwrap();
-    load(&ip).await;
+    record_under_load(&ns, &agent, "web").await;
     let key = format!("{}/rec", ns.name);
     let seen = metric(&agent, "bulkhead_agent_seccomp_recorded_total", &key);
     assert!(
@@ -408,16 +412,7 @@ async fn a_docker_format_profile_applies_and_runs_the_web_image() {
 async fn a_recording_survives_an_agent_restart() {
     let mut agent = start_agent("scmp-rst");
     let ns = TestNamespace::new("scmp-rst").await;
-    let mut rec = with_seccomp(
-        instance("rec").on(&agent.host).build(),
-        SeccompType::Record,
-        None,
-    );
-    rec.labels_mut()
-        .insert(LABEL_WORKLOAD.to_string(), "api".to_string());
-    create(&ns, rec).await;
-    let rec = wait_for_phase(&ns, "rec", InstancePhase::Running, START).await;
-    load(&rec.status.clone().unwrap().pod_ip.unwrap()).await;
+    record_under_load(&ns, &agent, "api").await;
     // The agent saves the counts every 3 s.
     tokio::time::sleep(Duration::from_secs(5)).await;
     agent.restart();
