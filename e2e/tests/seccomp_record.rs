@@ -280,6 +280,46 @@ async fn record_then_enforce_then_complain_on_the_web_image() {
         "no SeccompWouldDeny event: {}",
         event_notes(&ns.name, "cmp")
     );
+
+    // 4. Editing the profile never changes a running instance: allow mkdir, and the
+    // enforcing instance still refuses it; an instance started now gets the new version.
+    let mut edited = profiles.get("web-recorded").await.unwrap();
+    edited.spec.syscalls[0]
+        .names
+        .extend(["mkdir".to_string(), "mkdirat".to_string()]);
+    edited.metadata.managed_fields = None;
+    profiles
+        .replace("web-recorded", &PostParams::default(), &edited)
+        .await
+        .unwrap();
+    let enf_id = format!("bh-{}", enf.uid().unwrap());
+    let (_, out) = exec(
+        &agent.namespace,
+        &enf_id,
+        &["/bin/busybox", "mkdir", "/denied"],
+    );
+    assert!(
+        out.contains("Operation not permitted"),
+        "the running instance changed: {out}"
+    );
+    create(
+        &ns,
+        instance("new")
+            .on(&agent.host)
+            .seccomp_profile("web-recorded")
+            .build(),
+    )
+    .await;
+    let new = wait_for_phase(&ns, "new", InstancePhase::Running, START).await;
+    let (_, out) = exec(
+        &agent.namespace,
+        &format!("bh-{}", new.uid().unwrap()),
+        &["/bin/busybox", "mkdir", "/denied"],
+    );
+    assert!(
+        out.contains("Read-only file system"),
+        "not the edited version: {out}"
+    );
     ns.delete().await;
 }
 
