@@ -2,7 +2,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use bulkhead_controller::{Context, hosts, leader, metrics::Metrics, scheduler, service, workload};
-use bulkhead_crds::{Instance, Workload};
+use bulkhead_crds::{Instance, SeccompProfile, Workload};
 use clap::Parser;
 use futures::StreamExt;
 use kube::{
@@ -100,16 +100,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         recorder,
     });
-    let workloads = Controller::new(Api::<Workload>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Instance>::all(client.clone()), watcher::Config::default())
+    let workloads = Controller::new(
+        Api::<Workload>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Instance>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    // A changed SeccompProfile is a new revision of every Workload that names it.
+    let store = workloads.store();
+    let workloads = workloads
+        .watches(Api::<SeccompProfile>::all(client.clone()), watcher::Config::default(), move |p| {
+            workload::seccomp::workloads_using(&store, &p)
+        })
         .shutdown_on_signal()
         .run(workload::reconcile::reconcile, |wl, e, _| {
             warn!(workload = %kube::ResourceExt::name_any(wl.as_ref()), error = %e, "reconcile failed; retrying");
             Action::requeue(std::time::Duration::from_secs(5))
         }, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let profiles = Controller::new(
+        Api::<SeccompProfile>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(workload::seccomp::report, |p, e, _| {
+        warn!(profile = %kube::ResourceExt::name_any(p.as_ref()), error = %e, "writing the profile status failed; retrying");
+        Action::requeue(std::time::Duration::from_secs(5))
+    }, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = workloads => info!("workload controller stopped"),
+        _ = profiles => info!("seccomp profile status writer stopped"),
         _ = scheduler::run(ctx.clone()) => info!("scheduler stopped"),
         _ = service::run(ctx.clone()) => info!("service controller stopped"),
         _ = hosts::run(ctx.clone(), std::time::Duration::from_secs(args.host_lost_grace_seconds)) => info!("host lifecycle stopped"),

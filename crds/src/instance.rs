@@ -72,6 +72,16 @@ pub struct InstanceSpec {
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("isolation is immutable: a new revision gets new instances"))]
     pub isolation: Isolation,
+
+    /// The exact version of the SeccompProfile this instance runs with (seccomp type
+    /// Localhost or Complain): `sha256:` and the hex digest of the profile's spec, see
+    /// [`crate::SeccompProfileSpec::content_digest`]. Set by the controller from the
+    /// profile when it created the instance; the agent refuses to start the instance when
+    /// the profile no longer has this content. Unset: whatever the profile holds at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^sha256:[0-9a-f]{64}$"))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("seccompProfileDigest is immutable: a new profile version gets a new revision"))]
+    pub seccomp_profile_digest: Option<String>,
 }
 
 /// Observed state of an Instance, written by the node agent of its host (the Scheduled

@@ -51,13 +51,14 @@ impl Default for Isolation {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "self.type == 'Localhost' ? has(self.localhostProfile) : !has(self.localhostProfile)"
-).message("localhostProfile must be set when type is Localhost, and only then").field_path(".localhostProfile"))]
+    "self.type == 'Localhost' || self.type == 'Complain' ? has(self.localhostProfile) : !has(self.localhostProfile)"
+).message("localhostProfile must be set when type is Localhost or Complain, and only then").field_path(".localhostProfile"))]
 pub struct Seccomp {
     /// Which filter to use.
     #[serde(default, rename = "type")]
     pub type_: SeccompType,
-    /// Name of a SeccompProfile in the Workload's namespace; only with type Localhost.
+    /// Name of a SeccompProfile in the Workload's namespace; only with type Localhost or
+    /// Complain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(patterns::DNS_SUBDOMAIN))]
     pub localhost_profile: Option<String>,
@@ -76,6 +77,10 @@ pub enum SeccompType {
     Record,
     /// No filter. Only for debugging.
     Unconfined,
+    /// Try the SeccompProfile named in localhostProfile without enforcing it: every system
+    /// call the profile would refuse runs anyway and is counted per syscall (agent metrics
+    /// and Events on the Instance).
+    Complain,
 }
 
 /// SELinux settings.

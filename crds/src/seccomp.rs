@@ -68,6 +68,45 @@ pub struct SeccompProfileSpec {
     pub syscalls: Vec<SyscallRule>,
 }
 
+impl SeccompProfileSpec {
+    /// A profile that allows exactly `names` and refuses everything else with EPERM.
+    pub fn allowlist(names: impl IntoIterator<Item = String>, comment: &str) -> Self {
+        Self {
+            default_action: SeccompAction::SCMP_ACT_ERRNO,
+            default_errno_ret: None,
+            architectures: vec![],
+            arch_map: vec![],
+            flags: vec![],
+            syscalls: vec![SyscallRule {
+                names: names.into_iter().collect(),
+                action: SeccompAction::SCMP_ACT_ALLOW,
+                errno_ret: None,
+                args: vec![],
+                comment: comment.to_string(),
+                includes: None,
+                excludes: None,
+            }],
+        }
+    }
+
+    /// The number of distinct system call names the rules name, whatever their action.
+    pub fn syscall_count(&self) -> usize {
+        self.syscalls
+            .iter()
+            .flat_map(|rule| rule.names.iter())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// The version of this profile: `sha256:` and the hex sha256 of the spec's JSON. Equal
+    /// specs give equal digests in any process (struct fields serialize in a fixed order).
+    pub fn content_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+    }
+}
+
 /// An action of a seccomp rule.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, missing_docs)]

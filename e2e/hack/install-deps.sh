@@ -11,6 +11,8 @@ packages=(
   ca-certificates openssl iproute2 iptables procps curl jq make
   containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static
   protobuf-compiler
+  # seccomp user notification in the node agent (the libseccomp crate links it)
+  libseccomp-dev pkg-config
 )
 
 missing=()

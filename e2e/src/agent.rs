@@ -77,6 +77,7 @@ pub struct Agent {
 /// A /24 of 10.89.0.0/16 (the range the harness guards with an unreachable route) for each
 /// agent this process starts. Local systems on different BULKHEAD_PORT_OFFSETs (thousands 0–4)
 /// draw from disjoint blocks of 50, so test runs side by side never share a subnet or bridge.
+/// Within a block, a subnet some live bridge already routes is skipped.
 fn next_subnet() -> (String, u32) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -85,8 +86,28 @@ fn next_subnet() -> (String, u32) {
         .ok()
         .and_then(|o| o.parse::<u32>().ok())
         .map_or(0, |o| (o / 1000) % 5);
-    let third = 1 + block * 50 + (std::process::id() * 17 + n) % 50;
+    let first = (std::process::id() * 17 + n) % 50;
+    // Skip a /24 whose bridge an earlier test process of this local system left (bridges
+    // stay until down.sh): two bridges with one subnet make both unreachable.
+    let third = (0..50)
+        .map(|k| 1 + block * 50 + (first + k * 7) % 50)
+        .find(|t| !subnet_in_use(*t))
+        .unwrap_or(1 + block * 50 + first);
     (format!("10.89.{third}.0/24"), third)
+}
+
+/// Whether a device on this host already routes 10.89.<third>.0/24.
+fn subnet_in_use(third: u32) -> bool {
+    Command::new("ip")
+        .args([
+            "-o",
+            "route",
+            "show",
+            "exact",
+            &format!("10.89.{third}.0/24"),
+        ])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(" dev "))
 }
 
 impl Agent {

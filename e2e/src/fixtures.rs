@@ -34,6 +34,7 @@ pub fn instance(name: &str) -> InstanceBuilder {
                 ..Default::default()
             },
             isolation: Isolation::default(),
+            seccomp_profile_digest: None,
         },
     }
 }

@@ -111,6 +111,9 @@ refused! {
     localhost_seccomp_without_profile:
         workload_with("isolation.seccomp", "{type: Localhost}")
             => "spec.isolation.seccomp.localhostProfile", "localhostProfile must be set when type is Localhost";
+    complain_seccomp_without_profile:
+        workload_with("isolation.seccomp", "{type: Complain}")
+            => "spec.isolation.seccomp.localhostProfile", "localhostProfile must be set when type is Localhost or Complain";
     unknown_capability:
         workload_with("isolation.capabilities", "{add: [NET_BIND_SERVICE, CAP_EVERYTHING]}")
             => "spec.isolation.capabilities.add[1]", "Unsupported value";

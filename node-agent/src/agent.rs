@@ -82,7 +82,9 @@ impl bulkhead_telemetry::Endpoint for Endpoint {
                 mcs_capacity: u64::from(a.mcs.capacity()),
             })
             .unwrap_or_default();
-        self.0.metrics.render(pools)
+        let mut text = self.0.metrics.render(pools);
+        text.push_str(&crate::isolation::notify::render_metrics(&self.0.notifier));
+        text
     }
 }
 
@@ -131,6 +133,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         })
     };
     let (wake_tx, wake_rx) = mpsc::unbounded();
+    let (first_seen_tx, first_seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client: client.clone(),
         host: cfg.host_name.clone(),
@@ -148,7 +151,22 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cni,
         probing: Mutex::default(),
         metrics: Arc::default(),
+        notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
+        recorder: crate::instance::record::recorder(client.clone(), &cfg.host_name),
     });
+    // Recordings survive an agent restart: their counts are saved every few seconds.
+    let saver = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
+        loop {
+            tick.tick().await;
+            saver.notifier.save();
+        }
+    });
+    tokio::spawn(crate::instance::record::publish_first_seen(
+        ctx.clone(),
+        first_seen_rx,
+    ));
     tokio::spawn(bulkhead_telemetry::serve(
         cfg.metrics_address.clone(),
         Arc::new(Endpoint(ctx.clone())),

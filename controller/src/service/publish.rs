@@ -209,6 +209,7 @@ mod tests {
                 revision: rev.into(),
                 template: Default::default(),
                 isolation: Default::default(),
+                seccomp_profile_digest: None,
             },
         );
         i.metadata.uid = Some(format!("uid-{name}"));

@@ -6,6 +6,7 @@ pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod revision;
+pub mod seccomp;
 pub mod status;
 
 #[cfg(test)]

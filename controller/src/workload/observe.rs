@@ -65,6 +65,7 @@ mod tests {
                 revision: "r".into(),
                 template: Default::default(),
                 isolation: Default::default(),
+                seccomp_profile_digest: None,
             },
         );
         let mut status = InstanceStatus {

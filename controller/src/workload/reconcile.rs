@@ -24,7 +24,6 @@ use super::{
     bluegreen, history,
     observe::{next_available_in, observe},
     plan::{self, Desired, IntOrPercent},
-    revision::revision,
     status,
 };
 use crate::{Context, Error};
@@ -86,7 +85,12 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     let workloads: Api<Workload> = Api::namespaced(ctx.client.clone(), &ns);
 
     // Observe.
-    let rev = revision(&wl.spec.template, &wl.spec.isolation);
+    let profile = super::seccomp::resolve(&ctx, &wl).await?;
+    let rev = super::seccomp::revision_with_profile(
+        &wl.spec.template,
+        &wl.spec.isolation,
+        profile.as_deref(),
+    );
     let owned = instances
         .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={name}")))
         .await?
@@ -142,7 +146,8 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     for action in &actions {
         match action {
             plan::Action::Create(instance_name) => {
-                let instance = new_instance(&wl, instance_name, &rev)?;
+                let mut instance = new_instance(&wl, instance_name, &rev)?;
+                instance.spec.seccomp_profile_digest = profile.clone();
                 match instances
                     .create(
                         &PostParams {
@@ -428,6 +433,7 @@ fn new_instance(wl: &Workload, name: &str, rev: &str) -> Result<Instance, Error>
             revision: rev.to_string(),
             template: wl.spec.template.clone(),
             isolation: wl.spec.isolation.clone(),
+            seccomp_profile_digest: None,
         },
         status: None,
     })

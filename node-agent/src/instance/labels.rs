@@ -22,6 +22,9 @@ pub const IMAGE_DIGEST: &str = "bulkhead.dev/image-digest";
 pub const SECCOMP_DIGEST: &str = "bulkhead.dev/seccomp-digest";
 /// The seccomp profile name (RuntimeDefault@version or a SeccompProfile).
 pub const SECCOMP_PROFILE: &str = "bulkhead.dev/seccomp-profile";
+/// How the agent answers the container's seccomp notifications (see
+/// `isolation::notify::Mode::label`); absent when its filter notifies nothing.
+pub const SECCOMP_NOTIFY: &str = "bulkhead.dev/seccomp-notify";
 /// The instance's IP address on the instance network (updated when a restart re-attaches it).
 pub const IP: &str = "bulkhead.dev/ip";
 /// The instance's log file.

@@ -8,6 +8,7 @@
 
 pub mod labels;
 pub mod probe;
+pub mod record;
 pub mod restart;
 pub mod start;
 pub mod status;
@@ -95,6 +96,10 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Probe loops by `<container>/<pid>`.
     pub probing: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
+    /// Seccomp notification listeners (Record, Complain, counted denials).
+    pub notifier: crate::isolation::notify::Notifier,
+    /// Publishes Events on Instances.
+    pub recorder: kube::runtime::events::Recorder,
 }
 
 impl std::fmt::Debug for Context {

@@ -18,7 +18,7 @@ use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
     image::{self, ImageRef},
-    isolation::{mcs::McsPair, seccomp, userns::UidRange, verify},
+    isolation::{mcs::McsPair, notify, seccomp, userns::UidRange, verify},
     runtime::{containerd::TaskState, rootfs},
     spec::{self, SpecInput},
 };
@@ -70,8 +70,32 @@ async fn observe(
     container: &Container,
 ) -> Result<Action, Error> {
     let id = container.id.as_str();
+    // A restarted agent listens again for the container's seccomp listener fds.
+    let mut lost_listener = false;
+    if let Some(mode) = container
+        .labels
+        .get(labels::SECCOMP_NOTIFY)
+        .and_then(|l| notify::Mode::from_label(l))
+        && let Some(key) = container.labels.get(labels::INSTANCE)
+    {
+        match ctx.notifier.listen(id, key, mode) {
+            Ok((_, created)) => {
+                lost_listener = created && !matches!(mode, notify::Mode::Enforce { .. })
+            }
+            Err(e) => warn!(container = id, error = %e, "cannot listen for seccomp notifications"),
+        }
+    }
     match ctx.containerd.task_state(id).await? {
+        Some(TaskState::Running(_)) if lost_listener => {
+            // The process's listener fd went with the previous agent: its notified calls now
+            // fail with ENOSYS instead of running. Restart it under a new listener.
+            warn!(instance = %instance.name_any(), container = id, "the seccomp listener of the running process was lost with the previous agent; restarting the task");
+            ctx.containerd.kill_task(id, super::stop::SIGKILL).await?;
+            supervise(instance, ctx, id);
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         Some(TaskState::Running(pid)) => {
+            super::record::on_request(ctx, instance, id).await?;
             report_running(instance, ctx, container, pid, false, None).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
@@ -206,14 +230,17 @@ async fn start(
             .map(|()| Action::await_change())
     };
 
-    // Seccomp: the shipped default, a SeccompProfile by name, or none.
+    // Seccomp: the shipped default, a SeccompProfile by name (enforced or in Complain mode,
+    // at the version the Instance pins), a recording filter, or none.
     let features = &ctx.features;
-    let (profile_name, profile) = match spec.isolation.seccomp.type_ {
+    let seccomp_type = spec.isolation.seccomp.type_;
+    let listener = ctx.notifier.socket_path(id);
+    let (profile_name, profile) = match seccomp_type {
         SeccompType::RuntimeDefault => (
             format!("RuntimeDefault@{}", seccomp::RUNTIME_DEFAULT_VERSION),
             Some(seccomp::runtime_default()),
         ),
-        SeccompType::Localhost => {
+        SeccompType::Localhost | SeccompType::Complain => {
             let profile_name = spec
                 .isolation
                 .seccomp
@@ -222,7 +249,19 @@ async fn start(
                 .unwrap_or_default();
             let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), &namespace);
             match api.get_opt(&profile_name).await? {
-                Some(p) => (profile_name, Some(p.spec)),
+                Some(p) => {
+                    let have = p.spec.content_digest();
+                    if let Some(want) = &spec.seccomp_profile_digest
+                        && *want != have
+                    {
+                        return fail(
+                            "SeccompProfileVersionGone",
+                            format!("SeccompProfile {namespace}/{profile_name} now has content {have}; this instance was created for {want}, which no longer exists. The Workload rolls the new version out as a new revision"),
+                        )
+                        .await;
+                    }
+                    (profile_name, Some(p.spec))
+                }
                 None => {
                     return fail(
                         "SeccompProfileNotFound",
@@ -233,18 +272,22 @@ async fn start(
             }
         }
         SeccompType::Unconfined => ("Unconfined".to_string(), None),
-        SeccompType::Record => {
-            return fail(
-                "SeccompRecordUnsupported",
-                "seccomp type Record is not implemented by this agent version".into(),
-            )
-            .await;
-        }
+        SeccompType::Record => ("Record".to_string(), None),
     };
-    if profile.is_some() && !features.seccomp {
+    if seccomp_type != SeccompType::Unconfined && !features.seccomp {
         return fail(
             "SeccompUnsupported",
             "this host's kernel does not support seccomp filters".into(),
+        )
+        .await;
+    }
+    // Record and Complain need seccomp user notification; without it an enforced profile's
+    // denials are refused by the kernel alone, uncounted.
+    let user_notif = features.seccomp_actions.iter().any(|a| a == "user_notif");
+    if matches!(seccomp_type, SeccompType::Record | SeccompType::Complain) && !user_notif {
+        return fail(
+            "SeccompNotifyUnsupported",
+            format!("seccomp type {seccomp_type:?} needs seccomp user notification, which this host's kernel does not offer"),
         )
         .await;
     }
@@ -257,7 +300,15 @@ async fn start(
                 capabilities: caps,
             };
             match seccomp::to_oci(p, &pctx) {
-                Ok(s) => Some(s),
+                Ok(s) if seccomp_type == SeccompType::Complain => Some((
+                    notify::complain(&s, &listener),
+                    Some(notify::Mode::Complain),
+                )),
+                Ok(s) if seccomp_type == SeccompType::Localhost && user_notif => {
+                    let (s, mode) = notify::count_denials(&s, &listener);
+                    Some((s, mode))
+                }
+                Ok(s) => Some((s, None)),
                 Err(e) => {
                     return fail(
                         "InvalidSeccompProfile",
@@ -267,7 +318,14 @@ async fn start(
                 }
             }
         }
+        None if seccomp_type == SeccompType::Record => {
+            Some((notify::record_filter(&listener), Some(notify::Mode::Record)))
+        }
         None => None,
+    };
+    let (oci_seccomp, notify_mode) = match oci_seccomp {
+        Some((s, mode)) => (Some(s), mode),
+        None => (None, None),
     };
     let seccomp_digest = oci_seccomp.as_ref().map(seccomp::digest);
 
@@ -278,6 +336,7 @@ async fn start(
         Err((reason, message)) => return fail(reason, message).await,
     };
     let release = || {
+        ctx.notifier.close(id);
         if let Ok(mut alloc) = ctx.allocations.lock() {
             alloc.uids.release(uid);
             alloc.mcs.release(uid);
@@ -331,6 +390,21 @@ async fn start(
     }
     if let Some(d) = &seccomp_digest {
         container_labels.insert(labels::SECCOMP_DIGEST.to_string(), d.clone());
+    }
+    if let Some(mode) = notify_mode {
+        container_labels.insert(labels::SECCOMP_NOTIFY.to_string(), mode.label());
+        // runc hands the filter's listener fd over while creating the task.
+        if let Err(e) = ctx
+            .notifier
+            .listen(id, &format!("{namespace}/{name}"), mode)
+        {
+            release();
+            return fail(
+                "SeccompListenerFailed",
+                format!("listening on {}: {e}", listener.display()),
+            )
+            .await;
+        }
     }
 
     // The rootfs snapshot, named after the container. It is writable even for a read-only

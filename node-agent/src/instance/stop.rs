@@ -10,7 +10,7 @@ use super::{Context, Error, labels, status};
 use crate::{failpoint, runtime::containerd::TaskState};
 
 const SIGTERM: u32 = 15;
-const SIGKILL: u32 = 9;
+pub(crate) const SIGKILL: u32 = 9;
 
 /// Tears down the Instance's container; the finalizer goes once this returns Ok.
 pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -44,6 +44,14 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
             .max(0) as u64,
     );
     teardown(ctx, &id, &uid, grace).await?;
+    // A recording ends in its profile; the session stays until that is written, so a failed
+    // write is retried with the next reconcile.
+    if let Some(s) = ctx.notifier.session(&id)
+        && s.mode == crate::isolation::notify::Mode::Record
+    {
+        super::record::write_profile(ctx, instance, &s.counts()).await?;
+    }
+    ctx.notifier.close(&id);
     let key = format!(
         "{}/{}",
         instance.namespace().unwrap_or_default(),
@@ -109,6 +117,14 @@ pub async fn teardown(
     if let Ok(mut alloc) = ctx.allocations.lock() {
         alloc.uids.release(instance_uid);
         alloc.mcs.release(instance_uid);
+    }
+    // Stop listening, except for a recording, whose counts `cleanup` still writes out.
+    if ctx
+        .notifier
+        .session(id)
+        .is_some_and(|s| s.mode != crate::isolation::notify::Mode::Record)
+    {
+        ctx.notifier.close(id);
     }
     Ok(())
 }

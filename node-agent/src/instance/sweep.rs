@@ -93,6 +93,7 @@ pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
         if !keep {
             warn!(container = %c.id, instance = %format!("{}/{}", identity.namespace, identity.name), "removing a container whose Instance is gone, deleted, lost or bound elsewhere");
             teardown(ctx, &c.id, &identity.instance_uid, Duration::from_secs(10)).await?;
+            ctx.notifier.close(&c.id);
             removed += 1;
         }
     }

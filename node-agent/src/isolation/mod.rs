@@ -5,6 +5,7 @@
 //! `restore` from the labels of the containers containerd still runs.
 
 pub mod mcs;
+pub mod notify;
 pub mod seccomp;
 pub mod userns;
 pub mod verify;

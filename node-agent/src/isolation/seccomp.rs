@@ -776,11 +776,7 @@ pub fn digest(seccomp: &LinuxSeccomp) -> String {
 
 /// The number of distinct system call names a profile's rules name, whatever their action.
 pub fn syscall_count(spec: &SeccompProfileSpec) -> usize {
-    spec.syscalls
-        .iter()
-        .flat_map(|rule| rule.names.iter())
-        .collect::<BTreeSet<_>>()
-        .len()
+    spec.syscall_count()
 }
 
 fn parse_kernel(value: &str, rule: usize) -> Result<(u32, u32), SeccompError> {
