@@ -2,12 +2,12 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use bulkhead_controller::{Context, hosts, leader, metrics::Metrics, scheduler, service, workload};
-use bulkhead_crds::{Instance, SeccompProfile, Workload};
+use bulkhead_crds::{Host, Instance, SeccompProfile, Workload};
 use clap::Parser;
 use futures::StreamExt;
 use kube::{
     Api, Client, Config,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, watcher},
 };
 use tracing::{error, info, warn};
 
@@ -108,9 +108,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Api::<Instance>::all(client.clone()),
         watcher::Config::default(),
     );
+    // Draining a host (or undraining it) revisits every Workload: its instances there are
+    // replaced. Host status updates (every Lease renewal) do not trigger anything.
+    let drains = watcher(Api::<Host>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |h: &Host| Some(u64::from(workload::reconcile::is_draining(h))),
+            Default::default(),
+        )
+        .filter_map(|h| futures::future::ready(h.ok().map(|_| ())));
     // A changed SeccompProfile is a new revision of every Workload that names it.
     let store = workloads.store();
     let workloads = workloads
+        .reconcile_all_on(drains)
         .watches(Api::<SeccompProfile>::all(client.clone()), watcher::Config::default(), move |p| {
             workload::seccomp::workloads_using(&store, &p)
         })

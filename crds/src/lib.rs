@@ -44,6 +44,9 @@ pub const LABEL_HOST: &str = "bulkhead.dev/host";
 pub const ANNOTATION_PROMOTE: &str = "bulkhead.dev/promote";
 /// Annotation on a Workload that aborts its blue/green preview; its value names the revision.
 pub const ANNOTATION_ABORT: &str = "bulkhead.dev/abort";
+/// Annotation on a Host (`"true"`) that drains it: no instance is placed there, and every
+/// instance on it is replaced elsewhere, each deleted only once its replacement is available.
+pub const ANNOTATION_DRAIN: &str = "bulkhead.dev/drain";
 /// Finalizer the node agent holds on an Instance until its container is gone.
 pub const FINALIZER_NODE_AGENT: &str = "bulkhead.dev/node-agent";
 /// Server-side apply field manager of the controller.

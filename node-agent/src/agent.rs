@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub register_unschedulable: bool,
     /// First restart back-off in seconds.
     pub restart_backoff_base: i32,
+    /// How long a Ready instance being deleted keeps serving before SIGTERM.
+    pub deregistration: std::time::Duration,
     /// CNI plugin binaries.
     pub cni_bin_dir: PathBuf,
     /// A node's own CNI configuration directory; the agent's own bridge network when None.
@@ -148,6 +150,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         supervised: Mutex::new(HashSet::new()),
         wake: wake_tx,
         restart_backoff_base: cfg.restart_backoff_base,
+        deregistration: cfg.deregistration,
         cni,
         probing: Mutex::default(),
         metrics: Arc::default(),

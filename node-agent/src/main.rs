@@ -65,6 +65,11 @@ struct Args {
     /// First restart back-off in seconds; it doubles up to 5 minutes (kubelet's is 10).
     #[arg(long, env = "BULKHEAD_RESTART_BACKOFF_SECONDS", default_value_t = 10)]
     restart_backoff_seconds: i32,
+    /// Seconds a Ready instance that is being deleted keeps serving after it is reported
+    /// Terminating, before SIGTERM, so that Service consumers stop routing to it first
+    /// (bounded by its terminationGracePeriodSeconds).
+    #[arg(long, env = "BULKHEAD_DEREGISTRATION_SECONDS", default_value_t = 2)]
+    deregistration_seconds: u64,
     /// Directory of the CNI plugin binaries.
     #[arg(long, env = "BULKHEAD_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
@@ -144,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         runc: args.runc,
         register_unschedulable: args.register_unschedulable,
         restart_backoff_base: args.restart_backoff_seconds.max(1),
+        deregistration: std::time::Duration::from_secs(args.deregistration_seconds),
         cni_bin_dir: args.cni_bin_dir,
         cni_conf_dir: args.cni_conf_dir,
         cni_bridge: args.cni_bridge,

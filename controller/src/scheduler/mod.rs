@@ -130,7 +130,9 @@ impl Scheduler {
                 HostView {
                     name: host.name_any(),
                     ready: self.host_ready(&host, now),
-                    unschedulable: host.spec.unschedulable,
+                    // A draining host takes nothing new, cordoned or not.
+                    unschedulable: host.spec.unschedulable
+                        || crate::workload::reconcile::is_draining(&host),
                     features: status.features.unwrap_or_default(),
                     capacity: status.capacity.unwrap_or_default(),
                     used_cpu_millis: 0,

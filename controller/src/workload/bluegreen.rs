@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::plan::{Action, ObservedInstance, instance_name, scale_down_order};
+use super::plan::{Action, ObservedInstance, instance_name, scale_revision};
 
 /// The strategy's settings, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,20 +304,10 @@ pub fn plan(workload: &str, input: &Input) -> Plan {
     let taken: BTreeSet<String> = observed.iter().map(|i| i.name.clone()).collect();
     let scale = |rev: &str, want: i32, actions: &mut Vec<Action>| {
         let have = by_rev.get(rev).cloned().unwrap_or_default();
-        let n = have.len() as i32;
-        if n < want {
-            let names = (0..)
-                .map(|k| instance_name(workload, rev, k))
-                .filter(|name| !taken.contains(name))
-                .take((want - n) as usize);
-            actions.extend(names.map(Action::Create));
-        } else if n > want {
-            actions.extend(
-                scale_down_order(&have)
-                    .take((n - want) as usize)
-                    .map(|i| Action::Delete(i.name.clone())),
-            );
-        }
+        let mut names = (0..)
+            .map(|k| instance_name(workload, rev, k))
+            .filter(|name| !taken.contains(name));
+        actions.extend(scale_revision(&have, want, &mut names));
     };
     let active = st.active.clone().unwrap_or_default();
     scale(&active, s.replicas, &mut actions);
@@ -689,6 +679,26 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_on_a_draining_host_is_replaced_before_it_goes() {
+        let mut obs = blue_ready();
+        obs[0].evicting = true;
+        let p = plan("w", &input("v1", active("v1"), &obs));
+        assert_eq!(creates(&p), ["w-v1-2"], "the replacement first");
+        assert!(
+            deletes(&p).is_empty(),
+            "only 2 available: the evicted one stays"
+        );
+        obs.push(inst("w-v1-2", "v1", false));
+        let p = plan("w", &input("v1", active("v1"), &obs));
+        assert!(p.actions.is_empty(), "the replacement is not available yet");
+        obs[2].available = true;
+        obs[2].ready = true;
+        let p = plan("w", &input("v1", active("v1"), &obs));
+        assert_eq!(deletes(&p), ["w-v1-0"]);
+        assert!(creates(&p).is_empty());
+    }
+
+    #[test]
     fn paused_takes_no_step_but_keeps_replicas() {
         let obs = blue_green(2);
         let st = previewing(990);
@@ -751,6 +761,7 @@ mod tests {
                         verified: true,
                         finished: false,
                         deleting: false,
+                        evicting: false,
                     }),
                     Action::Delete(n) => obs.retain(|o| &o.name != n),
                 }

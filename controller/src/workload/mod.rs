@@ -23,6 +23,7 @@ pub(crate) mod fixtures {
             verified: available,
             finished: false,
             deleting: false,
+            evicting: false,
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn observe(instance: &Instance, min_ready_seconds: i32, now: Timestamp) -> O
             Some(InstancePhase::Failed | InstancePhase::Succeeded | InstancePhase::Lost)
         ),
         deleting: instance.metadata.deletion_timestamp.is_some(),
+        evicting: false,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct ObservedInstance {
     pub finished: bool,
     /// Being deleted already.
     pub deleting: bool,
+    /// On a draining host: to be replaced elsewhere, then deleted.
+    pub evicting: bool,
 }
 
 /// Rolling update limits, already resolved to instance counts.
@@ -140,21 +142,7 @@ pub fn plan(workload: &str, desired: &Desired, observed: &[ObservedInstance]) ->
 
     if old.is_empty() {
         // Steady state: scale the update revision to replicas.
-        let have = new.len() as i32;
-        if have < replicas {
-            actions.extend(
-                names
-                    .by_ref()
-                    .take((replicas - have) as usize)
-                    .map(Action::Create),
-            );
-        } else if have > replicas {
-            actions.extend(
-                scale_down_order(&new)
-                    .take((have - replicas) as usize)
-                    .map(|i| Action::Delete(i.name.clone())),
-            );
-        }
+        actions.extend(scale_revision(&new, replicas, &mut names));
         return actions;
     }
     if desired.paused {
@@ -198,6 +186,39 @@ pub fn plan(workload: &str, desired: &Desired, observed: &[ObservedInstance]) ->
         }
         actions.push(Action::Delete(i.name.clone()));
         can_lose -= 1;
+    }
+    actions
+}
+
+/// Scales the live instances of one revision to `want`, taking fresh names from `names`.
+/// Instances on a draining host do not count: replacements start elsewhere first, and an
+/// evicted instance is deleted only while `want` instances stay available without it.
+pub(crate) fn scale_revision(
+    instances: &[&ObservedInstance],
+    want: i32,
+    names: &mut impl Iterator<Item = String>,
+) -> Vec<Action> {
+    let (evicting, staying): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
+        instances.iter().copied().partition(|i| i.evicting);
+    let have = staying.len() as i32;
+    let mut actions = Vec::new();
+    if have < want {
+        actions.extend(names.take((want - have) as usize).map(Action::Create));
+    } else if have > want {
+        actions.extend(
+            scale_down_order(&staying)
+                .take((have - want) as usize)
+                .map(|i| Action::Delete(i.name.clone())),
+        );
+    }
+    let mut available = instances.iter().filter(|i| i.available).count() as i32;
+    for i in scale_down_order(&evicting) {
+        if !i.available {
+            actions.push(Action::Delete(i.name.clone()));
+        } else if available > want {
+            actions.push(Action::Delete(i.name.clone()));
+            available -= 1;
+        }
     }
     actions
 }

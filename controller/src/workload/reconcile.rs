@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use bulkhead_crds::{
-    ANNOTATION_ABORT, ANNOTATION_PROMOTE, Instance, InstanceSpec, LABEL_REVISION, LABEL_WORKLOAD,
-    MANAGER_CONTROLLER, Workload, WorkloadService,
+    ANNOTATION_ABORT, ANNOTATION_DRAIN, ANNOTATION_PROMOTE, Host, Instance, InstanceSpec,
+    LABEL_REVISION, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService,
     workload::{Strategy, StrategyType},
 };
 use k8s_openapi::{
@@ -96,9 +96,18 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         .await?
         .items;
     let now = Timestamp::now();
+    let draining = draining_hosts(&ctx).await?;
     let observed: Vec<_> = owned
         .iter()
-        .map(|i| observe(i, wl.spec.min_ready_seconds, now))
+        .map(|i| {
+            let mut o = observe(i, wl.spec.min_ready_seconds, now);
+            o.evicting = i
+                .spec
+                .host_name
+                .as_ref()
+                .is_some_and(|h| draining.contains(h));
+            o
+        })
         .collect();
     let desired = desired(&wl, rev.clone());
 
@@ -303,6 +312,23 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(
         wake.clamp(1, 300) as u64
     )))
+}
+
+/// The Hosts annotated `bulkhead.dev/drain: "true"`.
+async fn draining_hosts(ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
+    Ok(Api::<Host>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|h| is_draining(h))
+        .map(|h| h.name_any())
+        .collect())
+}
+
+/// Whether a Host is being drained.
+pub fn is_draining(host: &Host) -> bool {
+    host.annotations().get(ANNOTATION_DRAIN).map(String::as_str) == Some("true")
 }
 
 /// The blue/green settings of a Workload, resolved.

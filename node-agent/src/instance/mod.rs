@@ -90,6 +90,8 @@ pub struct Context {
     pub wake: mpsc::UnboundedSender<ObjectRef<Instance>>,
     /// First restart back-off, in seconds (doubles up to 5 minutes).
     pub restart_backoff_base: i32,
+    /// How long a Ready instance being deleted keeps serving before SIGTERM.
+    pub deregistration: Duration,
     /// The instance network; None runs instances without one (an empty network namespace).
     pub cni: Option<crate::network::Cni>,
     /// Metrics.

@@ -18,8 +18,20 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
         .uid()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let id = labels::container_id(&uid);
+    let grace = Duration::from_secs(
+        instance
+            .spec
+            .template
+            .termination_grace_period_seconds
+            .max(0) as u64,
+    );
     if ctx.containerd.get_container(&id).await?.is_some() {
         let mut s = status::current(instance);
+        let was_serving = s.phase == Some(InstancePhase::Running)
+            && bulkhead_crds::conditions::is_true(
+                &s.conditions,
+                bulkhead_crds::conditions::types::READY,
+            );
         if s.phase != Some(InstancePhase::Terminating)
             && !matches!(
                 s.phase,
@@ -35,14 +47,12 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
             // Best effort: the Instance may already be going away.
             let _ = status::write(ctx, instance, &s).await;
         }
+        // Deregistration: Service consumers drop an instance once it is deleting; give
+        // them a moment before the process stops answering.
+        if was_serving {
+            tokio::time::sleep(ctx.deregistration.min(grace)).await;
+        }
     }
-    let grace = Duration::from_secs(
-        instance
-            .spec
-            .template
-            .termination_grace_period_seconds
-            .max(0) as u64,
-    );
     teardown(ctx, &id, &uid, grace).await?;
     // A recording ends in its profile; the session stays until that is written, so a failed
     // write is retried with the next reconcile.
