@@ -275,7 +275,7 @@ start_node_agent() {
     log "building bulkhead-node-agent"
     (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent) || die "cargo build failed"
   fi
-  kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --field-manager=bulkhead-up \
+  kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --force-conflicts --field-manager=bulkhead-up \
     -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
   mkdir -p "$AGENT_DIR"
   ensure_daemon node-agent agent_ready 60 "$AGENT_METRICS_PORT" -- "$bin" \

@@ -63,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
         report.served(),
         report.failed().len()
     );
-    println!("[client] answers in order: {}", report.sequence().join(" -> "));
+    println!(
+        "[client] answers in order: {}",
+        report.sequence().join(" -> ")
+    );
     for answer in report.sequence() {
         let seen: Vec<f64> = report
             .samples
@@ -79,7 +82,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     for f in report.failed().iter().take(5) {
-        println!("[client] failed at {:.2}s: {:?}", f.at.as_secs_f64(), f.answer);
+        println!(
+            "[client] failed at {:.2}s: {:?}",
+            f.at.as_secs_f64(),
+            f.answer
+        );
     }
     Ok(())
 }
