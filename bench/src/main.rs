@@ -44,7 +44,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 20)]
     hosts: usize,
     /// Longest one fan-out step (or the kcm baseline) may take, seconds.
-    #[arg(long, default_value_t = 420)]
+    #[arg(long, default_value_t = 900)]
     step_timeout_seconds: u64,
     /// Requests in flight in the raw create loops.
     #[arg(long, default_value_t = 32)]

@@ -11,6 +11,7 @@ packages=(
   ca-certificates openssl iproute2 iptables procps curl jq make
   containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static
   protobuf-compiler
+  python3 python3-venv # make bench: its charts (matplotlib in a venv, see bench/hack/bench.sh)
 )
 
 missing=()

@@ -21,6 +21,8 @@
 #   BULKHEAD_PORT_OFFSET  added to every TCP port (etcd 12379/12380, kube-apiserver 16443,
 #                         kube-controller-manager 10257, registry 5000); default 0
 #   BULKHEAD_SKIP_IMAGES  1: do not run images.sh
+#   BULKHEAD_PROFILE      cargo profile directory of the agent and controller binaries
+#                         (debug, the default, or release: `make bench` uses release)
 #
 # Stop everything and delete the state with e2e/hack/down.sh.
 #
@@ -270,7 +272,7 @@ agent_ready() {
 
 start_node_agent() {
   [[ "${BULKHEAD_SKIP_AGENT:-0}" == 1 ]] && return 0
-  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/bulkhead-node-agent"
+  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-node-agent"
   if [[ ! -x "$bin" ]]; then
     log "building bulkhead-node-agent"
     (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent) || die "cargo build failed"
@@ -297,7 +299,7 @@ controller_ready() {
 
 start_controller() {
   [[ "${BULKHEAD_SKIP_CONTROLLER:-0}" == 1 ]] && return 0
-  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/bulkhead-controller"
+  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-controller"
   if [[ ! -x "$bin" ]]; then
     log "building bulkhead-controller"
     (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller) || die "cargo build failed"
