@@ -165,6 +165,28 @@ fn summary_table(o: &mut String, run: &Run) {
             );
         }
     }
+    for step in run.fanout.iter().flat_map(|f| f.steps.iter().skip(1)) {
+        let _ = writeln!(
+            o,
+            "| fan-out {} → {}: Workload Available{} | {} | none at this size (kcm at its default 20 requests/s needs minutes more) | – |",
+            step.from,
+            step.to,
+            if step.timed_out {
+                " (not finished)"
+            } else {
+                ""
+            },
+            secs(step.available_s)
+        );
+        let _ = writeln!(
+            o,
+            "| controller CPU / peak RSS, {} → {} | {:.2} s / {} | – | – |",
+            step.from,
+            step.to,
+            step.controller.cpu_s,
+            mib(step.controller.peak_rss)
+        );
+    }
     if let Some(s) = &run.start
         && let (Some(e), Some(l)) = (&s.footprint_empty, &s.footprint_loaded)
     {
