@@ -263,6 +263,10 @@ push_images() {
     bash "$HACK_DIR/images.sh" "$REGISTRY_HOST" >&2) || die "images.sh failed"
 }
 
+# Which build of the agent and controller runs: target/$BULKHEAD_PROFILE/ (debug or release).
+PROFILE_FLAGS=()
+[[ "${BULKHEAD_PROFILE:-debug}" == release ]] && PROFILE_FLAGS=(--release)
+
 # The node agent of this machine: built from this checkout if its binary is missing, Ready once
 # its Host reports Ready.
 agent_ready() {
@@ -275,7 +279,7 @@ start_node_agent() {
   local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-node-agent"
   if [[ ! -x "$bin" ]]; then
     log "building bulkhead-node-agent"
-    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent) || die "cargo build failed"
+    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent "${PROFILE_FLAGS[@]}") || die "cargo build failed"
   fi
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --field-manager=bulkhead-up \
     -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
@@ -302,7 +306,7 @@ start_controller() {
   local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-controller"
   if [[ ! -x "$bin" ]]; then
     log "building bulkhead-controller"
-    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller) || die "cargo build failed"
+    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller "${PROFILE_FLAGS[@]}") || die "cargo build failed"
   fi
   ensure_daemon controller controller_ready 60 "$CONTROLLER_METRICS_PORT" -- "$bin" \
     --kubeconfig "$ADMIN_KUBECONFIG" \
