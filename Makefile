@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit integration test up down demo help images
+.PHONY: all build deps crds lint unit integration test up down demo bench images help
 
 all: build
 
@@ -37,6 +37,9 @@ up: ## start the local system (idempotent); kubeconfig at .bulkhead/kubeconfig
 
 down: ## stop everything `make up` started and remove its state
 	bash e2e/hack/down.sh
+
+bench: ## benchmarks beside their baselines (~15 min): target/bench/report.md and charts
+	bash bench/hack/bench.sh
 
 demo: ## install, build, start the local system and run the demo
 	bash e2e/hack/demo.sh

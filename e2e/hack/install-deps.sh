@@ -13,6 +13,7 @@ packages=(
   protobuf-compiler
   # seccomp user notification in the node agent (the libseccomp crate links it)
   libseccomp-dev pkg-config
+  python3 python3-venv # make bench: its charts (matplotlib in a venv, see bench/hack/bench.sh)
 )
 
 missing=()

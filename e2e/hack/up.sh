@@ -21,6 +21,8 @@
 #   BULKHEAD_PORT_OFFSET  added to every TCP port (etcd 12379/12380, kube-apiserver 16443,
 #                         kube-controller-manager 10257, registry 5000); default 0
 #   BULKHEAD_SKIP_IMAGES  1: do not run images.sh
+#   BULKHEAD_PROFILE      cargo profile directory of the agent and controller binaries
+#                         (debug, the default, or release: `make bench` uses release)
 #
 # Stop everything and delete the state with e2e/hack/down.sh.
 #
@@ -261,6 +263,10 @@ push_images() {
     bash "$HACK_DIR/images.sh" "$REGISTRY_HOST" >&2) || die "images.sh failed"
 }
 
+# Which build of the agent and controller runs: target/$BULKHEAD_PROFILE/ (debug or release).
+PROFILE_FLAGS=()
+[[ "${BULKHEAD_PROFILE:-debug}" == release ]] && PROFILE_FLAGS=(--release)
+
 # The node agent of this machine: built from this checkout if its binary is missing, Ready once
 # its Host reports Ready.
 agent_ready() {
@@ -270,10 +276,10 @@ agent_ready() {
 
 start_node_agent() {
   [[ "${BULKHEAD_SKIP_AGENT:-0}" == 1 ]] && return 0
-  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/bulkhead-node-agent"
+  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-node-agent"
   if [[ ! -x "$bin" ]]; then
     log "building bulkhead-node-agent"
-    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent) || die "cargo build failed"
+    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-node-agent "${PROFILE_FLAGS[@]}") || die "cargo build failed"
   fi
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --force-conflicts --field-manager=bulkhead-up \
     -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
@@ -297,10 +303,10 @@ controller_ready() {
 
 start_controller() {
   [[ "${BULKHEAD_SKIP_CONTROLLER:-0}" == 1 ]] && return 0
-  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/bulkhead-controller"
+  local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-controller"
   if [[ ! -x "$bin" ]]; then
     log "building bulkhead-controller"
-    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller) || die "cargo build failed"
+    (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller "${PROFILE_FLAGS[@]}") || die "cargo build failed"
   fi
   ensure_daemon controller controller_ready 60 "$CONTROLLER_METRICS_PORT" -- "$bin" \
     --kubeconfig "$ADMIN_KUBECONFIG" \

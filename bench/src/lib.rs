@@ -1,0 +1,46 @@
+//! `make bench`: Bulkhead's benchmarks, each side by side with a baseline in the same run.
+//!
+//! 1. [`start`]: Instance start latency through the agent, beside `ctr run` and `runc run`
+//!    with the same OCI spec;
+//! 2. [`fanout`]: the controller scaling a Workload over simulated hosts, beside
+//!    kube-controller-manager's Deployment controller and a raw parallel create loop;
+//! 3. [`cutover`]: blue/green cutover (the slot; not measured until #6 lands);
+//! 4. [`start`] also samples the agent's idle footprint with and without instances.
+//!
+//! The results are written as `results.json`; [`report`] turns them into `report.md`, and
+//! `bench/charts.py` draws the charts. Performance is never asserted in tests; the unit
+//! tests here check only the statistics and /proc parsing.
+
+pub mod cmd;
+pub mod cutover;
+pub mod fanout;
+pub mod machine;
+pub mod procfs;
+pub mod report;
+pub mod start;
+pub mod stats;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    /// When it began (UTC, RFC 3339).
+    pub began: String,
+    /// Wall seconds it took.
+    pub wall_s: f64,
+    /// The machine.
+    pub machine: machine::Machine,
+    /// A note from whoever ran it (BULKHEAD_BENCH_NOTE), e.g. "machine shared with builds".
+    pub note: Option<String>,
+    /// Items 1 and 4.
+    pub start: Option<start::Results>,
+    /// Why items 1 and 4 have no results, if they failed.
+    pub start_error: Option<String>,
+    /// Item 2.
+    pub fanout: Option<fanout::Results>,
+    /// Why item 2 has no results, if it failed.
+    pub fanout_error: Option<String>,
+    /// Item 3.
+    pub cutover: cutover::Outcome,
+}

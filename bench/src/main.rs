@@ -1,0 +1,166 @@
+//! `bulkhead-bench`: runs the benchmarks against the local system `make up` starts and
+//! writes `results.json` and `report.md` (see the library documentation).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use bulkhead_bench::{Run, cutover, fanout, machine, report, start};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(about = "Bulkhead's benchmarks, side by side with their baselines")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the benchmarks and writes OUT/results.json and OUT/report.md.
+    Run(RunArgs),
+    /// Writes OUT/report.md again from OUT/results.json.
+    Report {
+        /// Output directory.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Output directory.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Starts of each kind (agent, ctr run, runc run).
+    #[arg(long, default_value_t = 50)]
+    starts: usize,
+    /// Seconds of each idle window of the agent footprint.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+    /// Replica counts the fan-out Workload is scaled to, in order.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    steps: Vec<i32>,
+    /// Simulated hosts of the fan-out.
+    #[arg(long, default_value_t = 20)]
+    hosts: usize,
+    /// Longest one fan-out step (or the kcm baseline) may take, seconds.
+    #[arg(long, default_value_t = 900)]
+    step_timeout_seconds: u64,
+    /// Requests in flight in the raw create loops.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Which items to run.
+    #[arg(long, value_delimiter = ',', default_value = "start,fanout,cutover")]
+    only: Vec<String>,
+    /// The local system's real host.
+    #[arg(long, env = "BULKHEAD_HOST_NAME", default_value = "local-1")]
+    host: String,
+    /// Directory of the pinned kube-apiserver, kube-controller-manager and etcd (versions).
+    #[arg(long, env = "BULKHEAD_BIN_DIR")]
+    bin_dir: Option<String>,
+    /// A note printed at the top of the report.
+    #[arg(long, env = "BULKHEAD_BENCH_NOTE")]
+    note: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match args.command {
+        Command::Run(a) => rt.block_on(run(a)),
+        Command::Report { out } => {
+            let data = std::fs::read(out.join("results.json"))
+                .with_context(|| format!("reading {}/results.json", out.display()))?;
+            let run: Run = serde_json::from_slice(&data)?;
+            write_report(&out, &run)
+        }
+    }
+}
+
+fn write_report(out: &std::path::Path, run: &Run) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(run)?)?;
+    std::fs::write(out.join("report.md"), report::render(run))?;
+    eprintln!("[bench] wrote {}/report.md and results.json", out.display());
+    Ok(())
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let began = k8s_openapi::jiff::Timestamp::now().to_string();
+    let state_dir = bulkhead_e2e::state_dir();
+    let client = bulkhead_e2e::client().await;
+    let image = bulkhead_e2e::agent::image("web:v1");
+    let mut run = Run {
+        began,
+        wall_s: 0.0,
+        machine: machine::describe(a.bin_dir.as_deref()).await,
+        note: a.note.clone(),
+        start: None,
+        start_error: None,
+        fanout: None,
+        fanout_error: None,
+        cutover: cutover::Outcome::NotMeasured {
+            reason: "not selected".into(),
+        },
+    };
+    let only = |item: &str| a.only.iter().any(|o| o == item);
+
+    if only("start") {
+        // Inside the state directory (mode 0711), so that the containers' mapped root can
+        // reach the copied root filesystem; down.sh removes it.
+        let work = state_dir.join("bench");
+        std::fs::create_dir_all(&work)?;
+        set_mode(&work)?;
+        let cfg = start::Config {
+            starts: a.starts,
+            host: a.host.clone(),
+            image: image.clone(),
+            idle: Duration::from_secs(a.idle_seconds),
+            work,
+            state_dir: state_dir.clone(),
+        };
+        match start::run(&client, &cfg).await {
+            Ok(r) => run.start = Some(r),
+            Err(e) => {
+                eprintln!("[bench] start latency failed: {e:#}");
+                run.start_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    if only("fanout") {
+        let cfg = fanout::Config {
+            steps: a.steps.clone(),
+            hosts: a.hosts,
+            step_timeout: Duration::from_secs(a.step_timeout_seconds),
+            concurrency: a.concurrency,
+            image: image.clone(),
+            real_host: a.host.clone(),
+            state_dir: state_dir.clone(),
+        };
+        match fanout::run(&client, &cfg).await {
+            Ok(r) => run.fanout = Some(r),
+            Err(e) => {
+                eprintln!("[bench] fan-out failed: {e:#}");
+                run.fanout_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    if only("cutover") {
+        run.cutover = cutover::run(&client).await;
+    }
+    run.machine.load_after = machine::loadavg();
+    run.wall_s = t0.elapsed().as_secs_f64();
+    write_report(&a.out, &run)
+}
+
+/// rwx for the owner, r-x for the rest: the work directory must be readable by the
+/// containers' mapped root.
+fn set_mode(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
