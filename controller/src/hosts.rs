@@ -25,7 +25,12 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
 };
 use serde_json::json;
 use tracing::{info, warn};
@@ -75,16 +80,33 @@ pub fn assess(renewed: Option<(i64, i64)>, now: i64, grace: i64) -> Health {
     }
 }
 
+/// What a lifecycle reconcile needs.
+struct Lifecycle {
+    ctx: Arc<Context>,
+    grace: Duration,
+    /// The hosts' Leases in `bulkhead-system`, from a watch (the controller may list and
+    /// watch Leases there, but get only its own leader Lease).
+    leases: Store<Lease>,
+}
+
 /// Runs the host lifecycle controller until shutdown.
 pub async fn run(ctx: Arc<Context>, grace: Duration) {
     let client = ctx.client.clone();
     let sweeper = tokio::spawn(release_orphaned(ctx.clone()));
-    Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default())
-        .watches(
-            Api::<Lease>::namespaced(client, SYSTEM_NAMESPACE),
+    let (leases, writer) = reflector::store();
+    let lease_events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Lease>::namespaced(client.clone(), SYSTEM_NAMESPACE),
             watcher::Config::default(),
-            |lease| Some(ObjectRef::<Host>::new(&lease.name_any())),
-        )
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    Controller::new(Api::<Host>::all(client), watcher::Config::default())
+        .watches_stream(lease_events, |lease| {
+            Some(ObjectRef::<Host>::new(&lease.name_any()))
+        })
         .shutdown_on_signal()
         .run(
             reconcile,
@@ -92,23 +114,30 @@ pub async fn run(ctx: Arc<Context>, grace: Duration) {
                 warn!(host = %host.name_any(), error = %e, "host lifecycle failed; retrying");
                 Action::requeue(Duration::from_secs(5))
             },
-            Arc::new((ctx, grace)),
+            Arc::new(Lifecycle { ctx, grace, leases }),
         )
         .for_each(|_| futures::future::ready(()))
         .await;
     sweeper.abort();
 }
 
-async fn reconcile(host: Arc<Host>, ctx: Arc<(Arc<Context>, Duration)>) -> Result<Action, Error> {
-    let (ctx, grace) = (&ctx.0, ctx.1);
+async fn reconcile(host: Arc<Host>, lc: Arc<Lifecycle>) -> Result<Action, Error> {
+    let (ctx, grace) = (&lc.ctx, lc.grace);
     let name = host.name_any();
-    let lease = Api::<Lease>::namespaced(ctx.client.clone(), SYSTEM_NAMESPACE)
-        .get_opt(&name)
-        .await?;
-    // A host that never renewed counts from its registration.
-    let registered = host.creation_timestamp().map(|t| (t.0.as_second(), 0));
+    // Never judge a host before every Lease has been seen: an empty store would make every
+    // host look silent right after a controller start.
+    if lc.leases.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let lease = lc
+        .leases
+        .get(&ObjectRef::new(&name).within(SYSTEM_NAMESPACE));
+    // A host that has not renewed a Lease yet has one grace period from its registration.
+    let registered = host
+        .creation_timestamp()
+        .map(|t| (t.0.as_second(), grace.as_secs() as i64));
     let renewed = lease
-        .and_then(|l| l.spec)
+        .and_then(|l| l.spec.clone())
         .and_then(|s| {
             Some((
                 s.renew_time?.0.as_second(),

@@ -22,4 +22,4 @@ trap cleanup EXIT
 # The agent binary the tests start, and the local system's own agent.
 cargo build --workspace --bins
 bash e2e/hack/up.sh
-cargo test -p bulkhead-e2e -- --test-threads="${BULKHEAD_TEST_THREADS:-4}"
+cargo test -p bulkhead-e2e --no-fail-fast -- --test-threads="${BULKHEAD_TEST_THREADS:-4}"

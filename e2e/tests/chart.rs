@@ -13,7 +13,10 @@
 
 use std::{process::Command, time::Duration};
 
-use bulkhead_crds::{Instance, InstancePhase, LABEL_WORKLOAD, Workload, conditions};
+use bulkhead_crds::{
+    Host, Instance, InstancePhase, LABEL_WORKLOAD, SeccompProfile, Workload, WorkloadService,
+    conditions,
+};
 use bulkhead_e2e::{
     TestNamespace,
     agent::image,
@@ -247,6 +250,40 @@ async fn rolling_update(system: &ChartSystem) {
     assert!(gone.is_some(), "instances kept\n{}", system.logs());
 }
 
+/// A blue/green rollout from web:v1 to web:v2 under a 20 ms client reading the
+/// WorkloadService's EndpointSlice, done by the chart-identity controller and agent: no
+/// failed request, one switch, every instance on the chart's agent.
+async fn blue_green(system: &ChartSystem) {
+    use bulkhead_e2e::rollout::{
+        alive_revisions, assert_clean, deploy_v1, set_template, start_traffic, status_of, wait_for,
+    };
+    let ns = TestNamespace::new("chart-bg").await;
+    let v1 = deploy_v1(&ns, true, 600).await;
+    let poller = start_traffic(&ns).await;
+    set_template(&ns, serde_json::json!({"image": image("web:v2")})).await;
+    let wl = wait_for(&ns, "v2 active and healthy", |wl| {
+        let s = status_of(wl);
+        s.active_revision.is_some()
+            && s.active_revision.as_deref() != Some(v1.as_str())
+            && s.phase == Some(bulkhead_crds::workload::WorkloadPhase::Healthy)
+    })
+    .await;
+    let v2 = status_of(&wl).active_revision.unwrap();
+    let gone = bulkhead_e2e::poll_until(CONVERGE, || async {
+        (alive_revisions(&ns).await == [v2.clone(), v2.clone()]).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "v1 not retired\n{}", system.logs());
+    let report = poller.stop().await;
+    assert_clean(&report, &["v1", "v2"]);
+    let (_, _, _, hosts) = census(&ns.api()).await;
+    assert!(
+        hosts.iter().all(|h| *h == system.agent.host),
+        "an instance ran elsewhere than the chart's agent: {hosts:?}"
+    );
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn the_chart_runs_a_rollout_under_its_own_rbac_and_upgrades_and_uninstalls() {
     let _serial = SERIAL.lock().await;
@@ -290,8 +327,9 @@ async fn the_chart_runs_a_rollout_under_its_own_rbac_and_upgrades_and_uninstalls
         system.logs()
     );
 
-    // Scenarios under the chart's identities; add more here (e.g. blue/green).
+    // Scenarios under the chart's identities.
     rolling_update(&system).await;
+    blue_green(&system).await;
 
     // RBAC's refusals read `... is forbidden: User "..." cannot ...` (other 403s, such as a
     // write into a namespace being deleted, are not about the chart).
@@ -364,39 +402,6 @@ fn out_ok(out: &std::process::Output) -> bool {
 
 /// Rules of the chart not exercised by the code on this branch (used by work in flight on
 /// other branches, see the comments in templates/rbac.yaml): (role, resource).
-const IN_FLIGHT: &[(&str, &str)] = &[
-    ("clusterrole/bulkhead-controller", "hosts/status"),
-    ("clusterrole/bulkhead-controller", "workloadservices"),
-    ("clusterrole/bulkhead-controller", "workloadservices/status"),
-    ("clusterrole/bulkhead-controller", "seccompprofiles"),
-    ("clusterrole/bulkhead-controller", "services"),
-    ("clusterrole/bulkhead-controller", "endpointslices"),
-];
-
-/// Whether a rule is only for work in flight.
-fn in_flight(role: &str, rule: &serde_json::Value) -> bool {
-    let resources: Vec<&str> = rule["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_str())
-        .collect();
-    let verbs: Vec<&str> = rule["verbs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    // The agent's seccompprofiles create/patch rule is for seccomp recording.
-    if role == "clusterrole/bulkhead-node-agent"
-        && resources == ["seccompprofiles"]
-        && verbs.contains(&"create")
-    {
-        return true;
-    }
-    resources.iter().all(|r| IN_FLIGHT.contains(&(role, *r)))
-}
-
 /// A log line that shows the API server refusing one of `verbs` on one of `resources`.
 fn forbidden_line(logs: &str, rule: &serde_json::Value) -> Option<String> {
     let logs = logs.replace("\\\"", "\"");
@@ -458,10 +463,6 @@ async fn every_proven_rule_of_the_chart_rbac_is_needed() {
                     .map(|n| format!(" names {n}"))
                     .unwrap_or_default()
             );
-            if in_flight(role, rule) {
-                report.push(format!("{what}: in flight, not exercised on this branch"));
-                continue;
-            }
             let patch = format!(r#"[{{"op":"remove","path":"/rules/{i}"}}]"#);
             let out = kubectl([
                 "patch", role, "-n", NAMESPACE, "--type", "json", "-p", &patch,
@@ -514,34 +515,102 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
     chart::release_leader_lease();
     let system = ChartSystem::start_while_paused(paused, "proof");
     let ns = TestNamespace::new("chart-proof").await;
-    // A Localhost seccomp profile, which the agent reads (all allowed but reboot: the point
-    // here is the read, not the filter).
+    // A Localhost seccomp profile, which the controller pins and the agent reads (all allowed
+    // but reboot: the point here is the read, not the filter).
     let profile = "apiVersion: bulkhead.dev/v1alpha1\nkind: SeccompProfile\nmetadata: {name: no-reboot}\nspec:\n  defaultAction: SCMP_ACT_ALLOW\n  syscalls:\n    - {names: [reboot], action: SCMP_ACT_ERRNO}\n";
     manifest::create(&ns.client, &ns.name, profile)
         .await
         .unwrap();
-    let workload = workload_yaml(1, &image("web:v1")).replace(
-        "  strategy:",
-        "  isolation:\n    seccomp: {type: Localhost, localhostProfile: no-reboot}\n  strategy:",
-    );
+    // A blue/green Workload published by a WorkloadService: Service, EndpointSlice, status.
+    let workload = workload_yaml(1, &image("web:v1"))
+        .replace(
+            "  strategy:",
+            "  isolation:\n    seccomp: {type: Localhost, localhostProfile: no-reboot}\n  strategy:",
+        )
+        .replace(
+            "    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}",
+            "    type: BlueGreen\n    blueGreen: {autoPromote: true, scaleDownDelaySeconds: 0}",
+        );
     let _ = manifest::create(&ns.client, &ns.name, &workload).await;
+    let service = "apiVersion: bulkhead.dev/v1alpha1\nkind: WorkloadService\nmetadata: {name: web}\nspec:\n  workloadName: web\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let _ = manifest::create(&ns.client, &ns.name, service).await;
+    // A host that registered and never renewed a Lease: the controller marks it not ready.
+    let dead = format!("proof-dead-{}", &ns.name[ns.name.len() - 6..]);
+    let hosts: Api<Host> = Api::all(ns.client.clone());
+    let _ = hosts
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Host",
+                "metadata": {"name": dead}, "spec": {"unschedulable": true},
+                "status": null,
+            }))
+            .unwrap(),
+        )
+        .await;
+    // A recording on the chart's agent: the agent writes the profile `rec-recorded`.
+    let recording = format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Instance\nmetadata: {{name: rec, labels: {{bulkhead.dev/workload: rec}}}}\nspec:\n  hostName: {}\n  revision: r1\n  template: {{image: \"{}\", terminationGracePeriodSeconds: 1}}\n  isolation: {{seccomp: {{type: Record}}}}\n",
+        system.agent.host,
+        image("web:v1")
+    );
+    let _ = manifest::create(&ns.client, &ns.name, &recording).await;
     let instances: Api<Instance> = ns.api();
     let workloads: Api<Workload> = ns.api();
+    let services: Api<WorkloadService> = ns.api();
+    let profiles: Api<SeccompProfile> = ns.api();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(75);
     let mut patched = false;
+    let mut record_asked = false;
     let evidence = loop {
         if let Some(line) = forbidden_line(&system.logs(), rule) {
             break Some(format!("forbidden: {line}"));
         }
         let (ready, alive, images, _) = census(&instances).await;
-        let settled = workloads
+        let status = workloads.get("web").await.ok().and_then(|w| w.status);
+        let settled = status.as_ref().is_some_and(|s| {
+            s.current_revision.is_some() && s.current_revision == s.update_revision
+        });
+        let published = services
             .get("web")
             .await
             .ok()
-            .and_then(|w| w.status)
-            .is_some_and(|s| {
-                s.current_revision.is_some() && s.current_revision == s.update_revision
+            .and_then(|s| s.status)
+            .is_some_and(|p| {
+                p.endpoints.len() == 1
+                    && p.active_revision == status.as_ref().and_then(|s| s.update_revision.clone())
             });
+        let dead_marked = hosts
+            .get(&dead)
+            .await
+            .ok()
+            .and_then(|h| h.status)
+            .and_then(|s| conditions::find(&s.conditions, conditions::types::READY).cloned())
+            .is_some_and(|c| c.reason == "HostLeaseExpired");
+        let rec_running = instances
+            .get("rec")
+            .await
+            .ok()
+            .and_then(|i| i.status)
+            .is_some_and(|s| s.phase == Some(InstancePhase::Running));
+        if rec_running && !record_asked {
+            let _ = instances
+                .patch(
+                    "rec",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        &serde_json::json!({"metadata": {"annotations": {"bulkhead.dev/record": "1"}}}),
+                    ),
+                )
+                .await;
+            record_asked = true;
+        }
+        let recorded = profiles
+            .get_opt("rec-recorded")
+            .await
+            .ok()
+            .flatten()
+            .is_some();
         if ready == 1 && alive == 1 && !patched {
             let _ = workloads
                 .patch(
@@ -553,16 +622,25 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
                 )
                 .await;
             patched = true;
-        } else if patched && settled && ready == 1 && alive == 1 && images[0].ends_with("web:v2") {
+        } else if patched
+            && settled
+            && published
+            && dead_marked
+            && recorded
+            && ready == 1
+            && alive == 1
+            && images[0].ends_with("web:v2")
+        {
             break None;
         }
         if tokio::time::Instant::now() > deadline {
             break Some(format!(
-                "the rollout did not complete in 75 s (ready {ready}, alive {alive}, {images:?})"
+                "the scenario did not complete in 75 s (ready {ready}, alive {alive}, {images:?}, published {published}, dead host marked {dead_marked}, recorded {recorded})"
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let _ = hosts.delete(&dead, &Default::default()).await;
     // Tear down whatever the reduced system left: its instances' finalizers, its containers.
     let containerd_ns = system.agent.namespace.clone();
     let log = system.logs();

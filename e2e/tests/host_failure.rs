@@ -6,6 +6,9 @@
 //! Two test agents (hosts A and B, each with its own containerd namespace, state dir and CNI
 //! subnet) with Leases of 8 s; the local system's controller with a 10 s grace (up.sh). The
 //! local system's own host is cordoned for the duration so that the Workload lands on A and B.
+//!
+//! Also here, because it needs the same two hosts: draining a host replaces its instances
+//! elsewhere before they go, under live traffic.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -88,17 +91,17 @@ fn running_on(p: &[(String, String, Option<InstancePhase>, bool)], host: &str) -
         .count()
 }
 
-#[tokio::test]
-async fn instances_of_a_dead_host_are_replaced_and_fenced_when_it_returns() {
-    let ns = TestNamespace::new("host-failure").await;
-    let hosts: Api<Host> = Api::all(ns.client.clone());
-    let local = "local-1";
-    set_unschedulable(&hosts, local, true).await;
-    let _uncordon = Uncordon(local.to_string());
+/// Both tests cordon the local system's host: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Two schedulable test agents, with the local system's host cordoned until the guard drops.
+async fn two_hosts(hosts: &Api<Host>, a: &str, b: &str) -> (Agent, Agent, Uncordon) {
+    let local = "local-1";
+    set_unschedulable(hosts, local, true).await;
+    let uncordon = Uncordon(local.to_string());
     let flags = ["--allowed-registries", &registry()];
-    let mut a = Agent::start(&unique_host("dies"), &flags);
-    let b = Agent::start(&unique_host("lives"), &flags);
+    let a = Agent::start(&unique_host(a), &flags);
+    let b = Agent::start(&unique_host(b), &flags);
     for agent in [&a, &b] {
         poll_until(Duration::from_secs(30), || async {
             let h = hosts.get(&agent.host).await.ok()?;
@@ -106,8 +109,63 @@ async fn instances_of_a_dead_host_are_replaced_and_fenced_when_it_returns() {
         })
         .await
         .expect("the agent registers its host");
-        set_unschedulable(&hosts, &agent.host, false).await;
+        set_unschedulable(hosts, &agent.host, false).await;
     }
+    (a, b, uncordon)
+}
+
+#[tokio::test]
+async fn draining_a_host_replaces_its_instances_elsewhere_first() {
+    use bulkhead_e2e::rollout::{assert_clean, create, start_traffic, web_yaml};
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("host-drain").await;
+    let hosts: Api<Host> = Api::all(ns.client.clone());
+    let (a, b, _uncordon) = two_hosts(&hosts, "drained", "stays").await;
+    create(&ns, &web_yaml(&image("web:v1"), true, 600)).await;
+    let instances: Api<Instance> = ns.api();
+    poll_until(CONVERGE, || async {
+        let p = placement(&instances).await;
+        (running_on(&p, &a.host) == 1 && running_on(&p, &b.host) == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("not spread over A and B"));
+    let poller = start_traffic(&ns).await;
+
+    // The documented drain: cordon, then annotate.
+    set_unschedulable(&hosts, &a.host, true).await;
+    let out = bulkhead_e2e::kubectl(["annotate", "host", &a.host, "bulkhead.dev/drain=true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Throughout, two instances stay Running; at the end both are on B.
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let p = placement(&instances).await;
+        let running = running_on(&p, &a.host) + running_on(&p, &b.host);
+        assert!(running >= 2, "fewer than 2 running during the drain: {p:?}");
+        if running_on(&p, &b.host) == 2 && p.iter().all(|(_, h, ..)| *h == b.host) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not drained: {p:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        containers(&a.namespace).is_empty(),
+        "host A still runs containers"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_clean(&poller.stop().await, &["v1"]);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn instances_of_a_dead_host_are_replaced_and_fenced_when_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("host-failure").await;
+    let hosts: Api<Host> = Api::all(ns.client.clone());
+    let (mut a, b, _uncordon) = two_hosts(&hosts, "dies", "lives").await;
 
     manifest::create(
         &ns.client,

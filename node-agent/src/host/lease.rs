@@ -42,7 +42,8 @@ impl Default for LeaseTiming {
 /// `--register-schedulable=false`): instances bound by hand run, the scheduler places none.
 pub async fn ensure_host(client: &Client, name: &str, unschedulable: bool) -> kube::Result<Host> {
     let api: Api<Host> = Api::all(client.clone());
-    if unschedulable && api.get_opt(name).await?.is_none() {
+    let existing = api.get_opt(name).await?;
+    if unschedulable && existing.is_none() {
         // Registered cordoned: spec.unschedulable belongs to the user from then on, so the
         // agent sets it only when it creates the Host, never on a later start.
         let host: Host = serde_json::from_value(json!({
