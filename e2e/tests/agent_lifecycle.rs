@@ -411,3 +411,43 @@ async fn a_command_the_image_lacks_fails_the_instance_with_the_runtime_error() {
     );
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn the_host_reports_what_its_instances_reserve() {
+    let agent = start_agent("reserve");
+    let ns = TestNamespace::new("reserve").await;
+    let hosts: Api<Host> = Api::all(ns.client.clone());
+    let reserved = |memory: i64| {
+        let hosts = hosts.clone();
+        let name = agent.host.clone();
+        async move {
+            bulkhead_e2e::poll_until(Duration::from_secs(30), || async {
+                let a = hosts.get(&name).await.ok()?.status?.allocations?;
+                (a.memory_bytes == memory).then_some(a)
+            })
+            .await
+        }
+    };
+    instance("small")
+        .on(&agent.host)
+        .memory("64Mi")
+        .create(&ns)
+        .await;
+    instance("large")
+        .on(&agent.host)
+        .memory("96Mi")
+        .create(&ns)
+        .await;
+    wait_for_phase(&ns, "small", InstancePhase::Running, START).await;
+    wait_for_phase(&ns, "large", InstancePhase::Running, START).await;
+    let a = reserved(160 << 20)
+        .await
+        .unwrap_or_else(|| panic!("Host status does not reserve 160Mi:\n{}", agent.log_tail()));
+    assert_eq!(a.instances, 2);
+    delete_and_wait(&ns, "large", START).await;
+    assert!(
+        reserved(64 << 20).await.is_some(),
+        "the deleted instance's memory is still reserved"
+    );
+    ns.delete().await;
+}

@@ -90,6 +90,35 @@ impl bulkhead_telemetry::Endpoint for Endpoint {
     }
 }
 
+/// CPU (millicores) and memory (bytes) the instances bound to this host reserve: every one
+/// that is not finished or being deleted, by its template's resources.
+async fn reserved(ctx: &Context) -> kube::Result<(i64, i64)> {
+    use bulkhead_crds::{Instance, InstancePhase, quantity};
+    let bound = kube::Api::<Instance>::all(ctx.client.clone())
+        .list(&kube::api::ListParams::default().fields(&format!("spec.hostName={}", ctx.host)))
+        .await?;
+    Ok(bound
+        .items
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            !matches!(
+                i.status.as_ref().and_then(|s| s.phase),
+                Some(InstancePhase::Failed | InstancePhase::Succeeded | InstancePhase::Lost)
+            )
+        })
+        .map(|i| {
+            let r = &i.spec.template.resources;
+            let cpu = r.cpu.as_deref().and_then(|c| quantity::cpu_millis(c).ok());
+            let mem = r
+                .memory
+                .as_deref()
+                .and_then(|m| quantity::memory_bytes(m).ok());
+            (cpu.unwrap_or(0), mem.unwrap_or(0))
+        })
+        .fold((0, 0), |(c, m), (dc, dm)| (c + dc, m + dm)))
+}
+
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -181,7 +210,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let removed = sweep::remove_orphans(&ctx).await?;
     info!(restored, removed, "adopted running containers");
 
-    let status = move |ctx: &Context| {
+    let status = move |ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)| {
         let (uids, mcs) = ctx
             .allocations
             .lock()
@@ -195,14 +224,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 instances: mcs,
                 uid_ranges: uids,
                 mcs_pairs: mcs,
-                ..Default::default()
+                cpu_millis,
+                memory_bytes,
             }),
             ..Default::default()
         }
     };
     // The Lease first: a Ready host without a fresh Lease would look dead to the controller.
     lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await?;
-    lease::report_host_status(&client, &cfg.host_name, status(&ctx)).await?;
+    let reserved_now = reserved(&ctx).await.unwrap_or_default();
+    lease::report_host_status(&client, &cfg.host_name, status(&ctx, reserved_now)).await?;
 
     // Lease renewal and Host status, like a kubelet's node heartbeat.
     let lease_ctx = ctx.clone();
@@ -221,10 +252,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             {
                 warn!(error = %e, "renewing the host Lease failed");
             }
+            let reserved_now = match reserved(&lease_ctx).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "summing the instances' reservations failed");
+                    continue;
+                }
+            };
             if let Err(e) = lease::report_host_status(
                 &lease_ctx.client,
                 &lease_cfg.host_name,
-                status(&lease_ctx),
+                status(&lease_ctx, reserved_now),
             )
             .await
             {

@@ -67,6 +67,8 @@ pub async fn ensure_host(client: &Client, name: &str, unschedulable: bool) -> ku
         "apiVersion": "bulkhead.dev/v1alpha1",
         "kind": "Host",
         "metadata": {"name": name, "labels": {"bulkhead.dev/host": name}},
+        // An empty spec: it creates a new Host, and claims no field of an existing one.
+        "spec": {},
     });
     api.patch(
         name,
