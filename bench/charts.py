@@ -176,13 +176,57 @@ def agent_chart(run, out):
     plt.close(fig)
 
 
+def cutover_chart(run, out):
+    c = run.get("cutover") or {}
+    path = out / "cutover.png"
+    if c.get("state") != "measured" or not c.get("rounds"):
+        why = c.get("reason") or c.get("error") or "not measured in this run"
+        placeholder(path, "Blue/green cutover", why[:120])
+        return
+    rounds, direct = c["rounds"], c.get("direct_ms") or []
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    labels = [f"{i + 1}\n{r['image']}" for i, r in enumerate(rounds)]
+    vals = [r["switch_ms"] for r in rounds]
+    bars = a.bar(range(len(vals)), vals, color=BULKHEAD, label="Bulkhead: last preview Ready → slice switched")
+    for bar, v in zip(bars, vals):
+        a.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    d = c.get("direct")
+    if d:
+        a.axhline(d["p50"], color=BASE1, linestyle="--", label=f"baseline: slice applied directly, p50 {d['p50']:.1f} ms")
+    a.set_xticks(range(len(vals)), labels, fontsize=8)
+    a.set_xlabel("rollout (image)")
+    a.set_ylabel("milliseconds")
+    a.set_ylim(0, max(vals + [1]) * 1.3)
+    a.set_title(f"Cutover per rollout; {c['failed_requests']} of {c['total_requests']} requests failed (20 ms client)")
+    a.grid(alpha=0.3, axis="y")
+    a.legend(fontsize=8, loc="upper left")
+    for label, values, color in (("Bulkhead switch", vals, BULKHEAD), ("direct apply → watch", direct, BASE1)):
+        if values:
+            x, y = ecdf(values)
+            b.step(x, y, where="post", label=f"{label} (n={len(values)})", color=color)
+    b.set_xscale("log")
+    b.set_xlabel("milliseconds (log scale)")
+    b.set_ylabel("fraction")
+    s = c.get("switch")
+    if s and d and d["p50"] > 0:
+        b.set_title(f"Cumulative; p50 switch = {s['p50'] / d['p50']:.1f}× the direct write")
+    else:
+        b.set_title("Cumulative")
+    b.grid(alpha=0.3, which="both")
+    b.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/bench")
     run = json.loads((out / "results.json").read_text())
     start_chart(run, out)
     fanout_chart(run, out)
+    cutover_chart(run, out)
     agent_chart(run, out)
-    print(f"[bench] charts in {out}: start_latency.png fanout.png controller.png agent.png", file=sys.stderr)
+    print(f"[bench] charts in {out}: start_latency.png fanout.png controller.png cutover.png agent.png", file=sys.stderr)
 
 
 if __name__ == "__main__":

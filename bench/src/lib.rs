@@ -4,12 +4,14 @@
 //!    with the same OCI spec;
 //! 2. [`fanout`]: the controller scaling a Workload over simulated hosts, beside
 //!    kube-controller-manager's Deployment controller and a raw parallel create loop;
-//! 3. [`cutover`]: blue/green cutover (the slot; not measured until #6 lands);
+//! 3. [`cutover`]: blue/green cutover under a 20 ms client, beside the same EndpointSlice
+//!    switch applied directly;
 //! 4. [`start`] also samples the agent's idle footprint with and without instances.
 //!
 //! The results are written as `results.json`; [`report`] turns them into `report.md`, and
 //! `bench/charts.py` draws the charts. Performance is never asserted in tests; the unit
-//! tests here check only the statistics and /proc parsing.
+//! tests here check only the statistics, /proc parsing, the cutover's readiness logic and
+//! the report's text.
 
 pub mod cmd;
 pub mod cutover;

@@ -49,6 +49,12 @@ struct RunArgs {
     /// Requests in flight in the raw create loops.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Blue/green rollouts of the cutover item.
+    #[arg(long, default_value_t = 5)]
+    cutover_rounds: usize,
+    /// Direct EndpointSlice switches (the cutover's baseline) after each rollout.
+    #[arg(long, default_value_t = 4)]
+    cutover_direct: usize,
     /// Which items to run.
     #[arg(long, value_delimiter = ',', default_value = "start,fanout,cutover")]
     only: Vec<String>,
@@ -150,7 +156,15 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     if only("cutover") {
-        run.cutover = cutover::run(&client).await;
+        let cfg = cutover::Config {
+            rounds: a.cutover_rounds,
+            direct_per_round: a.cutover_direct,
+            round_timeout: Duration::from_secs(180),
+        };
+        run.cutover = cutover::run(&cfg).await;
+        if let cutover::Outcome::Failed { error } = &run.cutover {
+            eprintln!("[bench] cutover failed: {error}");
+        }
     }
     run.machine.load_after = machine::loadavg();
     run.wall_s = t0.elapsed().as_secs_f64();

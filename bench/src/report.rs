@@ -207,16 +207,37 @@ fn summary_table(o: &mut String, run: &Run) {
             times(ratio(l.cpu_percent(), e.cpu_percent()))
         );
     }
-    let _ = writeln!(
-        o,
-        "| blue/green cutover | {} | – | – |\n",
-        match &run.cutover {
-            Outcome::NotMeasured { .. } => "not measured (see below)".to_string(),
-            Outcome::Measured(r) => r
-                .switch
-                .map_or_else(|| "no rollouts".into(), |s| format!("p50 {}", ms(s.p50))),
+    match &run.cutover {
+        Outcome::Measured(r) => {
+            if let Some(sw) = r.switch {
+                let _ = writeln!(
+                    o,
+                    "| blue/green cutover: last preview Ready → EndpointSlice switched, p50 (n = {}) | {} | the same switch applied directly, p50 {} | {} |",
+                    sw.n,
+                    ms(sw.p50),
+                    r.direct.map_or_else(|| "–".into(), |d| ms(d.p50)),
+                    times(r.ratio())
+                );
+            }
+            let _ = writeln!(
+                o,
+                "| failed requests during {} blue/green rollouts (20 ms client) | {} of {} | – | – |",
+                r.rounds.len(),
+                r.failed_requests,
+                r.total_requests
+            );
         }
-    );
+        Outcome::NotMeasured { .. } => {
+            let _ = writeln!(
+                o,
+                "| blue/green cutover | not measured (see below) | – | – |"
+            );
+        }
+        Outcome::Failed { .. } => {
+            let _ = writeln!(o, "| blue/green cutover | failed (see below) | – | – |");
+        }
+    }
+    let _ = writeln!(o);
 }
 
 fn summary_row(o: &mut String, name: &str, s: &Option<Summary>, base: &Option<Summary>) {
@@ -384,29 +405,86 @@ fn fanout_section(o: &mut String, run: &Run) {
 
 fn cutover_section(o: &mut String, run: &Run) {
     let _ = writeln!(o, "## 3. Blue/green cutover\n");
-    match &run.cutover {
+    let r = match &run.cutover {
         Outcome::NotMeasured { reason } => {
             let _ = writeln!(o, "**Not measured:** {reason}. No figure is reported.\n");
+            return;
         }
-        Outcome::Measured(r) => {
-            let _ = writeln!(o, "| figure | value |\n|---|---|");
-            if let Some(s) = r.switch {
-                let _ = writeln!(
-                    o,
-                    "| last preview Ready → EndpointSlice switched | p50 {}, p90 {}, max {} (n = {}) |",
-                    ms(s.p50),
-                    ms(s.p90),
-                    ms(s.max),
-                    s.n
-                );
-            }
-            let _ = writeln!(
-                o,
-                "| failed requests during the rollouts | {} of {} |\n",
-                r.failed_requests, r.total_requests
-            );
+        Outcome::Failed { error } => {
+            let _ = writeln!(o, "**Failed:** {error}. No figure is reported.\n");
+            return;
         }
+        Outcome::Measured(r) => r,
+    };
+    let _ = writeln!(
+        o,
+        "A BlueGreen Workload of {} instances (readiness probe every second, `autoPromote: true`, \
+         `autoPromotionSeconds: 0`, `scaleDownDelaySeconds: 0`) with a WorkloadService, on the \
+         local system's real controller and agent, rolled out {} times (the image alternates \
+         web:v2 / web:v1; each round a whole rollout). Two instants per round, both as the \
+         benchmark's watches receive them: the last preview Instance Running with Ready=True and \
+         IsolationVerified=True, and the active EndpointSlice listing exactly the preview \
+         instances' addresses. Between them the controller sees the agent's status write, \
+         records the promotion (one status write), and its WorkloadService reconciler writes \
+         the slice. The baseline is the floor of that switch: the benchmark applies an \
+         EndpointSlice of its own (a selectorless Service in the same namespace) from one \
+         round's addresses to the other's and back, timed from the request until its own watch \
+         shows it; {} such switches after each round, interleaved with the rollouts.\n",
+        r.replicas,
+        r.rounds.len(),
+        if r.rounds.is_empty() {
+            0
+        } else {
+            r.direct_ms.len() / r.rounds.len()
+        }
+    );
+    let _ = writeln!(
+        o,
+        "| round | image | template changed → preview ready | preview ready → slice switched | template changed → old instances gone |\n|---|---|---|---|---|"
+    );
+    for (i, round) in r.rounds.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.2} s | {} | {:.2} s |",
+            i + 1,
+            round.image,
+            round.preview_ready_s,
+            ms(round.switch_ms),
+            round.done_s
+        );
     }
+    let _ = writeln!(
+        o,
+        "\n| switch | n | min | p50 | p90 | p99 | max | mean | p50 ratio to the direct switch |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    summary_row(
+        o,
+        "Bulkhead: last preview Ready → EndpointSlice switched",
+        &r.switch,
+        &r.direct,
+    );
+    summary_row(
+        o,
+        "baseline: EndpointSlice applied directly → seen",
+        &r.direct,
+        &r.direct,
+    );
+    let _ = writeln!(
+        o,
+        "\nThe 20 ms client (it routes by the active EndpointSlice, as kube-proxy would) sent \
+         {} requests through the rollouts; **{} failed**. Answers in order: {}.",
+        r.total_requests,
+        r.failed_requests,
+        r.answers.join(" → ")
+    );
+    for f in &r.failures {
+        let _ = writeln!(o, "- {f}");
+    }
+    let _ = writeln!(
+        o,
+        "\n![cutover](cutover.png)\n\nItem 3 took {:.0} s.\n",
+        r.wall_s
+    );
 }
 
 fn footprint_section(o: &mut String, run: &Run) {
@@ -455,4 +533,80 @@ fn footprint_section(o: &mut String, run: &Run) {
         );
     }
     let _ = writeln!(o, "\n![agent footprint](agent.png)\n");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::cutover::{Results, Round};
+
+    fn run_with(cutover: Outcome) -> Run {
+        Run {
+            began: "2026-11-28T00:00:00Z".into(),
+            wall_s: 1.0,
+            machine: Default::default(),
+            note: None,
+            start: None,
+            start_error: None,
+            fanout: None,
+            fanout_error: None,
+            cutover,
+        }
+    }
+
+    #[test]
+    fn a_measured_cutover_shows_figure_baseline_ratio_and_failures() {
+        let switch_ms = vec![200.0, 100.0];
+        let direct_ms = vec![5.0, 5.0, 5.0];
+        let r = Results {
+            switch: Summary::of(&switch_ms),
+            switch_ms,
+            failed_requests: 1,
+            total_requests: 700,
+            replicas: 3,
+            rounds: ["web:v2", "web:v1"]
+                .iter()
+                .map(|i| Round {
+                    image: (*i).into(),
+                    revision: "abc".into(),
+                    preview_ready_s: 0.7,
+                    switch_ms: 150.0,
+                    done_s: 4.0,
+                })
+                .collect(),
+            direct: Summary::of(&direct_ms),
+            direct_ms,
+            answers: vec!["v1".into(), "v2".into(), "v1".into()],
+            failures: vec!["at 1.000 s: connect refused".into()],
+            wall_s: 20.0,
+        };
+        let md = render(&run_with(Outcome::Measured(Box::new(r))));
+        assert!(
+            md.contains("| 150.0 ms | the same switch applied directly, p50 5.0 ms | 30.00× |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1 of 700 |"), "{md}");
+        assert!(md.contains("v1 → v2 → v1"), "{md}");
+        assert!(md.contains("- at 1.000 s: connect refused"), "{md}");
+        assert!(md.contains("![cutover](cutover.png)"), "{md}");
+    }
+
+    #[test]
+    fn a_failed_cutover_says_why_and_reports_no_figure() {
+        let md = render(&run_with(Outcome::Failed {
+            error: "round 2 (web:v1): not finished within 180s".into(),
+        }));
+        assert!(md.contains("**Failed:** round 2 (web:v1): not finished within 180s"));
+        assert!(md.contains("| blue/green cutover | failed (see below) | – | – |"));
+    }
+
+    #[test]
+    fn results_of_an_older_run_still_parse() {
+        let old = serde_json::json!({"state": "measured", "switch_ms": [1.0], "switch": null,
+            "failed_requests": 0, "total_requests": 10});
+        let o: Outcome = serde_json::from_value(old).unwrap();
+        assert!(matches!(o, Outcome::Measured(r) if r.rounds.is_empty() && r.ratio().is_none()));
+    }
 }

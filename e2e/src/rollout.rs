@@ -25,6 +25,25 @@ pub const CONVERGE: Duration = Duration::from_secs(120);
 
 /// A BlueGreen Workload `web` of `image` and its WorkloadService (with preview).
 pub fn web_yaml(image: &str, auto_promote: bool, progress_deadline: i32) -> String {
+    blue_green_yaml(
+        image,
+        2,
+        progress_deadline,
+        &format!(
+            "autoPromote: {auto_promote}, scaleDownDelaySeconds: 3, abortScaleDownDelaySeconds: 2"
+        ),
+    )
+}
+
+/// A BlueGreen Workload `web` of `image` with `replicas` and its WorkloadService (with
+/// preview); `blue_green` is the body of `strategy.blueGreen` as flow YAML
+/// (e.g. `autoPromote: true, scaleDownDelaySeconds: 0`).
+pub fn blue_green_yaml(
+    image: &str,
+    replicas: i32,
+    progress_deadline: i32,
+    blue_green: &str,
+) -> String {
     format!(
         r#"
 apiVersion: bulkhead.dev/v1alpha1
@@ -32,7 +51,7 @@ kind: Workload
 metadata: {{name: web}}
 spec:
   owner: team-e2e
-  replicas: 2
+  replicas: {replicas}
   progressDeadlineSeconds: {progress_deadline}
   template:
     image: {image}
@@ -41,7 +60,7 @@ spec:
     terminationGracePeriodSeconds: 2
   strategy:
     type: BlueGreen
-    blueGreen: {{autoPromote: {auto_promote}, scaleDownDelaySeconds: 3, abortScaleDownDelaySeconds: 2}}
+    blueGreen: {{{blue_green}}}
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: WorkloadService
