@@ -417,13 +417,14 @@ async fn the_host_reports_what_its_instances_reserve() {
     let agent = start_agent("reserve");
     let ns = TestNamespace::new("reserve").await;
     let hosts: Api<Host> = Api::all(ns.client.clone());
-    let reserved = |memory: i64| {
+    // Reservations count every bound instance; `instances` counts the running ones.
+    let reserved = |memory: i64, running: i64| {
         let hosts = hosts.clone();
         let name = agent.host.clone();
         async move {
             bulkhead_e2e::poll_until(Duration::from_secs(30), || async {
                 let a = hosts.get(&name).await.ok()?.status?.allocations?;
-                (a.memory_bytes == memory).then_some(a)
+                (a.memory_bytes == memory && a.instances == running).then_some(a)
             })
             .await
         }
@@ -440,13 +441,16 @@ async fn the_host_reports_what_its_instances_reserve() {
         .await;
     wait_for_phase(&ns, "small", InstancePhase::Running, START).await;
     wait_for_phase(&ns, "large", InstancePhase::Running, START).await;
-    let a = reserved(160 << 20)
-        .await
-        .unwrap_or_else(|| panic!("Host status does not reserve 160Mi:\n{}", agent.log_tail()));
-    assert_eq!(a.instances, 2);
+    let a = reserved(160 << 20, 2).await.unwrap_or_else(|| {
+        panic!(
+            "Host status does not reserve 160Mi for 2 instances:\n{}",
+            agent.log_tail()
+        )
+    });
+    assert_eq!((a.uid_ranges, a.mcs_pairs), (2, 2));
     delete_and_wait(&ns, "large", START).await;
     assert!(
-        reserved(64 << 20).await.is_some(),
+        reserved(64 << 20, 1).await.is_some(),
         "the deleted instance's memory is still reserved"
     );
     ns.delete().await;

@@ -182,3 +182,132 @@ async fn a_preview_that_never_gets_ready_aborts_at_the_deadline() {
     assert_clean(&report, &["v1"]);
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn going_back_while_the_old_revision_is_warm_switches_at_once() {
+    let ns = TestNamespace::new("bg-back").await;
+    create(
+        &ns,
+        &blue_green_yaml(
+            &image("web:v1"),
+            2,
+            600,
+            "autoPromote: true, scaleDownDelaySeconds: 300",
+        ),
+    )
+    .await;
+    let wl = wait_for(&ns, "web:v1 healthy", |wl| {
+        status_of(wl).phase == Some(WorkloadPhase::Healthy)
+    })
+    .await;
+    let v1 = status_of(&wl).active_revision.unwrap();
+    let poller = start_traffic(&ns).await;
+    set_template(&ns, serde_json::json!({"image": image("web:v2")})).await;
+    wait_for(&ns, "v2 promoted, v1 warm", |wl| {
+        let s = status_of(wl);
+        s.active_revision.as_deref() != Some(v1.as_str())
+            && s.blue_green
+                .as_ref()
+                .and_then(|b| b.previous_active_revision.as_deref())
+                == Some(v1.as_str())
+    })
+    .await;
+    poll_until(CONVERGE, || async {
+        (poller.snapshot().sequence() == ["v1", "v2"]).then_some(())
+    })
+    .await
+    .expect("the client reaches v2");
+    let before = alive_revisions(&ns).await;
+    assert_eq!(before.len(), 4, "v1 stays warm beside v2: {before:?}");
+
+    // Back to v1's spec: its instances are warm, so traffic switches without a new instance.
+    set_template(&ns, serde_json::json!({"image": image("web:v1")})).await;
+    wait_for(&ns, "v1 active again", |wl| {
+        status_of(wl).active_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    assert!(
+        event_reasons(&ns).await.iter().any(|r| r == "RolledBack"),
+        "no RolledBack event"
+    );
+    poll_until(CONVERGE, || async {
+        (poller.snapshot().sequence() == ["v1", "v2", "v1"]).then_some(())
+    })
+    .await
+    .expect("the client is back on v1");
+    let mut after = alive_revisions(&ns).await;
+    let mut before = before;
+    after.sort();
+    before.sort();
+    assert_eq!(
+        after, before,
+        "no instance was created or deleted to go back"
+    );
+    let report = poller.stop().await;
+    assert_clean(&report, &["v1", "v2", "v1"]);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_stops_being_ready_leaves_the_endpoints() {
+    use bulkhead_crds::Instance;
+    let ns = TestNamespace::new("svc-ready").await;
+    // Ready while /tmp/ready exists (a writable tmpfs), so a test can take readiness away.
+    let yaml = blue_green_yaml(&image("web:v1"), 2, 600, "autoPromote: true").replace(
+        "    readinessProbe: {httpGet: {port: 8080, path: /}, periodSeconds: 1}",
+        "    args: [sh, -c, 'busybox touch /tmp/ready && exec busybox httpd -f -p 8080 -h /www']\n    writablePaths: [/tmp]\n    readinessProbe: {exec: {command: [/bin/busybox, test, -f, /tmp/ready]}, periodSeconds: 1}",
+    );
+    create(&ns, &yaml).await;
+    let services: Api<WorkloadService> = ns.api();
+    let endpoints = |n: usize| {
+        let services = services.clone();
+        async move {
+            poll_until(CONVERGE, || async {
+                let s = services.get("web").await.ok()?.status?;
+                (s.endpoints.len() == n).then_some(s.endpoints)
+            })
+            .await
+        }
+    };
+    endpoints(2).await.expect("both instances published");
+    let victim = ns
+        .api::<Instance>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let status = victim.status.clone().unwrap();
+    let ip = status.pod_ip.clone().unwrap();
+    let container = status.container_id.clone().unwrap();
+    let (code, out) = bulkhead_e2e::agent::exec(
+        "bulkhead",
+        &container,
+        &["/bin/busybox", "rm", "/tmp/ready"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let taken = std::time::Instant::now();
+    let left = endpoints(1)
+        .await
+        .expect("the unready instance leaves the endpoints");
+    println!(
+        "unready instance left the endpoints after {:.2}s (readiness period 1 s)",
+        taken.elapsed().as_secs_f64()
+    );
+    assert!(
+        !left.iter().any(|e| e.starts_with(&format!("{ip}:"))),
+        "{left:?}"
+    );
+    let slice = ns.api::<EndpointSlice>().get("web").await.unwrap();
+    assert_eq!(traffic::addresses(&slice).len(), 1);
+    let (code, out) = bulkhead_e2e::agent::exec(
+        "bulkhead",
+        &container,
+        &["/bin/busybox", "touch", "/tmp/ready"],
+    );
+    assert_eq!(code, 0, "{out}");
+    endpoints(2).await.expect("ready again, published again");
+    ns.delete().await;
+}
