@@ -611,29 +611,11 @@ async fn report_running(
         }
         ReadBack::Gone => {}
         ReadBack::Weaker(differences) => {
-            let message = format!(
-                "the kernel enforces less than asked: {}",
-                differences.join("; ")
-            );
+            let mut s = status::current(instance);
+            let message = refuse(&mut s, &differences, generation);
             warn!(instance = %instance.name_any(), container = %container.id, %message, "stopping an instance whose isolation is weaker than asked");
             let uid = instance.uid().unwrap_or_default();
             super::stop::teardown(ctx, &container.id, &uid, Duration::ZERO).await?;
-            let mut s = status::current(instance);
-            status::set_condition(
-                &mut s,
-                types::ISOLATION_VERIFIED,
-                false,
-                "IsolationNotEnforced",
-                &message,
-                generation,
-            );
-            status::ended(
-                &mut s,
-                InstancePhase::Failed,
-                "IsolationNotEnforced",
-                message,
-                generation,
-            );
             return status::write(ctx, instance, &s).await;
         }
     }
@@ -677,6 +659,36 @@ enum ReadBack {
 /// Reads the kernel's view of `pid`. runc applies the seccomp filter and drops capabilities
 /// in the container's init just before it execs the program, which can be a moment after
 /// the task started, so a weaker reading is retried for up to two seconds.
+/// The status of an instance refused because the kernel enforces less than asked: Failed,
+/// `IsolationVerified=False`, both with reason `IsolationNotEnforced` and a message naming
+/// every difference (returned).
+fn refuse(
+    s: &mut bulkhead_crds::InstanceStatus,
+    differences: &[String],
+    generation: Option<i64>,
+) -> String {
+    let message = format!(
+        "the kernel enforces less than asked: {}",
+        differences.join("; ")
+    );
+    status::set_condition(
+        s,
+        types::ISOLATION_VERIFIED,
+        false,
+        "IsolationNotEnforced",
+        &message,
+        generation,
+    );
+    status::ended(
+        s,
+        InstancePhase::Failed,
+        "IsolationNotEnforced",
+        message.clone(),
+        generation,
+    );
+    message
+}
+
 async fn read_back(instance: &Instance, pid: u32, uid_start: Option<u32>) -> ReadBack {
     let reader = verify::ProcReader::default();
     let spec = &instance.spec;
@@ -860,4 +872,52 @@ pub fn mcs_of(container_labels: &HashMap<String, String>) -> Option<McsPair> {
     container_labels
         .get(labels::MCS)
         .and_then(|l| l.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{fixture_fs::write, isolation::verify};
+
+    /// The refusal path, driven through the read-back seam: a fake /proc where the process
+    /// kept CAP_SYS_ADMIN and lost no_new_privs, though nothing was asked for.
+    #[test]
+    fn a_weaker_kernel_view_fails_the_instance_naming_each_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        verify::tests::fixture(dir.path());
+        write(
+            dir.path(),
+            "/proc/42/status",
+            "Name:\tsh\nCapEff:\t0000000000200000\nCapBnd:\t0000000000200400\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n",
+        );
+        let observed = verify::ProcReader::at(dir.path()).observe(42).unwrap();
+        let (isolation, resources) = (Default::default(), Default::default());
+        let expected = verify::Expected {
+            isolation: &isolation,
+            resources: &resources,
+            uid_start: Some(1_000_000_000),
+        };
+        let differences = verify::differences(&expected, &observed);
+        assert!(!differences.is_empty());
+
+        let mut s = bulkhead_crds::InstanceStatus {
+            phase: Some(InstancePhase::Running),
+            ..Default::default()
+        };
+        let message = refuse(&mut s, &differences, Some(3));
+        assert_eq!(s.phase, Some(InstancePhase::Failed));
+        assert_eq!(s.reason.as_deref(), Some("IsolationNotEnforced"));
+        let verified = conditions::find(&s.conditions, types::ISOLATION_VERIFIED).unwrap();
+        assert_eq!(
+            (verified.status.as_str(), verified.reason.as_str()),
+            ("False", "IsolationNotEnforced")
+        );
+        for d in &differences {
+            assert!(message.contains(d.as_str()), "{message} lacks {d}");
+        }
+        assert!(
+            message.contains("SYS_ADMIN") && message.to_lowercase().contains("no_new_privs"),
+            "{message}"
+        );
+    }
 }

@@ -329,7 +329,7 @@ pub fn status_parts(o: &Observed) -> (CapabilityStatus, Vec<NamespaceStatus>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
 
@@ -338,7 +338,7 @@ mod tests {
     use crate::fixture_fs::link;
 
     /// A fixture of a well-isolated instance (pid 42) on a cgroup v1 host.
-    fn fixture(root: &Path) {
+    pub(crate) fn fixture(root: &Path) {
         write(
             root,
             "/proc/42/status",
