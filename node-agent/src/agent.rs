@@ -149,6 +149,26 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let host = lease::ensure_host(&client, &cfg.host_name, cfg.register_unschedulable)
         .await
         .context("registering the Host")?;
+    // The Lease says the agent is alive, from the start: start-up housekeeping (tearing down
+    // orphans, each with its grace period) can outlast a Lease, and a host must not look
+    // dead, its instances given up, while its agent is busy. Ready comes only after it.
+    lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await?;
+    {
+        let client = client.clone();
+        let cfg = cfg.clone();
+        let host = host.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cfg.lease.renew);
+            loop {
+                tick.tick().await;
+                if let Err(e) =
+                    lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await
+                {
+                    warn!(error = %e, "renewing the host Lease failed");
+                }
+            }
+        });
+    }
 
     let cni = if cfg.no_network {
         None
@@ -230,28 +250,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             ..Default::default()
         }
     };
-    // The Lease first: a Ready host without a fresh Lease would look dead to the controller.
-    lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await?;
     let reserved_now = reserved(&ctx).await.unwrap_or_default();
     lease::report_host_status(&client, &cfg.host_name, status(&ctx, reserved_now)).await?;
 
-    // Lease renewal and Host status, like a kubelet's node heartbeat.
+    // The Host status, like a kubelet's node status updates.
     let lease_ctx = ctx.clone();
     let lease_cfg = cfg.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(lease_cfg.lease.renew);
         loop {
             tick.tick().await;
-            if let Err(e) = lease::renew_lease(
-                &lease_ctx.client,
-                &lease_cfg.lease_namespace,
-                &host,
-                lease_cfg.lease,
-            )
-            .await
-            {
-                warn!(error = %e, "renewing the host Lease failed");
-            }
             let reserved_now = match reserved(&lease_ctx).await {
                 Ok(r) => r,
                 Err(e) => {
