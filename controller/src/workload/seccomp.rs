@@ -87,12 +87,28 @@ pub async fn resolve(ctx: &Context, wl: &Workload) -> Result<Option<String>, Err
     Ok(pinned_by_instances(wl, &owned))
 }
 
-/// The digest pinned by an instance of the Workload's current template and isolation.
+/// The digest pinned by an instance of the Workload's current template and isolation: one of
+/// the revision the status last called current first, then one that is not being deleted
+/// (an older version of the profile may still be pinned by an instance on its way out).
 pub fn pinned_by_instances(wl: &Workload, instances: &[Instance]) -> Option<String> {
-    instances
+    let current = wl
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.as_deref());
+    let mut candidates: Vec<&Instance> = instances
         .iter()
         .filter(|i| i.spec.template == wl.spec.template && i.spec.isolation == wl.spec.isolation)
-        .find_map(|i| i.spec.seccomp_profile_digest.clone())
+        .filter(|i| i.spec.seccomp_profile_digest.is_some())
+        .collect();
+    candidates.sort_by_key(|i| {
+        (
+            Some(i.spec.revision.as_str()) != current,
+            i.metadata.deletion_timestamp.is_some(),
+        )
+    });
+    candidates
+        .first()
+        .and_then(|i| i.spec.seccomp_profile_digest.clone())
 }
 
 /// The digest an Instance pins for a profile spec.
@@ -217,6 +233,25 @@ mod tests {
                 ]
             ),
             Some("sha256:cur".into())
+        );
+        // The profile was edited (same template, new revision), then deleted: the instance of
+        // the current revision wins over the one of the old version on its way out.
+        let mut wl = wl.clone();
+        wl.status = Some(bulkhead_crds::WorkloadStatus {
+            update_revision: Some("new".into()),
+            ..Default::default()
+        });
+        let mut leaving = inst("web:v1", Some("sha256:v1"));
+        leaving.spec.revision = "old".into();
+        leaving.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(1).unwrap(),
+            ));
+        let mut current = inst("web:v1", Some("sha256:v2"));
+        current.spec.revision = "new".into();
+        assert_eq!(
+            pinned_by_instances(&wl, &[leaving, current]),
+            Some("sha256:v2".into())
         );
     }
 
