@@ -400,8 +400,6 @@ fn out_ok(out: &std::process::Output) -> bool {
     out.status.success() && !out.stdout.is_empty()
 }
 
-/// Rules of the chart not exercised by the code on this branch (used by work in flight on
-/// other branches, see the comments in templates/rbac.yaml): (role, resource).
 /// A log line that shows the API server refusing one of `verbs` on one of `resources`.
 fn forbidden_line(logs: &str, rule: &serde_json::Value) -> Option<String> {
     let logs = logs.replace("\\\"", "\"");
@@ -431,10 +429,10 @@ fn remove_containers(namespace: &str) {
     }
 }
 
-/// Removes each rule of the chart's four roles in turn, runs the rolling scenario's first
-/// steps under the reduced RBAC, and shows what then fails: the API server refuses a
+/// Removes each rule of the chart's four roles in turn, runs the proof scenario (see
+/// [`exercise`]) under the reduced RBAC, and shows what then fails: the API server refuses a
 /// request of the rule's verbs on its resource (the component logs it), or, where an error is
-/// not logged, the rollout never completes. Rules for work in flight are listed as such.
+/// not logged, the scenario never completes. Every rule must be shown needed.
 #[tokio::test]
 async fn every_proven_rule_of_the_chart_rbac_is_needed() {
     let _serial = SERIAL.lock().await;
@@ -509,8 +507,11 @@ async fn every_proven_rule_of_the_chart_rbac_is_needed() {
     );
 }
 
-/// Runs the rolling scenario's steps under the current (reduced) RBAC until the rule's
-/// absence shows. Returns the evidence, or None when the rollout completed regardless.
+/// Runs the proof scenario under the current (reduced) RBAC until the rule's absence shows:
+/// a blue/green Workload with a Localhost profile and a WorkloadService rolled from web:v1 to
+/// web:v2 until the Service publishes v2, a Host that never renews a Lease (the controller
+/// marks it not ready), and a Record-mode Instance whose profile the agent writes. Returns
+/// the evidence, or None when everything completed regardless.
 async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Option<String> {
     chart::release_leader_lease();
     let system = ChartSystem::start_while_paused(paused, "proof");

@@ -37,8 +37,9 @@ fn int_or_percent(v: &IntOrString) -> IntOrPercent {
     }
 }
 
-/// The rollout limits of a strategy. BlueGreen runs, until its own controller lands, as a
-/// rolling update that starts every new instance before retiring any old one.
+/// The rollout limits of a strategy, as the rolling planner and the status use them. A
+/// BlueGreen Workload is planned by `bluegreen::plan`; its limits (surge 100%, none
+/// unavailable) only feed the generic status counts.
 pub fn desired(wl: &Workload, update_revision: String) -> Desired {
     let replicas = wl.spec.replicas;
     let Strategy {
