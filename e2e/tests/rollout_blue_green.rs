@@ -255,7 +255,7 @@ async fn an_instance_that_stops_being_ready_leaves_the_endpoints() {
     // Ready while /tmp/ready exists (a writable tmpfs), so a test can take readiness away.
     let yaml = blue_green_yaml(&image("web:v1"), 2, 600, "autoPromote: true").replace(
         "    readinessProbe: {httpGet: {port: 8080, path: /}, periodSeconds: 1}",
-        "    args: [sh, -c, 'busybox touch /tmp/ready && exec busybox httpd -f -p 8080 -h /www']\n    writablePaths: [/tmp]\n    readinessProbe: {exec: {command: [/bin/busybox, test, -f, /tmp/ready]}, periodSeconds: 1}",
+        "    args: [sh, -c, 'busybox touch /tmp/ready && exec busybox httpd -f -p 8080 -h /www']\n    writablePaths: [/tmp]\n    readinessProbe: {exec: {command: [/bin/busybox, test, -f, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}",
     );
     create(&ns, &yaml).await;
     let services: Api<WorkloadService> = ns.api();
@@ -293,7 +293,7 @@ async fn an_instance_that_stops_being_ready_leaves_the_endpoints() {
         .await
         .expect("the unready instance leaves the endpoints");
     println!(
-        "unready instance left the endpoints after {:.2}s (readiness period 1 s)",
+        "unready instance left the endpoints after {:.2}s (readiness period 1 s, failureThreshold 1)",
         taken.elapsed().as_secs_f64()
     );
     assert!(
