@@ -218,11 +218,21 @@ remove_cgroups() {
 }
 
 # The bridges of this system's agents (the local one, and the e2e tests' agents, which list
-# theirs in agents/*/bridge), and the guard routes of the primary system (offset 0).
+# theirs in agents/*/bridge), the firewall plugin's FORWARD rules for the addresses whose ADD
+# results the agents kept (instances whose agent was gone before their DEL), and the guard
+# routes of the primary system (offset 0).
 remove_network() {
-  local bridge
+  local bridge ip rule
   for bridge in "$AGENT_BRIDGE" $(cat "$STATE_DIR"/agents/*/bridge 2>/dev/null); do
     ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge" 2>/dev/null
+  done
+  for ip in $(cat "$AGENT_DIR"/cni/results/*.json "$STATE_DIR"/agents/*/cni/results/*.json 2>/dev/null |
+    jq -r '.ips[]?.address // empty' 2>/dev/null | cut -d/ -f1 | sort -u); do
+    while read -r rule; do
+      [[ -n "$rule" ]] || continue
+      # shellcheck disable=SC2086 # the rule's words are iptables arguments
+      iptables ${rule/-A CNI-FORWARD/-D CNI-FORWARD} 2>/dev/null || true
+    done < <(iptables -S CNI-FORWARD 2>/dev/null | grep -F -- " $ip/32 " || true)
   done
   if ((PORT_OFFSET == 0)); then
     local cidr

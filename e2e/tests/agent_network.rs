@@ -70,6 +70,21 @@ async fn instances_get_their_own_addresses_reachable_from_the_host() {
         "HTTP from the host to {ip_a}:8080"
     );
 
+    // The firewall plugin let each instance's traffic through the host's FORWARD chain.
+    let forward_rules = || {
+        let out = std::process::Command::new("iptables")
+            .args(["-S", "CNI-FORWARD"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for ip in [&ip_a, &ip_b] {
+        assert!(
+            forward_rules().contains(&format!("{ip}/32")),
+            "no CNI-FORWARD rule for {ip}:\n{}",
+            forward_rules()
+        );
+    }
     let pid_a = bulkhead_e2e::agent::tasks(&agent.namespace)
         .into_iter()
         .find(|t| t.0 == format!("bh-{}", a.uid().unwrap()))
@@ -97,5 +112,12 @@ async fn instances_get_their_own_addresses_reachable_from_the_host() {
         ipam.display()
     );
     assert!(reserved.contains(&ip_b));
+    // DEL handed the firewall plugin web-a's ADD result: its rules went with it.
+    let rules = forward_rules();
+    assert!(
+        !rules.contains(&format!("{ip_a}/32")),
+        "{ip_a} rules left:\n{rules}"
+    );
+    assert!(rules.contains(&format!("{ip_b}/32")));
     ns.delete().await;
 }

@@ -174,7 +174,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         None
     } else {
         Some(match &cfg.cni_conf_dir {
-            Some(dir) => crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir)?,
+            Some(dir) => crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir, &cfg.state_dir)?,
             None => crate::network::Cni::bridge(
                 &cfg.cni_bin_dir,
                 &cfg.cni_bridge,

@@ -40,11 +40,16 @@ pub struct Cni {
     bin_dir: PathBuf,
     /// The network configuration list (cniVersion, name, plugins).
     list: Value,
+    /// Where the result of each ADD is kept until its DEL, which passes it to every plugin as
+    /// `prevResult` (CNI 1.0: the firewall plugin removes its rules by the addresses in it).
+    results: PathBuf,
 }
 
 impl Cni {
-    /// The agent's own network: a bridge with host-local IPAM on `subnet`, IPAM state under
-    /// `state_dir`.
+    /// The agent's own network: a bridge with host-local IPAM on `subnet` (IPAM state under
+    /// `state_dir`), then `portmap` (host ports, when an instance asks for some) and
+    /// `firewall` (lets the instance's traffic through the host's FORWARD chain), as
+    /// Debian's containernetworking-plugins ship them.
     pub fn bridge(bin_dir: &Path, bridge: &str, subnet: &str, state_dir: &Path) -> Self {
         let list = json!({
             "cniVersion": "1.0.0",
@@ -60,16 +65,27 @@ impl Cni {
                     "ranges": [[{"subnet": subnet}]],
                     "dataDir": state_dir.join("cni/ipam").display().to_string(),
                 },
+            }, {
+                "type": "portmap",
+                "capabilities": {"portMappings": true},
+            }, {
+                "type": "firewall",
+                "backend": "iptables",
             }],
         });
         Self {
             bin_dir: bin_dir.to_path_buf(),
             list,
+            results: state_dir.join("cni/results"),
         }
     }
 
     /// The first configuration in a node's CNI directory (sorted by name), as kubelet picks.
-    pub fn from_conf_dir(bin_dir: &Path, conf_dir: &Path) -> Result<Self, CniError> {
+    pub fn from_conf_dir(
+        bin_dir: &Path,
+        conf_dir: &Path,
+        state_dir: &Path,
+    ) -> Result<Self, CniError> {
         let err = |message: String| CniError::Config {
             path: conf_dir.display().to_string(),
             message,
@@ -99,6 +115,7 @@ impl Cni {
         Ok(Self {
             bin_dir: bin_dir.to_path_buf(),
             list,
+            results: state_dir.join("cni/results"),
         })
     }
 
@@ -113,15 +130,36 @@ impl Cni {
             prev = Some(result);
         }
         let result = prev.unwrap_or(Value::Null);
+        let path = self.result_path(container_id);
+        let keep = async {
+            tokio::fs::create_dir_all(&self.results).await?;
+            tokio::fs::write(&path, serde_json::to_vec(&result).unwrap_or_default()).await
+        };
+        keep.await.map_err(|e| CniError::Config {
+            path: path.display().to_string(),
+            message: format!("keeping the ADD result: {e}"),
+        })?;
         first_ip(&result).ok_or(CniError::NoAddress)
     }
 
-    /// Detaches `container_id` (its IP is released even when the namespace is gone).
+    /// Detaches `container_id` (its IP is released even when the namespace is gone), passing
+    /// the result of its ADD, when one was kept, to every plugin.
     pub async fn del(&self, container_id: &str, netns: Option<&Path>) -> Result<(), CniError> {
+        let path = self.result_path(container_id);
+        let prev: Option<Value> = tokio::fs::read(&path)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         for plugin in self.plugins().into_iter().rev() {
-            self.exec("DEL", &plugin, container_id, netns, None).await?;
+            self.exec("DEL", &plugin, container_id, netns, prev.as_ref())
+                .await?;
         }
+        let _ = tokio::fs::remove_file(&path).await;
         Ok(())
+    }
+
+    fn result_path(&self, container_id: &str) -> PathBuf {
+        self.results.join(format!("{container_id}.json"))
     }
 
     fn plugins(&self) -> Vec<Value> {
@@ -238,14 +276,17 @@ mod tests {
             r#"{"cniVersion":"0.4.0","name":"a","type":"bridge"}"#,
         )
         .unwrap();
-        let cni = Cni::from_conf_dir(Path::new("/usr/lib/cni"), dir.path()).unwrap();
+        let cni = Cni::from_conf_dir(Path::new("/usr/lib/cni"), dir.path(), dir.path()).unwrap();
         let plugins = cni.plugins();
         assert_eq!(plugins.len(), 1);
         assert_eq!(
             (plugins[0]["type"].as_str(), plugins[0]["name"].as_str()),
             (Some("bridge"), Some("a"))
         );
-        assert!(Cni::from_conf_dir(Path::new("/x"), Path::new("/nonexistent")).is_err());
+        assert!(
+            Cni::from_conf_dir(Path::new("/x"), Path::new("/nonexistent"), Path::new("/x"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -256,6 +297,12 @@ mod tests {
             "10.89.3.0/24",
             Path::new("/var/lib/bulkhead"),
         );
+        let types: Vec<String> = cni
+            .plugins()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(types, ["bridge", "portmap", "firewall"]);
         let p = &cni.plugins()[0];
         assert_eq!(p["type"], "bridge");
         assert_eq!(p["ipam"]["ranges"][0][0]["subnet"], "10.89.3.0/24");
