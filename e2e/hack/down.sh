@@ -234,6 +234,17 @@ remove_network() {
       iptables ${rule/-A CNI-FORWARD/-D CNI-FORWARD} 2>/dev/null || true
     done < <(iptables -S CNI-FORWARD 2>/dev/null | grep -F -- " $ip/32 " || true)
   done
+  # The firewall plugin's chains, once no instance of any system uses them (only the plugin's
+  # own admin jump is left).
+  if [[ "$(iptables -S CNI-FORWARD 2>/dev/null | grep -c -- '^-A')" == 1 &&
+    "$(iptables -S CNI-ADMIN 2>/dev/null | grep -c -- '^-A')" == 0 ]]; then
+    while read -r rule; do
+      # shellcheck disable=SC2086 # the rule's words are iptables arguments
+      eval iptables "${rule/-A FORWARD/-D FORWARD}" 2>/dev/null || true
+    done < <(iptables -S FORWARD 2>/dev/null | grep -- '-j CNI-FORWARD' || true)
+    iptables -F CNI-FORWARD 2>/dev/null && iptables -X CNI-FORWARD 2>/dev/null || true
+    iptables -X CNI-ADMIN 2>/dev/null || true
+  fi
   if ((PORT_OFFSET == 0)); then
     local cidr
     for cidr in "${GUARDED_CIDRS[@]}"; do
