@@ -26,6 +26,9 @@ pub enum Error {
     /// An object lacks a field the API always sets.
     #[error("object is missing {0}")]
     MissingObjectKey(&'static str),
+    /// A reflector store will never be filled: its watch stopped.
+    #[error("the {0} store is gone: its watch stopped")]
+    StoreGone(&'static str),
 }
 
 /// Shared state of the reconcilers.
@@ -36,6 +39,8 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// Publishes Events on the objects the controller acts on.
     pub recorder: kube::runtime::events::Recorder,
+    /// Every Host, from a watch (which hosts are draining, without a list per reconcile).
+    pub hosts: kube::runtime::reflector::Store<bulkhead_crds::Host>,
 }
 
 impl std::fmt::Debug for Context {

@@ -7,7 +7,7 @@ use clap::Parser;
 use futures::StreamExt;
 use kube::{
     Api, Client, Config,
-    runtime::{Controller, WatchStreamExt, controller::Action, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
 };
 use tracing::{error, info, warn};
 
@@ -95,10 +95,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         instance: Some(identity.clone()),
     };
     let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+    let (hosts, host_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
         recorder,
+        hosts,
     });
     let workloads = Controller::new(
         Api::<Workload>::all(client.clone()),
@@ -110,14 +112,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     // Draining a host (or undraining it) revisits every Workload: its instances there are
     // replaced. Host status updates (every Lease renewal) do not trigger anything.
-    let drains = watcher(Api::<Host>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(
-            |h: &Host| Some(u64::from(workload::reconcile::is_draining(h))),
-            Default::default(),
-        )
-        .filter_map(|h| futures::future::ready(h.ok().map(|_| ())));
+    let drains = reflector::reflector(
+        host_writer,
+        watcher(Api::<Host>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(
+        |h: &Host| Some(u64::from(workload::reconcile::is_draining(h))),
+        Default::default(),
+    )
+    .filter_map(|h| futures::future::ready(h.ok().map(|_| ())));
     // A changed SeccompProfile is a new revision of every Workload that names it.
     let store = workloads.store();
     let workloads = workloads

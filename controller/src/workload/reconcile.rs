@@ -317,10 +317,14 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
 
 /// The Hosts annotated `bulkhead.dev/drain: "true"`.
 async fn draining_hosts(ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
-    Ok(Api::<Host>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
+    // Judging before the first list would miss a drain; the watch fills this within a moment.
+    ctx.hosts
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreGone("Host"))?;
+    Ok(ctx
+        .hosts
+        .state()
         .iter()
         .filter(|h| is_draining(h))
         .map(|h| h.name_any())
