@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shows that every rule of the chart's RBAC is needed: removes each rule of the controller's
 # and the node agent's ClusterRole and Role in turn, runs a scenario (a blue/green Workload
-# with a WorkloadService and a Localhost profile, a host that never renews its Lease, a
+# with a WorkloadService and a Localhost profile, a host whose Lease expired long ago, a
 # seccomp recording) with the controller and an agent as the chart's ServiceAccounts, and
 # records what fails (the API server refusing a request on the rule's resource, or the
 # scenario never completing). A few minutes (a few seconds per rule). The result is in $BULKHEAD_STATE_DIR/rbac-proof.txt.

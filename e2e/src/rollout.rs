@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bulkhead_crds::{
-    Instance, LABEL_WORKLOAD, Workload, WorkloadService,
+    Instance, InstancePhase, LABEL_WORKLOAD, Workload, WorkloadService,
     conditions::{self, types},
     workload::WorkloadPhase,
 };
@@ -200,6 +200,15 @@ pub async fn alive_revisions(ns: &TestNamespace) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the instances of `web` that are not being deleted are exactly two, both of
+/// `revision`; None after [`CONVERGE`].
+pub async fn only_two_of(ns: &TestNamespace, revision: &str) -> Option<()> {
+    poll_until(CONVERGE, || async {
+        (alive_revisions(ns).await == [revision, revision]).then_some(())
+    })
+    .await
+}
+
 /// The reasons of the Events about `web`.
 pub async fn event_reasons(ns: &TestNamespace) -> Vec<String> {
     Api::<Event>::namespaced(ns.client.clone(), &ns.name)
@@ -211,4 +220,48 @@ pub async fn event_reasons(ns: &TestNamespace) -> Vec<String> {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
         .filter_map(|e| e.reason.clone())
         .collect()
+}
+
+/// (running-and-ready, alive, images of the alive, hosts of the alive) of a Workload's
+/// instances; Failed, Succeeded and deleting ones are not alive.
+pub async fn census(
+    api: &Api<Instance>,
+    workload: &str,
+) -> (usize, usize, Vec<String>, Vec<String>) {
+    let list = api
+        .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={workload}")))
+        .await
+        .unwrap();
+    let alive: Vec<&Instance> = list
+        .items
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            !matches!(
+                i.status.as_ref().and_then(|s| s.phase),
+                Some(InstancePhase::Failed | InstancePhase::Succeeded)
+            )
+        })
+        .collect();
+    let ready = alive
+        .iter()
+        .filter(|i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.phase == Some(InstancePhase::Running)
+                    && conditions::is_true(&s.conditions, conditions::types::READY)
+            })
+        })
+        .count();
+    (
+        ready,
+        alive.len(),
+        alive
+            .iter()
+            .map(|i| i.spec.template.image.clone())
+            .collect(),
+        alive
+            .iter()
+            .map(|i| i.spec.host_name.clone().unwrap_or_default())
+            .collect(),
+    )
 }

@@ -14,8 +14,7 @@
 use std::{process::Command, time::Duration};
 
 use bulkhead_crds::{
-    Host, Instance, InstancePhase, LABEL_WORKLOAD, SeccompProfile, Workload, WorkloadService,
-    conditions,
+    Host, Instance, InstancePhase, SeccompProfile, Workload, WorkloadService, conditions,
 };
 use bulkhead_e2e::{
     TestNamespace,
@@ -23,12 +22,14 @@ use bulkhead_e2e::{
     chart::{
         self, AGENT_SA, CONTROLLER_SA, ChartSystem, LocalSystemPaused, NAMESPACE, helm, helm_ok,
     },
-    kubectl, manifest, state_dir,
+    kubectl, manifest,
+    rollout::census,
+    state_dir,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
 };
 
 /// The chart tests change cluster-wide state (the release, the paused local controller).
@@ -129,46 +130,6 @@ spec:
     )
 }
 
-/// (ready, alive, images of the alive, hosts of the alive) of the Workload `web`.
-async fn census(api: &Api<Instance>) -> (usize, usize, Vec<String>, Vec<String>) {
-    let list = api
-        .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}=web")))
-        .await
-        .unwrap();
-    let alive: Vec<&Instance> = list
-        .items
-        .iter()
-        .filter(|i| i.metadata.deletion_timestamp.is_none())
-        .filter(|i| {
-            !matches!(
-                i.status.as_ref().and_then(|s| s.phase),
-                Some(InstancePhase::Failed | InstancePhase::Succeeded)
-            )
-        })
-        .collect();
-    let ready = alive
-        .iter()
-        .filter(|i| {
-            i.status.as_ref().is_some_and(|s| {
-                s.phase == Some(InstancePhase::Running)
-                    && conditions::is_true(&s.conditions, conditions::types::READY)
-            })
-        })
-        .count();
-    (
-        ready,
-        alive.len(),
-        alive
-            .iter()
-            .map(|i| i.spec.template.image.clone())
-            .collect(),
-        alive
-            .iter()
-            .map(|i| i.spec.host_name.clone().unwrap_or_default())
-            .collect(),
-    )
-}
-
 /// A rolling update of 2 replicas from web:v1 to web:v2 (maxSurge 1, maxUnavailable 0),
 /// entirely done by the chart-identity controller and agent: never fewer than 2 ready or
 /// more than 3 alive, all instances on the system's agent, status settled, then the
@@ -180,14 +141,14 @@ async fn rolling_update(system: &ChartSystem) {
         .unwrap();
     let instances: Api<Instance> = ns.api();
     let up = bulkhead_e2e::poll_until(CONVERGE, || async {
-        let c = census(&instances).await;
+        let c = census(&instances, "web").await;
         (c.0 == 2 && c.1 == 2).then_some(())
     })
     .await;
     assert!(
         up.is_some(),
         "web:v1 not up: {:?}\n{}",
-        census(&instances).await,
+        census(&instances, "web").await,
         system.logs()
     );
     ns.api::<Workload>()
@@ -200,7 +161,7 @@ async fn rolling_update(system: &ChartSystem) {
         .unwrap();
     let deadline = tokio::time::Instant::now() + CONVERGE;
     loop {
-        let (ready, alive, images, hosts) = census(&instances).await;
+        let (ready, alive, images, hosts) = census(&instances, "web").await;
         assert!(
             ready >= 2,
             "only {ready} ready during the rollout: {images:?}"
@@ -255,7 +216,7 @@ async fn rolling_update(system: &ChartSystem) {
 /// failed request, one switch, every instance on the chart's agent.
 async fn blue_green(system: &ChartSystem) {
     use bulkhead_e2e::rollout::{
-        alive_revisions, assert_clean, deploy_v1, set_template, start_traffic, status_of, wait_for,
+        assert_clean, deploy_v1, only_two_of, set_template, start_traffic, status_of, wait_for,
     };
     let ns = TestNamespace::new("chart-bg").await;
     let v1 = deploy_v1(&ns, true, 600).await;
@@ -269,14 +230,11 @@ async fn blue_green(system: &ChartSystem) {
     })
     .await;
     let v2 = status_of(&wl).active_revision.unwrap();
-    let gone = bulkhead_e2e::poll_until(CONVERGE, || async {
-        (alive_revisions(&ns).await == [v2.clone(), v2.clone()]).then_some(())
-    })
-    .await;
+    let gone = only_two_of(&ns, &v2).await;
     assert!(gone.is_some(), "v1 not retired\n{}", system.logs());
     let report = poller.stop().await;
     assert_clean(&report, &["v1", "v2"]);
-    let (_, _, _, hosts) = census(&ns.api()).await;
+    let (_, _, _, hosts) = census(&ns.api(), "web").await;
     assert!(
         hosts.iter().all(|h| *h == system.agent.host),
         "an instance ran elsewhere than the chart's agent: {hosts:?}"
@@ -509,7 +467,7 @@ async fn every_proven_rule_of_the_chart_rbac_is_needed() {
 
 /// Runs the proof scenario under the current (reduced) RBAC until the rule's absence shows:
 /// a blue/green Workload with a Localhost profile and a WorkloadService rolled from web:v1 to
-/// web:v2 until the Service publishes v2, a Host that never renews a Lease (the controller
+/// web:v2 until the Service publishes v2, a Host whose Lease expired an hour ago (the controller
 /// marks it not ready), and a Record-mode Instance whose profile the agent writes. Returns
 /// the evidence, or None when everything completed regardless.
 async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Option<String> {
@@ -535,8 +493,27 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
     let _ = manifest::create(&ns.client, &ns.name, &workload).await;
     let service = "apiVersion: bulkhead.dev/v1alpha1\nkind: WorkloadService\nmetadata: {name: web}\nspec:\n  workloadName: web\n  ports: [{port: 80, targetPort: 8080}]\n";
     let _ = manifest::create(&ns.client, &ns.name, service).await;
-    // A host that registered and never renewed a Lease: the controller marks it not ready.
+    // A host whose Lease expired long ago: the controller marks it not ready at once.
     let dead = format!("proof-dead-{}", &ns.name[ns.name.len() - 6..]);
+    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), NAMESPACE);
+    let long_ago = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(3600))
+        .unwrap();
+    let expired = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(dead.clone()),
+            ..Default::default()
+        },
+        spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+            holder_identity: Some(dead.clone()),
+            lease_duration_seconds: Some(10),
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                long_ago,
+            )),
+            ..Default::default()
+        }),
+    };
+    let _ = leases.create(&Default::default(), &expired).await;
     let hosts: Api<Host> = Api::all(ns.client.clone());
     let _ = hosts
         .create(
@@ -567,7 +544,7 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
         if let Some(line) = forbidden_line(&system.logs(), rule) {
             break Some(format!("forbidden: {line}"));
         }
-        let (ready, alive, images, _) = census(&instances).await;
+        let (ready, alive, images, _) = census(&instances, "web").await;
         let status = workloads.get("web").await.ok().and_then(|w| w.status);
         let settled = status.as_ref().is_some_and(|s| {
             s.current_revision.is_some() && s.current_revision == s.update_revision
@@ -642,6 +619,7 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let _ = hosts.delete(&dead, &Default::default()).await;
+    let _ = leases.delete(&dead, &Default::default()).await;
     // Tear down whatever the reduced system left: its instances' finalizers, its containers.
     let containerd_ns = system.agent.namespace.clone();
     let log = system.logs();

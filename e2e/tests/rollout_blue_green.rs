@@ -84,11 +84,9 @@ async fn manual_promotion_switches_traffic_once_with_no_failed_request() {
         s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)
     })
     .await;
-    poll_until(CONVERGE, || async {
-        (alive_revisions(&ns).await == [v2.clone(), v2.clone()]).then_some(())
-    })
-    .await
-    .expect("only v2 instances remain");
+    only_two_of(&ns, &v2)
+        .await
+        .expect("only v2 instances remain");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = poller.stop().await;
     assert_clean(&report, &["v1", "v2"]);
@@ -130,11 +128,9 @@ async fn an_abort_keeps_traffic_on_v1_and_retires_the_preview() {
     );
     assert!(degraded.message.contains("AbortRequested"), "{degraded:?}");
     // The preview retires after abortScaleDownDelaySeconds and is not started again.
-    poll_until(CONVERGE, || async {
-        (alive_revisions(&ns).await == [v1.clone(), v1.clone()]).then_some(())
-    })
-    .await
-    .expect("the preview instances are deleted");
+    only_two_of(&ns, &v1)
+        .await
+        .expect("the preview instances are deleted");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(alive_revisions(&ns).await, [v1.clone(), v1.clone()]);
     let report = poller.stop().await;
@@ -172,11 +168,9 @@ async fn a_preview_that_never_gets_ready_aborts_at_the_deadline() {
     let degraded = conditions::find(&s.conditions, types::DEGRADED).unwrap();
     assert_eq!(degraded.reason, "RolloutAborted");
     // No v2 instance is left once abortScaleDownDelaySeconds passed.
-    poll_until(CONVERGE, || async {
-        (alive_revisions(&ns).await == [v1.clone(), v1.clone()]).then_some(())
-    })
-    .await
-    .expect("the preview instances are deleted");
+    only_two_of(&ns, &v1)
+        .await
+        .expect("the preview instances are deleted");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = poller.stop().await;
     assert_clean(&report, &["v1"]);

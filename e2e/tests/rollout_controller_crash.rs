@@ -17,7 +17,7 @@ use bulkhead_crds::{WorkloadService, workload::WorkloadPhase};
 use bulkhead_e2e::{
     TestNamespace,
     agent::{binary, image},
-    poll_until, repo_root,
+    repo_root,
     rollout::*,
     state_dir,
     traffic::addresses,
@@ -137,11 +137,9 @@ async fn a_controller_killed_during_promotion_leaves_traffic_on_one_revision() {
         s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)
     })
     .await;
-    poll_until(CONVERGE, || async {
-        (alive_revisions(&ns).await == [v2.clone(), v2.clone()]).then_some(())
-    })
-    .await
-    .expect("only v2 instances remain");
+    only_two_of(&ns, &v2)
+        .await
+        .expect("only v2 instances remain");
     let published = services.get("web").await.unwrap().status.unwrap();
     assert_eq!(published.active_revision.as_deref(), Some(v2.as_str()));
     tokio::time::sleep(Duration::from_secs(1)).await;

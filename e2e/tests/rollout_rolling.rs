@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use bulkhead_crds::{Instance, InstancePhase, LABEL_WORKLOAD, Workload, conditions};
-use bulkhead_e2e::{TestNamespace, agent::image, kubectl, manifest};
+use bulkhead_crds::{Instance, Workload, conditions};
+use bulkhead_e2e::{TestNamespace, agent::image, kubectl, manifest, rollout::census};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -32,42 +32,6 @@ spec:
     type: RollingUpdate
     rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}
 "#
-    )
-}
-
-/// (running-and-ready, alive, images of the alive) of the workload's instances.
-async fn census(api: &Api<Instance>, workload: &str) -> (usize, usize, Vec<String>) {
-    let list = api
-        .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={workload}")))
-        .await
-        .unwrap();
-    let alive: Vec<&Instance> = list
-        .items
-        .iter()
-        .filter(|i| i.metadata.deletion_timestamp.is_none())
-        .filter(|i| {
-            !matches!(
-                i.status.as_ref().and_then(|s| s.phase),
-                Some(InstancePhase::Failed | InstancePhase::Succeeded)
-            )
-        })
-        .collect();
-    let ready = alive
-        .iter()
-        .filter(|i| {
-            i.status.as_ref().is_some_and(|s| {
-                s.phase == Some(InstancePhase::Running)
-                    && conditions::is_true(&s.conditions, conditions::types::READY)
-            })
-        })
-        .count();
-    (
-        ready,
-        alive.len(),
-        alive
-            .iter()
-            .map(|i| i.spec.template.image.clone())
-            .collect(),
     )
 }
 
@@ -197,7 +161,7 @@ async fn a_rolling_update_stays_within_its_bounds() {
     let deadline = tokio::time::Instant::now() + CONVERGE;
     let mut samples = 0;
     loop {
-        let (ready, alive, images) = census(&instances, "web").await;
+        let (ready, alive, images, _) = census(&instances, "web").await;
         samples += 1;
         assert!(
             ready >= replicas - unavailable,
@@ -370,7 +334,7 @@ async fn a_rollout_that_cannot_progress_exceeds_its_deadline_and_keeps_the_old_i
         conditions::types::DEGRADED
     ));
     // The v1 instances were never given up (maxUnavailable 0).
-    let (ready, _, images) = census(&instances, "web").await;
+    let (ready, _, images, _) = census(&instances, "web").await;
     assert!(ready >= 2, "old instances lost: {images:?}");
     // Events tell the story.
     let events = kubectl([
