@@ -69,6 +69,13 @@ pub struct InstanceTemplate {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub writable_paths: Vec<String>,
+
+    /// When a restart of every instance was last asked for (RFC 3339; `kubectl bulkhead
+    /// restart` sets it). Nothing runs differently: a new value only makes a new revision,
+    /// which the Workload's strategy rolls out like any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub restarted_at: Option<String>,
 }
 
 /// The image reference check, as CEL so that the refusal explains the format instead of
@@ -247,4 +254,23 @@ pub struct TcpSocketAction {
     /// Port on the instance IP.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_restarted_at_leaves_the_serialized_template_as_before() {
+        let t: InstanceTemplate = serde_json::from_str(r#"{"image": "web:v1"}"#).unwrap();
+        assert!(!serde_json::to_string(&t).unwrap().contains("restartedAt"));
+        let restarted = InstanceTemplate {
+            restarted_at: Some("2026-01-01T00:00:00Z".into()),
+            ..t.clone()
+        };
+        assert_ne!(
+            serde_json::to_string(&t).unwrap(),
+            serde_json::to_string(&restarted).unwrap()
+        );
+    }
 }
