@@ -11,6 +11,7 @@ pub mod control_plane;
 pub mod fixtures;
 pub mod manifest;
 pub mod namespace;
+pub mod plugin;
 pub mod rollout;
 pub mod traffic;
 pub mod wait;

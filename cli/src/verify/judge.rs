@@ -130,22 +130,41 @@ pub fn render(host: &str, outcomes: &[Outcome]) -> String {
         })
         .collect();
     let mut out = table::render(&["ATTEMPT", "RESULT", "WALL", "EVIDENCE"], &rows);
-    let failed: Vec<&str> = outcomes
-        .iter()
-        .filter(|o| o.verdict.fails())
-        .map(|o| o.attempt.as_str())
-        .collect();
     let attempts = outcomes
         .iter()
         .filter(|o| !o.wall.starts_with("none"))
         .count();
-    if failed.is_empty() {
-        out.push_str(&format!(
-            "host {host}: all {attempts} attempts held; the control succeeded\n"
+    let named = |f: &dyn Fn(Verdict) -> bool| {
+        outcomes
+            .iter()
+            .filter(|o| f(o.verdict))
+            .map(|o| o.attempt.as_str())
+            .collect::<Vec<_>>()
+    };
+    let breached = named(&|v| v == Verdict::Breached);
+    let other = named(&|v| v.fails() && v != Verdict::Breached);
+    let mut summary = format!("host {host}: ");
+    if breached.is_empty() && other.is_empty() {
+        summary.push_str(&format!(
+            "all {attempts} attempts held; the control succeeded"
         ));
-    } else {
-        out.push_str(&format!("host {host}: FAILED: {}\n", failed.join(", ")));
     }
+    if !breached.is_empty() {
+        summary.push_str(&format!(
+            "{} of {attempts} attempts BREACHED: {}",
+            breached.len(),
+            breached.join(", ")
+        ));
+    }
+    if !other.is_empty() {
+        let sep = if breached.is_empty() { "" } else { "; " };
+        summary.push_str(&format!(
+            "{sep}no verdict or failed control: {}",
+            other.join(", ")
+        ));
+    }
+    out.push_str(&summary);
+    out.push('\n');
     out
 }
 
@@ -224,7 +243,10 @@ mod tests {
         ];
         let out = render("h1", &outcomes);
         assert!(out.contains("mount          BREACHED"), "{out}");
-        assert!(out.ends_with("host h1: FAILED: mount\n"), "{out}");
+        assert!(
+            out.ends_with("host h1: 1 of 2 attempts BREACHED: mount\n"),
+            "{out}"
+        );
         let held = render("h1", &outcomes[1..]);
         assert!(
             held.ends_with("host h1: all 1 attempts held; the control succeeded\n"),
