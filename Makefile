@@ -14,7 +14,7 @@ help: ## list the targets
 deps: ## install what this machine lacks (Debian packages, the pinned Go-built control plane)
 	bash e2e/hack/install-deps.sh
 
-build: ## build the binaries
+build: ## build the binaries (controller, node agent, kubectl-bulkhead plugin)
 	$(CARGO) build --workspace --bins
 
 crds: ## regenerate charts/bulkhead/crds/*.yaml from the Rust types
