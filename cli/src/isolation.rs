@@ -2,7 +2,7 @@
 //! read back from the kernel, and whether that reading holds what was asked.
 
 use bulkhead_crds::{
-    Instance,
+    Instance, Isolation,
     conditions::{self, types},
     instance::IsolationStatus,
     isolation::SeccompType,
@@ -87,6 +87,14 @@ pub fn walls(inst: &Instance) -> Vec<Wall> {
         }),
     ));
 
+    privileges_and_labels(&mut out, iso, read);
+    namespaces(&mut out, inst, read);
+    limits(&mut out, inst, read);
+    out
+}
+
+/// no_new_privs, the read-only root filesystem and the SELinux label.
+fn privileges_and_labels(out: &mut Vec<Wall>, iso: &Isolation, read: Option<&IsolationStatus>) {
     let nnp = read.and_then(|r| r.no_new_privs);
     out.push(wall("no_new_privs", "on".into(), nnp.map(on_off), nnp));
 
@@ -115,10 +123,6 @@ pub fn walls(inst: &Instance) -> Vec<Wall> {
                 || iso.selinux.mode == bulkhead_crds::isolation::SELinuxMode::Preferred
         }),
     ));
-
-    namespaces(&mut out, inst, read);
-    limits(&mut out, inst, read);
-    out
 }
 
 fn namespaces(out: &mut Vec<Wall>, inst: &Instance, read: Option<&IsolationStatus>) {

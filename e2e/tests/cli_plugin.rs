@@ -401,3 +401,46 @@ fn completion_and_help_examples() {
         "{help}"
     );
 }
+
+/// Ctrl-C while attempts wait (on a host no agent serves, so they never end) still deletes
+/// every Instance the run made before the plugin exits.
+#[tokio::test]
+async fn verify_cleans_up_when_interrupted() {
+    let ns = TestNamespace::new("cli-intr").await;
+    let out = std::env::temp_dir().join(format!("{}-verify.txt", ns.name));
+    let mut child = plugin::spawn(
+        &[
+            "verify",
+            "--host",
+            "no-agent-here",
+            "-n",
+            &ns.name,
+            "--timeout",
+            "600",
+        ],
+        &out,
+    );
+    let api: Api<Instance> = ns.api();
+    poll_until(CONVERGE, || async {
+        let n = api.list(&ListParams::default()).await.ok()?.items.len();
+        (n == 21).then_some(())
+    })
+    .await
+    .expect("verify creates its 21 instances");
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exited = poll_until(CONVERGE, || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+    .expect("verify exits after Ctrl-C");
+    assert!(!exited.success(), "an interrupted verify must not exit 0");
+    let left = api.list(&ListParams::default()).await.unwrap().items.len();
+    assert_eq!(left, 0, "verify exited with its instances still there");
+    let _ = std::fs::remove_file(&out);
+    ns.delete().await;
+}
