@@ -9,9 +9,12 @@
 # State lives in ${BULKHEAD_STATE_DIR:-<repo>/.bulkhead}:
 #   pki/                               CAs, serving and client certs, service-account key pair
 #   etcd/                              etcd data
-#   containerd/config.toml             the private containerd: root/, state/, containerd.sock
+#   containerd/config.toml             the private containerd and its containerd.sock
+#   runtime -> /var/lib/bulkhead-local/<hash>/  containerd's root/ and state/, reachable from
+#                                      a container's user namespace (see lib.sh)
 #   registry/config.yml                the registry: data/
-#   logs/<component>.log               each component's output
+#   logs/<component>.log               each component's output; logs/preflight.log the agent's
+#                                      preflight checks
 #   pids/<component>.pid               each component's PID
 #   kubeconfig                         admin (system:masters), server https://127.0.0.1:16443
 #   kube-controller-manager.kubeconfig
@@ -274,6 +277,27 @@ agent_ready() {
     -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
 
+# The agent's preflight with the agent's flags: one line per check in logs/preflight.log. Fails
+# up.sh, showing the checks, when a required one fails (the agent would refuse to start anyway,
+# with the same lines in its log, but only after its health check timed out).
+agent_preflight() {
+  local bin=$1 out
+  out=$(log_file preflight)
+  if ! "$bin" preflight \
+    --containerd-address "$CONTAINERD_SOCK" \
+    --containerd-state-dir "$CONTAINERD_STATE" \
+    --state-dir "$AGENT_DIR" \
+    --allowed-registries "$REGISTRY_HOST" \
+    --cni-bridge "$AGENT_BRIDGE" \
+    --instance-subnet "$AGENT_SUBNET" >"$out" 2>&1; then
+    log "the node agent's preflight failed on this machine:"
+    sed 's/^/    /' "$out" >&2
+    die "fix the FAIL lines above (each says how), then run up.sh again; the checks are in $out"
+  fi
+  grep '^warn' "$out" | sed 's/^/    /' >&2 || true
+  log "preflight passed ($(grep -c '^ok' "$out") checks ok, $(grep -c '^warn' "$out") warnings; $out)"
+}
+
 start_node_agent() {
   [[ "${BULKHEAD_SKIP_AGENT:-0}" == 1 ]] && return 0
   local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/${BULKHEAD_PROFILE:-debug}/bulkhead-node-agent"
@@ -284,6 +308,7 @@ start_node_agent() {
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --force-conflicts --field-manager=bulkhead-up \
     -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
   mkdir -p "$AGENT_DIR"
+  agent_preflight "$bin"
   ensure_daemon node-agent agent_ready 60 "$AGENT_METRICS_PORT" -- "$bin" \
     --host-name "$AGENT_HOST" \
     --kubeconfig "$ADMIN_KUBECONFIG" \
@@ -293,7 +318,8 @@ start_node_agent() {
     --allowed-registries "$REGISTRY_HOST" \
     --cni-bridge "$AGENT_BRIDGE" \
     --instance-subnet "$AGENT_SUBNET" \
-    --metrics-address "127.0.0.1:$AGENT_METRICS_PORT"
+    --metrics-address "127.0.0.1:$AGENT_METRICS_PORT" \
+    --containerd-state-dir "$CONTAINERD_STATE"
 }
 
 # bulkhead-controller: leader-elected, Ready once it leads.

@@ -33,6 +33,13 @@ pub fn containerd_socket() -> PathBuf {
     state_dir().join("containerd/containerd.sock")
 }
 
+/// The private containerd's state directory (in the runtime directory up.sh links as
+/// `runtime`), which the agents' preflight checks a container's mapped UID can reach.
+pub fn containerd_state_dir() -> PathBuf {
+    let dir = state_dir().join("runtime/containerd/state");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
 /// Path of a workspace binary built by `cargo build` (test.sh builds them first).
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -185,6 +192,8 @@ impl Agent {
             .arg(containerd_socket())
             .arg("--containerd-namespace")
             .arg(&self.namespace)
+            .arg("--containerd-state-dir")
+            .arg(containerd_state_dir())
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--lease-renew-seconds")
