@@ -33,6 +33,10 @@ STATE_MARKER="$STATE_DIR/.bulkhead-state"
 PKI_DIR="$STATE_DIR/pki"
 ADMIN_KUBECONFIG="$STATE_DIR/kubeconfig"
 KCM_KUBECONFIG="$STATE_DIR/kube-controller-manager.kubeconfig"
+AGENT_KUBECONFIG="$STATE_DIR/node-agent.kubeconfig"
+CONTROLLER_KUBECONFIG="$STATE_DIR/controller.kubeconfig"
+# The helm release of the chart's RBAC and policies (the e2e chart tests use the same one).
+CHART_RELEASE=bulkhead
 
 # Loopback endpoints (test-only; nothing here is reachable from off this machine).
 LOOPBACK=127.0.0.1
@@ -85,6 +89,7 @@ BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd regi
 # instance network (a bridge and /24 of its own per system, inside the guarded range).
 AGENT_HOST="${BULKHEAD_HOST_NAME:-local-1}"
 AGENT_DIR="$STATE_DIR/agent"
+AGENT_ISOLATION_FLOOR="${BULKHEAD_ISOLATION_FLOOR:-baseline}"
 AGENT_BRIDGE="bulkhead$((PORT_OFFSET / 1000))"
 AGENT_SUBNET="10.88.$((PORT_OFFSET / 1000)).0/24"
 # Instance addresses (10.88.0.0/15: the local agents' 10.88.x and the test agents' 10.89.x) and
