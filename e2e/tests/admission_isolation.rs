@@ -511,9 +511,11 @@ async fn tenants_run_workloads_but_never_write_instances() {
         broad_instances.create(&PostParams::default(), &inst).await,
         "only the bulkhead controller creates Instances",
     );
-    // An Instance the admin made: its spec or labels are not the tenant's to change.
+    // An Instance the admin made, left unbound (SELinux Required: no host here enforces it):
+    // binding it, or relabelling it, is not the tenant's to do.
     let mut mine = fixtures::instance("made").build();
     mine.spec.host_name = None;
+    mine.spec.isolation.selinux.mode = bulkhead_crds::isolation::SELinuxMode::Required;
     ns.api::<Instance>()
         .create(&PostParams::default(), &mine)
         .await
