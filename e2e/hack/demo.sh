@@ -57,6 +57,8 @@ kubectl get bhost local-1 -o jsonpath='{.status.features}{"\n"}'
 
 step "applying examples/ into namespace demo"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# api adds NET_BIND_SERVICE, a baseline relaxation (docs/security.md): the namespace allows it.
+kubectl label namespace demo bulkhead.dev/isolation=baseline --overwrite >/dev/null
 kubectl apply -n demo -f examples/
 
 step "waiting for Workload web to become Available (the controller schedules, the agent starts)"

@@ -53,6 +53,10 @@ RUNTIME_LINK="$STATE_DIR/runtime"
 PKI_DIR="$STATE_DIR/pki"
 ADMIN_KUBECONFIG="$STATE_DIR/kubeconfig"
 KCM_KUBECONFIG="$STATE_DIR/kube-controller-manager.kubeconfig"
+AGENT_KUBECONFIG="$STATE_DIR/node-agent.kubeconfig"
+CONTROLLER_KUBECONFIG="$STATE_DIR/controller.kubeconfig"
+# The helm release of the chart's RBAC and policies (the e2e chart tests use the same one).
+CHART_RELEASE=bulkhead
 
 # Loopback endpoints (test-only; nothing here is reachable from off this machine).
 LOOPBACK=127.0.0.1
@@ -110,6 +114,7 @@ BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd regi
 # example CNI configuration use it, and two devices for one subnet break both.
 AGENT_HOST="${BULKHEAD_HOST_NAME:-local-1}"
 AGENT_DIR="$STATE_DIR/agent"
+AGENT_ISOLATION_FLOOR="${BULKHEAD_ISOLATION_FLOOR:-baseline}"
 AGENT_BRIDGE="bulkhead$((PORT_OFFSET / 1000))"
 AGENT_SUBNET="${BULKHEAD_INSTANCE_SUBNET:-10.90.$((PORT_OFFSET / 1000)).0/24}"
 # Instance addresses (10.89.0.0/16: the e2e tests' agents, e2e/src/agent.rs; 10.90.0.0/16: the

@@ -68,6 +68,8 @@ pub struct AgentConfig {
     pub no_network: bool,
     /// Address of /metrics and /healthz.
     pub metrics_address: String,
+    /// The weakest isolation level this host runs.
+    pub isolation_floor: bulkhead_crds::policy::IsolationLevel,
 }
 
 impl AgentConfig {
@@ -237,6 +239,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             mcs: McsAllocator::new(),
         }),
         features: features.clone(),
+        isolation_floor: cfg.isolation_floor,
         state_dir: cfg.state_dir.clone(),
         supervised: Mutex::new(HashSet::new()),
         wake: wake_tx,
@@ -272,6 +275,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let removed = sweep::remove_orphans(&ctx).await?;
     info!(restored, removed, "adopted running containers");
 
+    let isolation_floor = cfg.isolation_floor;
     let status = move |ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)| {
         let (uids, mcs) = ctx
             .allocations
@@ -289,6 +293,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 cpu_millis,
                 memory_bytes,
             }),
+            isolation_floor: Some(isolation_floor),
             ..Default::default()
         }
     };

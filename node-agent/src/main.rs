@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use bulkhead_crds::policy::IsolationLevel;
 use bulkhead_node_agent::{agent, host::lease::LeaseTiming, isolation::userns::UidRangePool};
 use clap::{Parser, Subcommand};
 
@@ -129,6 +130,11 @@ struct Args {
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
+    /// The weakest isolation level this host runs: strict, baseline or privileged. The agent
+    /// refuses (IsolationForbidden) any instance that needs more, whatever the API admitted,
+    /// and publishes it in Host status.isolationFloor for the scheduler.
+    #[arg(long, env = "BULKHEAD_ISOLATION_FLOOR", default_value = "strict", value_parser = parse_level)]
+    isolation_floor: IsolationLevel,
     /// Log format: text or json.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -237,7 +243,13 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         instance_subnet: args.instance_subnet,
         no_network: args.no_network,
         metrics_address: args.metrics_address,
+        isolation_floor: args.isolation_floor,
     })
+}
+
+fn parse_level(s: &str) -> Result<IsolationLevel, String> {
+    IsolationLevel::parse(s)
+        .ok_or_else(|| format!("{s} is not one of strict, baseline, privileged"))
 }
 
 fn init_tracing(format: &str) {
