@@ -17,8 +17,8 @@ deps: ## install what this machine lacks (Debian packages, the pinned Go-built c
 build: ## build the binaries (controller, node agent, kubectl-bulkhead plugin)
 	$(CARGO) build --workspace --bins
 
-crds: ## regenerate charts/bulkhead/crds/*.yaml from the Rust types
-	$(CARGO) run -q -p bulkhead-crds --bin crdgen -- charts/bulkhead/crds
+crds: ## regenerate the CRDs and the isolation-level policy in charts/bulkhead from the Rust types
+	$(CARGO) run -q -p bulkhead-crds --bin crdgen -- charts/bulkhead
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

@@ -13,6 +13,8 @@ pub mod types {
     pub const PROGRESSING: &str = "Progressing";
     /// Workload: a rollout failed or was aborted.
     pub const DEGRADED: &str = "Degraded";
+    /// Workload: the API server refuses its instances (isolation level, quota).
+    pub const REPLICA_FAILURE: &str = "ReplicaFailure";
     /// Instance: bound to a host.
     pub const SCHEDULED: &str = "Scheduled";
     /// Instance: passes its readiness probe. Host: its agent renews its Lease.

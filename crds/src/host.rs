@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.features.selinux"
     ),
+    printcolumn(name = "Floor", type_ = "string", json_path = ".status.isolationFloor"),
     printcolumn(
         name = "Instances",
         type_ = "integer",
@@ -75,6 +76,11 @@ pub struct HostStatus {
     /// Allocations in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocations: Option<HostAllocations>,
+    /// The weakest isolation level this host's operator lets it run (the agent's
+    /// `--isolation-floor`): the agent refuses any instance that needs more, and the scheduler
+    /// places none here. Absent means strict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation_floor: Option<crate::policy::IsolationLevel>,
 }
 
 /// Capacity of a host.

@@ -7,11 +7,13 @@
 // kube-derive takes one `printcolumn(...)` per column, which repeats keys such as `type_`.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod admission;
 pub mod conditions;
 pub mod host;
 pub mod instance;
 pub mod isolation;
 pub mod patterns;
+pub mod policy;
 pub mod quantity;
 pub mod seccomp;
 pub mod service;

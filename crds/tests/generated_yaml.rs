@@ -28,6 +28,20 @@ fn committed_crds_match_the_types() {
 }
 
 #[test]
+fn committed_admission_policy_matches_the_levels() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/bulkhead")
+        .join(bulkhead_crds::admission::TEMPLATE_PATH);
+    let committed = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}); run `make crds`", path.display()));
+    assert!(
+        committed == bulkhead_crds::admission::admission_policy_template(),
+        "{} differs from crds/src/policy.rs; run `make crds` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
 fn every_crd_has_status_short_name_category_and_columns() {
     for crd in bulkhead_crds::crds() {
         let name = crd.metadata.name.clone().unwrap();

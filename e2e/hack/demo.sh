@@ -10,6 +10,35 @@ state="${BULKHEAD_STATE_DIR:-$root/.bulkhead}"
 export KUBECONFIG="$state/kubeconfig"
 step() { printf '\n==> %s\n' "$*"; }
 
+# Never fail silently: on a timeout, print each Workload's conditions, each instance that is not
+# Running and Ready with its phase, reason and message, the Hosts' conditions and the log
+# paths, then exit non-zero.
+explain_timeout() {
+  {
+    printf '\n!!! timed out waiting for %s. What is not ready, and why:\n' "$1"
+    printf '\nWorkloads in namespace demo (condition=status reason: message):\n'
+    kubectl get wl -n demo -o json | jq -r '.items[] | "  \(.metadata.name) phase=\(.status.phase // "-")",
+      ((.status.conditions // [])[] | "    \(.type)=\(.status) \(.reason // "-"): \(.message // "")")'
+    printf '\nInstances not Running and Ready (phase, reason, message):\n'
+    kubectl get inst -n demo -o json | jq -r '.items[]
+      | select(.status.phase != "Running" or ([(.status.conditions // [])[] | select(.type == "Ready" and .status == "True")] | length) == 0)
+      | "  \(.metadata.name) on \(.spec.hostName // "no host yet"): phase=\(.status.phase // "none") reason=\(.status.reason // "-") message=\(.status.message // "-")"'
+    printf '\nHosts (condition=status reason: message):\n'
+    kubectl get bhost -o json | jq -r '.items[] | "  \(.metadata.name)\(if .spec.unschedulable then " (cordoned)" else "" end)",
+      ((.status.conditions // [])[] | "    \(.type)=\(.status) \(.reason // "-"): \(.message // "")")'
+    printf '\nLogs:\n'
+    printf '  %s\n' "$state"/logs/*.log
+    printf '  instance output: %s/agent/logs/ (or: target/debug/bulkhead-node-agent logs --state-dir %s/agent <namespace>/<name>)\n' "$state" "$state"
+  } >&2
+  exit 1
+}
+
+# kubectl wait that explains itself when it times out.
+wait_available() {
+  kubectl wait --for=condition=Available "wl/$1" -n demo --timeout="${2:-180s}" ||
+    explain_timeout "Workload $1 to become Available"
+}
+
 step "installing what this machine lacks (Debian packages, pinned Kubernetes binaries)"
 bash e2e/hack/install-deps.sh
 
@@ -19,17 +48,22 @@ cargo build --workspace --bins
 step "starting the local system: etcd, kube-apiserver, kube-controller-manager, containerd, registry, node agent, controller"
 bash e2e/hack/up.sh
 
+step "preflight: what the node agent checked before it registered this host (logs/preflight.log)"
+cat "$state/logs/preflight.log"
+
 step "kubectl get hosts: the agent registered its host and what its kernel can enforce"
 kubectl get bhost
 kubectl get bhost local-1 -o jsonpath='{.status.features}{"\n"}'
 
 step "applying examples/ into namespace demo"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# api adds NET_BIND_SERVICE, a baseline relaxation (docs/security.md): the namespace allows it.
+kubectl label namespace demo bulkhead.dev/isolation=baseline --overwrite >/dev/null
 kubectl apply -n demo -f examples/
 
 step "waiting for Workload web to become Available (the controller schedules, the agent starts)"
-kubectl wait --for=condition=Available wl/web -n demo --timeout=180s
-kubectl wait --for=condition=Available wl/api -n demo --timeout=180s
+wait_available web
+wait_available api
 
 step "kubectl get bulkhead -n demo"
 kubectl get bulkhead -n demo
@@ -71,6 +105,7 @@ t_patch=$(ts)
 kubectl patch wl web -n demo --type merge -p "{\"spec\":{\"template\":{\"image\":\"$v2\"}}}"
 old=$(kubectl get wl web -n demo -o jsonpath='{.status.activeRevision}')
 last=""
+finished=0
 for _ in $(seq 1 240); do
   wl=$(kubectl get wl web -n demo -o jsonpath='{.status.phase}|{.status.activeRevision}|{.status.previewRevision}|{.status.updateRevision}|{.status.conditions[?(@.type=="Progressing")].reason}|{.status.conditions[?(@.type=="Progressing")].message}')
   IFS='|' read -r phase active preview update reason message <<<"$wl"
@@ -85,10 +120,12 @@ for _ in $(seq 1 240); do
     last="$now"
   fi
   if [[ "$phase" == Healthy && "$active" == "$update" && "$active" != "$old" && "$revs" != *"$old"* ]]; then
+    finished=1
     break
   fi
   sleep 0.5
 done
+((finished == 1)) || explain_timeout "the blue/green rollout of web to finish"
 t_done=$(ts)
 kill -TERM "$client" 2>/dev/null || true
 wait "$client" 2>/dev/null || true

@@ -12,7 +12,8 @@
 # by PID, the sockets and runc state of dead shims are removed, anything still mounted under the
 # state directory is unmounted, and the empty cgroups of Bulkhead containers
 # (/bulkhead/<container-id> in each hierarchy) are removed with rmdir. The state directory is
-# deleted only when no shim and no mount under it remain.
+# deleted only when no shim and no mount under it remain; so is the runtime directory
+# (containerd's root and state, see lib.sh), and only when its marker names this state directory.
 #
 # Usage: e2e/hack/down.sh
 set -euo pipefail
@@ -92,7 +93,7 @@ clean_containerd() {
   if ! component_pid containerd >/dev/null; then
     [[ -s "$CONTAINERD_CONFIG" ]] || return 0
     [[ -n "$(our_shim_pids)" ]] ||
-      compgen -G "$CONTAINERD_DIR/state/io.containerd.runtime.v2.task/*/*" >/dev/null ||
+      compgen -G "$CONTAINERD_STATE/io.containerd.runtime.v2.task/*/*" >/dev/null ||
       return 0
     log "containerd is not running but a killed run left tasks: starting it to stop them"
     start_containerd
@@ -142,7 +143,9 @@ TASK_SOCKETS=()
 TASK_RUNC_STATES=()
 record_task_leftovers() {
   local bundle ns id addr root
-  for bundle in "$CONTAINERD_DIR"/state/io.containerd.runtime.v2.task/*/*; do
+  # (containerd's state was under the state directory before it moved to the runtime directory)
+  for bundle in "$CONTAINERD_STATE"/io.containerd.runtime.v2.task/*/* \
+    "$CONTAINERD_DIR"/state/io.containerd.runtime.v2.task/*/*; do
     [[ -d "$bundle" ]] || continue
     id=${bundle##*/}
     ns=${bundle%/*}
@@ -183,19 +186,36 @@ mounts_under() {
   done </proc/self/mountinfo | awk -F/ '{ print NF "\t" $0 }' | sort -rn -k1,1 | cut -f2-
 }
 
+# Unmounts what is still mounted under the state and runtime directories.
 unmount_state() {
-  local dir mp left
-  dir=$(realpath -m "$STATE_DIR")
-  while read -r mp; do
-    [[ -n "$mp" ]] || continue
-    log "unmounting $mp"
-    umount -l "$mp" || log "warning: umount -l $mp failed"
-  done < <(mounts_under "$dir")
-  left=$(mounts_under "$dir")
-  if [[ -n "$left" ]]; then
-    log "error: still mounted under $dir: $left"
-    return 1
+  local dir mp left failed=0
+  for dir in "$STATE_DIR" "$RUNTIME_DIR"; do
+    dir=$(realpath -m "$dir")
+    while read -r mp; do
+      [[ -n "$mp" ]] || continue
+      log "unmounting $mp"
+      umount -l "$mp" || log "warning: umount -l $mp failed"
+    done < <(mounts_under "$dir")
+    left=$(mounts_under "$dir")
+    if [[ -n "$left" ]]; then
+      log "error: still mounted under $dir: $left"
+      failed=1
+    fi
+  done
+  return "$failed"
+}
+
+# Deletes the runtime directory if its marker says it is this state directory's (and
+# $RUNTIME_ROOT once empty). Another one is kept, with a warning.
+remove_runtime_dir() {
+  [[ -e "$RUNTIME_DIR" ]] || return 0
+  if [[ ! -f "$RUNTIME_MARKER" || "$(cat "$RUNTIME_MARKER")" != "$STATE_DIR" ]]; then
+    log "warning: kept $RUNTIME_DIR: its marker $RUNTIME_MARKER does not name $STATE_DIR"
+    return 0
   fi
+  rm -rf --one-file-system "$RUNTIME_DIR"
+  [[ -n "${BULKHEAD_RUNTIME_DIR:-}" ]] || rmdir "$RUNTIME_ROOT" 2>/dev/null || true
+  log "removed $RUNTIME_DIR"
 }
 
 # rmdir (never rm -r) of the empty cgroups under /bulkhead in every cgroup hierarchy. A cgroup
@@ -247,7 +267,7 @@ remove_network() {
   fi
   if ((PORT_OFFSET == 0)); then
     local cidr
-    for cidr in "${GUARDED_CIDRS[@]}"; do
+    for cidr in "${GUARDED_CIDRS[@]}" "${LEGACY_GUARDED_CIDRS[@]}"; do
       ip route del unreachable "$cidr" metric 4242 2>/dev/null || true
     done
   fi
@@ -255,6 +275,12 @@ remove_network() {
 
 main() {
   if [[ ! -e "$STATE_DIR" ]]; then
+    # A runtime directory whose state directory was deleted by hand: nothing runs from it
+    # (every component is recorded in the state directory), so only its mounts are left.
+    if [[ -f "$RUNTIME_MARKER" && "$(cat "$RUNTIME_MARKER")" == "$STATE_DIR" ]]; then
+      unmount_state && remove_runtime_dir
+      return
+    fi
     log "nothing to do: $STATE_DIR does not exist"
     return 0
   fi
@@ -279,6 +305,7 @@ main() {
 
   rm -rf --one-file-system "$STATE_DIR"
   log "removed $STATE_DIR"
+  remove_runtime_dir
 
   local port busy
   for port in "${BULKHEAD_PORTS[@]}"; do

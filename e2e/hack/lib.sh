@@ -3,6 +3,18 @@
 # Shared helpers for e2e/hack/up.sh, down.sh and images.sh: the state directory layout, the
 # ports, the ordered list of components, and the pidfile/log/health helpers every component uses.
 #
+# Two directories: the state directory (BULKHEAD_STATE_DIR, default <checkout>/.bulkhead) keeps
+# config, keys, kubeconfigs, etcd and registry data, pid files and logs, private to the user
+# (0700). What a container must reach lives in the runtime directory instead,
+# /var/lib/bulkhead-local/<16 hex of the state directory's sha256>/ (BULKHEAD_RUNTIME_DIR
+# overrides it): containerd's root and state, under which runc mounts each container's root
+# filesystem from inside the container's user namespace, as a host UID that owns nothing. Every
+# directory down to it must be traversable by such a UID; a checkout's parent often is not
+# (root's home is 0700), and widening it would open the keys in the state directory. up.sh
+# creates the runtime directory 0711 with a marker naming its state directory and a symlink
+# <state>/runtime to it; down.sh removes it, and only it, by that marker. The node agent's
+# preflight (run by up.sh before the agent starts) names any directory on the way that blocks.
+#
 # A component is a long-running process started by up.sh. It is recorded in
 # $STATE_DIR/pids/<component>.pid and logs to $STATE_DIR/logs/<component>.log. A recorded PID
 # counts as "that component" only if the process is alive (not a zombie), its executable's name
@@ -30,9 +42,21 @@ STATE_DIR="${STATE_DIR%/}"
 # Marker that tells down.sh this directory is ours to delete.
 STATE_MARKER="$STATE_DIR/.bulkhead-state"
 
+# The runtime directory (see the top of this file), its marker (holding "$STATE_DIR") and the
+# symlink to it in the state directory.
+RUNTIME_ROOT=/var/lib/bulkhead-local
+RUNTIME_DIR="${BULKHEAD_RUNTIME_DIR:-$RUNTIME_ROOT/$(printf '%s' "$STATE_DIR" | sha256sum | cut -c1-16)}"
+RUNTIME_DIR="${RUNTIME_DIR%/}"
+RUNTIME_MARKER="$RUNTIME_DIR/.bulkhead-runtime"
+RUNTIME_LINK="$STATE_DIR/runtime"
+
 PKI_DIR="$STATE_DIR/pki"
 ADMIN_KUBECONFIG="$STATE_DIR/kubeconfig"
 KCM_KUBECONFIG="$STATE_DIR/kube-controller-manager.kubeconfig"
+AGENT_KUBECONFIG="$STATE_DIR/node-agent.kubeconfig"
+CONTROLLER_KUBECONFIG="$STATE_DIR/controller.kubeconfig"
+# The helm release of the chart's RBAC and policies (the e2e chart tests use the same one).
+CHART_RELEASE=bulkhead
 
 # Loopback endpoints (test-only; nothing here is reachable from off this machine).
 LOOPBACK=127.0.0.1
@@ -67,6 +91,9 @@ CONTAINERD_DIR="$STATE_DIR/containerd"
 CONTAINERD_CONFIG="$CONTAINERD_DIR/config.toml"
 CONTAINERD_SOCK="$CONTAINERD_DIR/containerd.sock"
 CONTAINERD_TTRPC_SOCK="$CONTAINERD_DIR/containerd.sock.ttrpc"
+# containerd's root (images, snapshots) and state (task bundles, each container's rootfs mount).
+CONTAINERD_ROOT="$RUNTIME_DIR/containerd/root"
+CONTAINERD_STATE="$RUNTIME_DIR/containerd/state"
 # The node agent puts each container in cgroup /bulkhead/<container-id>.
 BULKHEAD_CGROUP_PARENT=bulkhead
 
@@ -82,15 +109,20 @@ CACHE_ROOT="${BULKHEAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead}"
 BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry node-agent controller)
 
 # The local system's one node agent: its Host name, containerd namespace and state, and its
-# instance network (a bridge and /24 of its own per system, inside the guarded range).
+# instance network (a bridge and /24 of its own per system, inside the guarded range). Not
+# 10.88.0.0/16: podman's default network (cni-podman0 holds 10.88.0.1/16) and containerd's
+# example CNI configuration use it, and two devices for one subnet break both.
 AGENT_HOST="${BULKHEAD_HOST_NAME:-local-1}"
 AGENT_DIR="$STATE_DIR/agent"
+AGENT_ISOLATION_FLOOR="${BULKHEAD_ISOLATION_FLOOR:-baseline}"
 AGENT_BRIDGE="bulkhead$((PORT_OFFSET / 1000))"
-AGENT_SUBNET="10.88.$((PORT_OFFSET / 1000)).0/24"
-# Instance addresses (10.88.0.0/15: the local agents' 10.88.x and the test agents' 10.89.x) and
-# service addresses are guarded by unreachable routes, so that nothing for them ever leaves
-# this machine, even when a bridge is gone.
-GUARDED_CIDRS=(10.88.0.0/15 "$SERVICE_CIDR")
+AGENT_SUBNET="${BULKHEAD_INSTANCE_SUBNET:-10.90.$((PORT_OFFSET / 1000)).0/24}"
+# Instance addresses (10.89.0.0/16: the e2e tests' agents, e2e/src/agent.rs; 10.90.0.0/16: the
+# local agents) and service addresses are guarded by unreachable routes, so that nothing for
+# them ever leaves this machine, even when a bridge is gone.
+GUARDED_CIDRS=(10.89.0.0/16 10.90.0.0/16 "$SERVICE_CIDR")
+# The guard of earlier versions (local agents on 10.88.x), which down.sh also removes.
+LEGACY_GUARDED_CIDRS=(10.88.0.0/15)
 
 # Seconds to wait after SIGTERM before SIGKILL.
 STOP_TIMEOUT="${BULKHEAD_STOP_TIMEOUT:-20}"
@@ -347,17 +379,32 @@ check_containerd_socket_paths() {
   done
 }
 
+# Creates the runtime directory (and $RUNTIME_ROOT) traversable, not listable, by others, with
+# its marker and the state directory's symlink to it. Refuses a directory that is not ours.
+ensure_runtime_dir() {
+  if [[ -e "$RUNTIME_DIR" && ! -f "$RUNTIME_MARKER" ]]; then
+    die "$RUNTIME_DIR exists but has no $(basename "$RUNTIME_MARKER") marker, so up.sh did not create it: remove it or set BULKHEAD_RUNTIME_DIR to another directory"
+  fi
+  if [[ -f "$RUNTIME_MARKER" && "$(cat "$RUNTIME_MARKER")" != "$STATE_DIR" ]]; then
+    die "$RUNTIME_DIR belongs to state directory $(cat "$RUNTIME_MARKER"), not $STATE_DIR: set BULKHEAD_RUNTIME_DIR to another directory"
+  fi
+  [[ -n "${BULKHEAD_RUNTIME_DIR:-}" ]] || mkdir -p -m 0711 "$RUNTIME_ROOT"
+  mkdir -p -m 0711 "$RUNTIME_DIR" "$RUNTIME_DIR/containerd"
+  chmod 0711 "$RUNTIME_DIR" "$RUNTIME_DIR/containerd"
+  printf '%s\n' "$STATE_DIR" >"$RUNTIME_MARKER"
+  ln -sfn "$RUNTIME_DIR" "$RUNTIME_LINK"
+}
+
 write_containerd_config() {
   check_containerd_socket_paths
   mkdir -p "$CONTAINERD_DIR"
-  # Traversable (not listable) so that a container's root filesystem under it can be reached
-  # from inside a user namespace.
-  chmod 0711 "$STATE_DIR" "$CONTAINERD_DIR"
+  ensure_runtime_dir
   cat >"$CONTAINERD_CONFIG.tmp" <<EOT
-# Written by e2e/hack/up.sh: the test system's private containerd.
+# Written by e2e/hack/up.sh: the test system's private containerd. Its root and state are in
+# the runtime directory (see lib.sh), reachable from a container's user namespace.
 version = 2
-root = "$CONTAINERD_DIR/root"
-state = "$CONTAINERD_DIR/state"
+root = "$CONTAINERD_ROOT"
+state = "$CONTAINERD_STATE"
 disabled_plugins = [
   "io.containerd.grpc.v1.cri",
   "io.containerd.internal.v1.opt",

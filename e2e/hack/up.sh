@@ -9,18 +9,25 @@
 # State lives in ${BULKHEAD_STATE_DIR:-<repo>/.bulkhead}:
 #   pki/                               CAs, serving and client certs, service-account key pair
 #   etcd/                              etcd data
-#   containerd/config.toml             the private containerd: root/, state/, containerd.sock
+#   containerd/config.toml             the private containerd and its containerd.sock
+#   runtime -> /var/lib/bulkhead-local/<hash>/  containerd's root/ and state/, reachable from
+#                                      a container's user namespace (see lib.sh)
 #   registry/config.yml                the registry: data/
-#   logs/<component>.log               each component's output
+#   logs/<component>.log               each component's output; logs/preflight.log the agent's
+#                                      preflight checks
 #   pids/<component>.pid               each component's PID
 #   kubeconfig                         admin (system:masters), server https://127.0.0.1:16443
 #   kube-controller-manager.kubeconfig
+#   node-agent.kubeconfig, controller.kubeconfig   the admin impersonating each one's
+#                                      ServiceAccount (the agent's with its node name)
 #
 # Environment:
 #   BULKHEAD_STATE_DIR    state directory (see above)
 #   BULKHEAD_PORT_OFFSET  added to every TCP port (etcd 12379/12380, kube-apiserver 16443,
 #                         kube-controller-manager 10257, registry 5000); default 0
 #   BULKHEAD_SKIP_IMAGES  1: do not run images.sh
+#   BULKHEAD_ISOLATION_FLOOR  the local agent's --isolation-floor (default baseline: the
+#                         examples need NET_BIND_SERVICE)
 #   BULKHEAD_PROFILE      cargo profile directory of the agent and controller binaries
 #                         (debug, the default, or release: `make bench` uses release)
 #
@@ -129,6 +136,24 @@ contexts:
 current-context: bulkhead
 EOF
   mv "$out.tmp" "$out"
+}
+
+# Writes kubeconfig $1 for the admin's client cert impersonating user $2, with the user extra
+# authentication.kubernetes.io/node-name=$3 when $3 is set: the identity Kubernetes gives a
+# pod's bound ServiceAccount token, so the local controller and agents run under exactly the
+# chart's RBAC and admission policies (node restriction keys on that extra).
+write_identity_kubeconfig() {
+  local out=$1 user=$2 node=${3:-}
+  write_kubeconfig "$out" admin
+  {
+    printf '    as: %s\n' "$user"
+    if [[ -n "$node" ]]; then
+      printf '    as-user-extra:\n      authentication.kubernetes.io/node-name: [%s]\n' "$node"
+    fi
+  } >"$out.as"
+  # The user block ends with client-key-data; the identity follows it.
+  sed -i "/^    client-key-data:/r $out.as" "$out"
+  rm -f "$out.as"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +288,23 @@ push_images() {
     bash "$HACK_DIR/images.sh" "$REGISTRY_HOST" >&2) || die "images.sh failed"
 }
 
+# The chart's RBAC, ServiceAccounts, tenant roles and admission policies (isolation levels,
+# node restriction, controller-only writes), as `helm install` puts them on a real cluster; the
+# controller Deployment and agent DaemonSet are left out (the local ones run as processes).
+install_chart() {
+  local helm="$BIN_DIR/helm" out
+  [[ -x "$helm" ]] || die "$helm missing after tools.sh"
+  if ! out=$(HELM_CACHE_HOME="$STATE_DIR/helm/cache" HELM_CONFIG_HOME="$STATE_DIR/helm/config" \
+    HELM_DATA_HOME="$STATE_DIR/helm/data" KUBECONFIG="$ADMIN_KUBECONFIG" \
+    "$helm" upgrade --install "$CHART_RELEASE" "$REPO_ROOT/charts/bulkhead" \
+    --namespace "$BULKHEAD_NAMESPACE" --history-max 3 \
+    --set controller.enabled=false --set agent.enabled=false 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "helm install of the chart's RBAC and policies failed"
+  fi
+  log "chart RBAC and admission policies installed (helm release $CHART_RELEASE)"
+}
+
 # Which build of the agent and controller runs: target/$BULKHEAD_PROFILE/ (debug or release).
 PROFILE_FLAGS=()
 [[ "${BULKHEAD_PROFILE:-debug}" == release ]] && PROFILE_FLAGS=(--release)
@@ -272,6 +314,27 @@ PROFILE_FLAGS=()
 agent_ready() {
   [[ "$(kubectl --kubeconfig "$ADMIN_KUBECONFIG" get hosts.bulkhead.dev "$AGENT_HOST" \
     -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
+# The agent's preflight with the agent's flags: one line per check in logs/preflight.log. Fails
+# up.sh, showing the checks, when a required one fails (the agent would refuse to start anyway,
+# with the same lines in its log, but only after its health check timed out).
+agent_preflight() {
+  local bin=$1 out
+  out=$(log_file preflight)
+  if ! "$bin" preflight \
+    --containerd-address "$CONTAINERD_SOCK" \
+    --containerd-state-dir "$CONTAINERD_STATE" \
+    --state-dir "$AGENT_DIR" \
+    --allowed-registries "$REGISTRY_HOST" \
+    --cni-bridge "$AGENT_BRIDGE" \
+    --instance-subnet "$AGENT_SUBNET" >"$out" 2>&1; then
+    log "the node agent's preflight failed on this machine:"
+    sed 's/^/    /' "$out" >&2
+    die "fix the FAIL lines above (each says how), then run up.sh again; the checks are in $out"
+  fi
+  grep '^warn' "$out" | sed 's/^/    /' >&2 || true
+  log "preflight passed ($(grep -c '^ok' "$out") checks ok, $(grep -c '^warn' "$out") warnings; $out)"
 }
 
 start_node_agent() {
@@ -284,16 +347,20 @@ start_node_agent() {
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side --force-conflicts --field-manager=bulkhead-up \
     -f "$REPO_ROOT/charts/bulkhead/crds/" >/dev/null || die "installing the CRDs failed"
   mkdir -p "$AGENT_DIR"
+  agent_preflight "$bin"
+  write_identity_kubeconfig "$AGENT_KUBECONFIG" "system:serviceaccount:$BULKHEAD_NAMESPACE:bulkhead-node-agent" "$AGENT_HOST"
   ensure_daemon node-agent agent_ready 60 "$AGENT_METRICS_PORT" -- "$bin" \
     --host-name "$AGENT_HOST" \
-    --kubeconfig "$ADMIN_KUBECONFIG" \
+    --kubeconfig "$AGENT_KUBECONFIG" \
+    --isolation-floor "$AGENT_ISOLATION_FLOOR" \
     --containerd-address "$CONTAINERD_SOCK" \
     --containerd-namespace bulkhead \
     --state-dir "$AGENT_DIR" \
     --allowed-registries "$REGISTRY_HOST" \
     --cni-bridge "$AGENT_BRIDGE" \
     --instance-subnet "$AGENT_SUBNET" \
-    --metrics-address "127.0.0.1:$AGENT_METRICS_PORT"
+    --metrics-address "127.0.0.1:$AGENT_METRICS_PORT" \
+    --containerd-state-dir "$CONTAINERD_STATE"
 }
 
 # bulkhead-controller: leader-elected, Ready once it leads.
@@ -308,8 +375,9 @@ start_controller() {
     log "building bulkhead-controller"
     (cd "$REPO_ROOT" && cargo build -q -p bulkhead-controller "${PROFILE_FLAGS[@]}") || die "cargo build failed"
   fi
+  write_identity_kubeconfig "$CONTROLLER_KUBECONFIG" "system:serviceaccount:$BULKHEAD_NAMESPACE:bulkhead-controller"
   ensure_daemon controller controller_ready 60 "$CONTROLLER_METRICS_PORT" -- "$bin" \
-    --kubeconfig "$ADMIN_KUBECONFIG" \
+    --kubeconfig "$CONTROLLER_KUBECONFIG" \
     --identity "local-$CONTROLLER_METRICS_PORT" \
     --metrics-address "127.0.0.1:$CONTROLLER_METRICS_PORT" \
     --host-lost-grace-seconds "${BULKHEAD_HOST_LOST_GRACE_SECONDS:-10}"
@@ -369,6 +437,7 @@ main() {
   start_containerd
   start_registry
   ensure_namespace
+  install_chart
   push_images
   guard_routes
   start_node_agent

@@ -33,6 +33,13 @@ pub fn containerd_socket() -> PathBuf {
     state_dir().join("containerd/containerd.sock")
 }
 
+/// The private containerd's state directory (in the runtime directory up.sh links as
+/// `runtime`), which the agents' preflight checks a container's mapped UID can reach.
+pub fn containerd_state_dir() -> PathBuf {
+    let dir = state_dir().join("runtime/containerd/state");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
 /// Path of a workspace binary built by `cargo build` (test.sh builds them first).
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -116,9 +123,16 @@ impl Agent {
         Self::start_with_env(host, extra, &[])
     }
 
-    /// Starts an agent with extra flags and environment variables.
+    /// Starts an agent with extra flags and environment variables, as the chart's node agent
+    /// ServiceAccount bound to `host` (so node restriction applies to every test agent).
     pub fn start_with_env(host: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::build(host, extra, env, state_dir().join("kubeconfig"), false)
+        Self::build(
+            host,
+            extra,
+            env,
+            crate::chart::agent_kubeconfig(host),
+            false,
+        )
     }
 
     /// Starts an agent whose API identity is `kubeconfig`'s and whose Host registers
@@ -176,8 +190,7 @@ impl Agent {
         if !self.schedulable {
             cmd.arg("--register-unschedulable");
         }
-        let child = cmd
-            .arg("--host-name")
+        cmd.arg("--host-name")
             .arg(&self.host)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -185,6 +198,8 @@ impl Agent {
             .arg(containerd_socket())
             .arg("--containerd-namespace")
             .arg(&self.namespace)
+            .arg("--containerd-state-dir")
+            .arg(containerd_state_dir())
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--lease-renew-seconds")
@@ -196,7 +211,13 @@ impl Agent {
             .arg("--instance-subnet")
             .arg(&self.subnet)
             .arg("--metrics-address")
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg(format!("127.0.0.1:{}", self.metrics_port));
+        // Test agents run what their test's namespace allows (isolation levels are tested in
+        // admission_isolation.rs, with agents given a floor of their own).
+        if !self.args.iter().any(|a| a.starts_with("--isolation-floor")) {
+            cmd.arg("--isolation-floor").arg("privileged");
+        }
+        let child = cmd
             .args(&self.args)
             .env("RUST_LOG", "info,bulkhead_node_agent=debug,kube=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -101,22 +101,60 @@ pub fn install(extra: &[&str]) -> String {
 /// (kubeconfig `as:`, which kube-rs and kubectl both honour). The API server then authorizes
 /// every request as that ServiceAccount, with its groups.
 pub fn service_account_kubeconfig(sa: &str) -> PathBuf {
+    identity_kubeconfig(sa, None)
+}
+
+/// A kubeconfig for the node agent of `host`: the agent's ServiceAccount with the user extra
+/// `authentication.kubernetes.io/node-name: [host]`, the identity a pod-bound token carries on
+/// a real cluster, which the chart's node restriction policy keys on.
+pub fn agent_kubeconfig(host: &str) -> PathBuf {
+    identity_kubeconfig(AGENT_SA, Some(host))
+}
+
+/// A kubeconfig for the admin impersonating the plain user `user` (a tenant).
+pub fn user_kubeconfig(user: &str) -> PathBuf {
+    impersonating(user, None, &format!("kubeconfig-user-{user}"))
+}
+
+fn identity_kubeconfig(sa: &str, node: Option<&str>) -> PathBuf {
+    let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
+    let file = match node {
+        Some(node) => format!("kubeconfig-{sa}-{node}"),
+        None => format!("kubeconfig-{sa}"),
+    };
+    impersonating(&user, node, &file)
+}
+
+fn impersonating(user: &str, node: Option<&str>, file: &str) -> PathBuf {
     crate::ensure();
     let admin = state_dir().join("kubeconfig");
     let text = std::fs::read_to_string(&admin).expect("admin kubeconfig");
     let mut kc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig is YAML");
-    let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
     let users = kc
         .get_mut("users")
         .and_then(|u| u.as_sequence_mut())
         .expect("kubeconfig has users");
     for u in users {
         if let Some(m) = u.get_mut("user").and_then(|v| v.as_mapping_mut()) {
-            m.insert("as".into(), user.clone().into());
+            m.insert("as".into(), user.into());
+            if let Some(node) = node {
+                let extra: serde_yaml::Value = serde_yaml::from_str(&format!(
+                    "authentication.kubernetes.io/node-name: [{node}]"
+                ))
+                .expect("extra is YAML");
+                m.insert("as-user-extra".into(), extra);
+            }
         }
     }
-    let path = state_dir().join(format!("kubeconfig-{sa}"));
-    std::fs::write(&path, serde_yaml::to_string(&kc).expect("kubeconfig YAML")).expect("write");
+    let path = state_dir().join(file);
+    // Tests running at once write the same file: each renames a whole one into place.
+    let tmp = state_dir().join(format!(
+        ".{file}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, serde_yaml::to_string(&kc).expect("kubeconfig YAML")).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename the kubeconfig into place");
     path
 }
 
@@ -313,11 +351,11 @@ impl ChartSystem {
     /// Starts the controller and an agent under the chart's ServiceAccounts while the caller
     /// keeps the local system paused (for many short-lived systems in a row).
     pub fn start_while_paused(_paused: &LocalSystemPaused, prefix: &str) -> Self {
-        let agent_kc = service_account_kubeconfig(AGENT_SA);
+        let host = unique_host(prefix);
         let controller_kc = service_account_kubeconfig(CONTROLLER_SA);
         let agent = Agent::start_as(
-            &unique_host(prefix),
-            agent_kc,
+            &host,
+            agent_kubeconfig(&host),
             &["--allowed-registries", &registry()],
         );
         let controller = ControllerProcess::start(&controller_kc, &unique_host(prefix));

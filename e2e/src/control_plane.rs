@@ -112,10 +112,21 @@ async fn install_crds() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client with the identity of another kubeconfig (a ServiceAccount's, a tenant's).
+pub async fn client_for(path: &std::path::Path) -> Client {
+    ensure();
+    client_from(path)
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {} is unusable: {e:#}", path.display()))
+}
+
 async fn client_unchecked() -> anyhow::Result<Client> {
-    let path = kubeconfig_path();
+    client_from(&kubeconfig_path()).await
+}
+
+async fn client_from(path: &std::path::Path) -> anyhow::Result<Client> {
     let kubeconfig =
-        Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }

@@ -16,6 +16,6 @@ pub mod rollout;
 pub mod traffic;
 pub mod wait;
 
-pub use control_plane::{client, ensure, kubectl, repo_root, state_dir};
+pub use control_plane::{client, client_for, ensure, kubectl, repo_root, state_dir};
 pub use namespace::TestNamespace;
 pub use wait::{await_condition, poll_until};

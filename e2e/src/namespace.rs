@@ -1,5 +1,6 @@
 //! A fresh namespace per test.
 
+use bulkhead_crds::policy::LABEL_ISOLATION;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Resource,
@@ -27,8 +28,18 @@ impl std::fmt::Debug for TestNamespace {
 }
 
 impl TestNamespace {
-    /// Creates `<prefix>-<random suffix>`.
+    /// Creates `<prefix>-<random suffix>`, at the cluster's default isolation level (strict).
     pub async fn new(prefix: &str) -> Self {
+        Self::create(prefix, None).await
+    }
+
+    /// Creates `<prefix>-<random suffix>` labelled `bulkhead.dev/isolation: <level>`, for
+    /// tests of what only a relaxed level allows (seccomp Record, added capabilities).
+    pub async fn with_isolation(prefix: &str, level: &str) -> Self {
+        Self::create(prefix, Some(level)).await
+    }
+
+    async fn create(prefix: &str, level: Option<&str>) -> Self {
         let client = crate::client().await;
         let suffix: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
@@ -39,7 +50,12 @@ impl TestNamespace {
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some([("bulkhead.dev/test".to_string(), prefix.to_string())].into()),
+                labels: Some(
+                    [("bulkhead.dev/test".to_string(), prefix.to_string())]
+                        .into_iter()
+                        .chain(level.map(|l| (LABEL_ISOLATION.to_string(), l.to_string())))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             ..Default::default()

@@ -146,7 +146,8 @@ spec:
 
 #[tokio::test]
 async fn blue_green_with_auto_promotion_and_a_digest_pinned_image() {
-    let ns = TestNamespace::new("valid").await;
+    // Added capabilities are a baseline relaxation.
+    let ns = TestNamespace::with_isolation("valid", "baseline").await;
     let wl = create_ok(
         &ns,
         r#"

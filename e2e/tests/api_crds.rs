@@ -43,7 +43,7 @@ async fn all_five_crds_are_established() {
 
 #[tokio::test]
 async fn examples_apply_and_list_with_printer_columns() {
-    let ns = TestNamespace::new("examples").await;
+    let ns = TestNamespace::with_isolation("examples", "baseline").await;
     let applied = stdout_of(&["apply", "-n", &ns.name, "-f", "examples/"]);
     for object in [
         "workload.bulkhead.dev/web",

@@ -473,7 +473,7 @@ async fn every_proven_rule_of_the_chart_rbac_is_needed() {
 async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Option<String> {
     chart::release_leader_lease();
     let system = ChartSystem::start_while_paused(paused, "proof");
-    let ns = TestNamespace::new("chart-proof").await;
+    let ns = TestNamespace::with_isolation("chart-proof", "baseline").await;
     // A Localhost seccomp profile, which the controller pins and the agent reads (all allowed
     // but reboot: the point here is the read, not the filter).
     let profile = "apiVersion: bulkhead.dev/v1alpha1\nkind: SeccompProfile\nmetadata: {name: no-reboot}\nspec:\n  defaultAction: SCMP_ACT_ALLOW\n  syscalls:\n    - {names: [reboot], action: SCMP_ACT_ERRNO}\n";

@@ -1,18 +1,24 @@
-//! `make up` is idempotent and `make down` leaves nothing behind.
+//! `make up` is idempotent, works from a checkout under a 0700 directory, and `make down`
+//! leaves nothing behind.
 //!
-//! Runs a second, independent local system (its own state directory and ports, no test
-//! images) beside the one the other tests use, so that stopping it disturbs nothing.
+//! Runs a second, independent local system (its own state directory and ports) beside the one
+//! the other tests use, so that stopping it disturbs nothing. Its state directory is under a
+//! 0700 directory, as a checkout in root's home is: an instance still runs, because what a
+//! container must reach (containerd's root and state) is in the runtime directory.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::{
     collections::BTreeMap,
+    io::Write,
     net::TcpListener,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
-use bulkhead_e2e::repo_root;
+use bulkhead_e2e::{fixtures::instance, repo_root};
 
 /// Ports of the second system: 2000 above those of the system the other tests use.
 fn offset() -> u16 {
@@ -95,12 +101,109 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+fn kubectl(state: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", state.join("kubeconfig"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Pushes the test images to the second system's registry and runs one instance on its agent
+/// until it is Running.
+fn run_an_instance(state: &Path) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("e2e/hack/images.sh"))
+        .env("BULKHEAD_STATE_DIR", state)
+        .env("BULKHEAD_PORT_OFFSET", offset().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "images.sh failed");
+    kubectl(state, &["create", "namespace", "life"], None);
+    let mut inst = instance("web")
+        .on("local-1")
+        .image(&format!("localhost:{}/bulkhead/web:v1", 5000 + offset()))
+        .build();
+    inst.metadata.namespace = Some("life".into());
+    kubectl(
+        state,
+        &["apply", "-f", "-"],
+        Some(&serde_json::to_string(&inst).unwrap()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = kubectl(
+            state,
+            &[
+                "get",
+                "inst",
+                "web",
+                "-n",
+                "life",
+                "-o",
+                "jsonpath={.status.phase} {.status.reason} {.status.message}",
+            ],
+            None,
+        );
+        if seen.starts_with("Running") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "the instance is not Running after 120 s: {seen}; agent log {}",
+        state.join("logs/node-agent.log").display()
+    );
+}
+
 #[test]
-fn up_twice_reuses_and_down_leaves_no_process_mount_or_port() {
-    let state: PathBuf = std::env::temp_dir().join(format!("bh-life-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
+fn up_twice_reuses_runs_an_instance_under_a_0700_parent_and_down_leaves_nothing() {
+    // A "home directory" only its owner may enter, and the checkout's state inside it.
+    let home: PathBuf = std::env::temp_dir().join(format!("bh-life-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(home.join("checkout")).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = home.join("checkout/.bulkhead");
 
     script("up.sh", &state);
+    let runtime = std::fs::read_link(state.join("runtime")).unwrap();
+    assert!(
+        runtime.starts_with("/var/lib/bulkhead-local/"),
+        "{runtime:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&runtime).unwrap().permissions().mode() & 0o7777,
+        0o711
+    );
+    assert_eq!(
+        std::fs::read_to_string(runtime.join(".bulkhead-runtime")).unwrap(),
+        format!("{}\n", state.display())
+    );
+    assert!(
+        std::fs::read_to_string(state.join("logs/preflight.log"))
+            .unwrap()
+            .contains("ok    runtime state reachable"),
+        "up.sh ran the agent's preflight"
+    );
+    run_an_instance(&state);
+    assert!(
+        !mounts_under(&runtime).is_empty(),
+        "the instance's root filesystem is mounted under the runtime directory"
+    );
     let first = pids(&state);
     for component in [
         "etcd",
@@ -162,6 +265,8 @@ fn up_twice_reuses_and_down_leaves_no_process_mount_or_port() {
         );
     }
     assert!(!state.exists(), "state dir left behind");
+    assert!(!runtime.exists(), "runtime dir {runtime:?} left behind");
+    assert!(mounts_under(&runtime).is_empty());
 
     // up after down works, and down again cleans up again.
     script("up.sh", &state);
@@ -170,4 +275,6 @@ fn up_twice_reuses_and_down_leaves_no_process_mount_or_port() {
     script("down.sh", &state);
     assert!(again.values().all(|p| !alive(*p)));
     assert!(!state.exists());
+    assert!(!runtime.exists());
+    std::fs::remove_dir_all(&home).unwrap();
 }

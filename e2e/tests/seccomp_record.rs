@@ -121,7 +121,7 @@ fn mkdir_calls(m: &BTreeMap<String, u64>) -> u64 {
 #[tokio::test]
 async fn record_then_enforce_then_complain_on_the_web_image() {
     let agent = start_agent("scmp-rec");
-    let ns = TestNamespace::new("scmp-rec").await;
+    let ns = TestNamespace::with_isolation("scmp-rec", "baseline").await;
     let profiles: Api<SeccompProfile> = ns.api();
 
     // 1. Record web:v1 under the load.
@@ -326,7 +326,7 @@ async fn record_then_enforce_then_complain_on_the_web_image() {
 #[tokio::test]
 async fn a_missing_or_changed_profile_fails_only_its_instance() {
     let agent = start_agent("scmp-miss");
-    let ns = TestNamespace::new("scmp-miss").await;
+    let ns = TestNamespace::with_isolation("scmp-miss", "baseline").await;
     instance("ok").on(&agent.host).create(&ns).await;
     instance("missing")
         .on(&agent.host)
@@ -389,7 +389,7 @@ async fn a_missing_or_changed_profile_fails_only_its_instance() {
 #[tokio::test]
 async fn a_docker_format_profile_applies_and_runs_the_web_image() {
     let agent = start_agent("scmp-dock");
-    let ns = TestNamespace::new("scmp-dock").await;
+    let ns = TestNamespace::with_isolation("scmp-dock", "baseline").await;
     let path = bulkhead_e2e::repo_root().join("e2e/fixtures/seccomp-docker-format.json");
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -451,7 +451,7 @@ async fn a_docker_format_profile_applies_and_runs_the_web_image() {
 #[tokio::test]
 async fn a_recording_survives_an_agent_restart() {
     let mut agent = start_agent("scmp-rst");
-    let ns = TestNamespace::new("scmp-rst").await;
+    let ns = TestNamespace::with_isolation("scmp-rst", "baseline").await;
     record_under_load(&ns, &agent, "api").await;
     // The agent saves the counts every 3 s.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -486,7 +486,7 @@ async fn a_recording_survives_an_agent_restart() {
 #[tokio::test]
 async fn a_large_profile_with_counted_denials_runs() {
     let agent = start_agent("scmp-big");
-    let ns = TestNamespace::new("scmp-big").await;
+    let ns = TestNamespace::with_isolation("scmp-big", "baseline").await;
     let spec = bulkhead_node_agent::isolation::seccomp::runtime_default();
     let profile = SeccompProfile::new("runtime-default-copy", spec);
     ns.api::<SeccompProfile>()

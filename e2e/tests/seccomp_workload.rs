@@ -89,7 +89,7 @@ async fn sole_running(
 
 #[tokio::test]
 async fn record_switch_to_the_recorded_profile_and_roll_out_a_new_version() {
-    let ns = TestNamespace::new("scmp-wl").await;
+    let ns = TestNamespace::with_isolation("scmp-wl", "baseline").await;
     manifest::create(
         &ns.client,
         &ns.name,

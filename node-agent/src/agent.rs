@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub kubeconfig: Option<PathBuf>,
     /// containerd's socket.
     pub containerd_address: PathBuf,
+    /// containerd's state directory (runc mounts each container's root from under it).
+    pub containerd_state_dir: PathBuf,
     /// containerd namespace of the agent's objects.
     pub containerd_namespace: String,
     /// Where logs and state live.
@@ -66,6 +68,47 @@ pub struct AgentConfig {
     pub no_network: bool,
     /// Address of /metrics and /healthz.
     pub metrics_address: String,
+    /// The weakest isolation level this host runs.
+    pub isolation_floor: bulkhead_crds::policy::IsolationLevel,
+}
+
+impl AgentConfig {
+    /// What preflight checks of this configuration.
+    pub fn preflight_settings(&self) -> crate::preflight::probe::Settings {
+        crate::preflight::probe::Settings {
+            containerd_address: self.containerd_address.clone(),
+            containerd_state_dir: self.containerd_state_dir.clone(),
+            runc: self.runc.clone(),
+            cni_bin_dir: self.cni_bin_dir.clone(),
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bridge: self.cni_bridge.clone(),
+            instance_subnet: self.instance_subnet.clone(),
+            no_network: self.no_network,
+            state_dir: self.state_dir.clone(),
+            allowed_registries: self.allowed_registries.clone(),
+            mapped_uid: self.uid_range_pool.first(),
+        }
+    }
+}
+
+/// Runs the preflight checks, logs each, and fails when a required one failed: a host that
+/// cannot run instances is never registered.
+async fn preflight(cfg: &AgentConfig) -> anyhow::Result<()> {
+    use crate::preflight;
+    let input = preflight::probe::gather(&HostRoot::default(), &cfg.preflight_settings()).await;
+    let results = preflight::check(&input);
+    for r in &results {
+        match r.status() {
+            "ok" => info!(check = r.name, detail = %r.detail, "preflight ok"),
+            status => {
+                warn!(check = r.name, status, detail = %r.detail, fix = r.fix.as_deref().unwrap_or(""), "preflight")
+            }
+        }
+    }
+    match preflight::refusal(&results) {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => Ok(()),
+    }
 }
 
 /// /metrics and /healthz of the agent.
@@ -133,6 +176,7 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    preflight(&cfg).await?;
     let client = kube_client(cfg.kubeconfig.as_ref()).await?;
     let containerd =
         Containerd::connect(&cfg.containerd_address, &cfg.containerd_namespace).await?;
@@ -195,6 +239,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             mcs: McsAllocator::new(),
         }),
         features: features.clone(),
+        isolation_floor: cfg.isolation_floor,
         state_dir: cfg.state_dir.clone(),
         supervised: Mutex::new(HashSet::new()),
         wake: wake_tx,
@@ -230,6 +275,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let removed = sweep::remove_orphans(&ctx).await?;
     info!(restored, removed, "adopted running containers");
 
+    let isolation_floor = cfg.isolation_floor;
     let status = move |ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)| {
         let (uids, mcs) = ctx
             .allocations
@@ -247,6 +293,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 cpu_millis,
                 memory_bytes,
             }),
+            isolation_floor: Some(isolation_floor),
             ..Default::default()
         }
     };

@@ -12,6 +12,7 @@ pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod network;
+pub mod preflight;
 pub mod runtime;
 pub mod spec;
 

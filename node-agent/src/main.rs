@@ -1,11 +1,12 @@
 use std::path::PathBuf;
 
+use bulkhead_crds::policy::IsolationLevel;
 use bulkhead_node_agent::{agent, host::lease::LeaseTiming, isolation::userns::UidRangePool};
 use clap::{Parser, Subcommand};
 
 /// Starts the Bulkhead instances bound to this host through containerd and runc, with every
 /// isolation layer on, and reports what the kernel enforces.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "bulkhead-node-agent", version = bulkhead_node_agent::VERSION)]
 struct Args {
     /// Name of this host's Host object; defaults to the machine's host name.
@@ -17,10 +18,21 @@ struct Args {
     /// containerd's gRPC socket.
     #[arg(
         long,
+        global = true,
         env = "BULKHEAD_CONTAINERD_ADDRESS",
         default_value = "/run/containerd/containerd.sock"
     )]
     containerd_address: PathBuf,
+    /// containerd's `state` directory (its config.toml's `state`): runc mounts each
+    /// container's root filesystem from under it, from inside the container's user namespace,
+    /// so preflight checks that the mapped UIDs can traverse every directory down to it.
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_CONTAINERD_STATE_DIR",
+        default_value = "/run/containerd"
+    )]
+    containerd_state_dir: PathBuf,
     /// containerd namespace for the agent's images, containers and tasks.
     #[arg(
         long,
@@ -39,6 +51,7 @@ struct Args {
     /// Host UID/GID ranges handed to instances: "<first host uid>:<number of 65536-wide ranges>".
     #[arg(
         long,
+        global = true,
         env = "BULKHEAD_UID_RANGE_POOL",
         default_value = "1000000000:1024"
     )]
@@ -47,7 +60,12 @@ struct Args {
     #[arg(long, env = "BULKHEAD_LEASE_NAMESPACE", default_value = bulkhead_crds::SYSTEM_NAMESPACE)]
     lease_namespace: String,
     /// Registries (host[:port]) images may be pulled from, comma-separated; empty allows any.
-    #[arg(long, env = "BULKHEAD_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_ALLOWED_REGISTRIES",
+        value_delimiter = ','
+    )]
     allowed_registries: Vec<String>,
     /// Seconds between Lease renewals.
     #[arg(long, env = "BULKHEAD_LEASE_RENEW_SECONDS", default_value_t = 10)]
@@ -56,7 +74,7 @@ struct Args {
     #[arg(long, env = "BULKHEAD_LEASE_DURATION_SECONDS", default_value_t = 40)]
     lease_duration_seconds: u64,
     /// The runc binary.
-    #[arg(long, env = "BULKHEAD_RUNC", default_value = "runc")]
+    #[arg(long, global = true, env = "BULKHEAD_RUNC", default_value = "runc")]
     runc: PathBuf,
     /// Register the Host cordoned (spec.unschedulable), like a kubelet's
     /// --register-schedulable=false.
@@ -71,20 +89,36 @@ struct Args {
     #[arg(long, env = "BULKHEAD_DEREGISTRATION_SECONDS", default_value_t = 2)]
     deregistration_seconds: u64,
     /// Directory of the CNI plugin binaries.
-    #[arg(long, env = "BULKHEAD_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_CNI_BIN_DIR",
+        default_value = "/usr/lib/cni"
+    )]
     cni_bin_dir: PathBuf,
     /// Use the node's own CNI configuration (the first .conf/.conflist here) instead of the
     /// agent's bridge network.
-    #[arg(long, env = "BULKHEAD_CNI_CONF_DIR")]
+    #[arg(long, global = true, env = "BULKHEAD_CNI_CONF_DIR")]
     cni_conf_dir: Option<PathBuf>,
     /// The agent's own network: bridge name.
-    #[arg(long, env = "BULKHEAD_CNI_BRIDGE", default_value = "bulkhead0")]
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_CNI_BRIDGE",
+        default_value = "bulkhead0"
+    )]
     cni_bridge: String,
-    /// The agent's own network: the instance subnet.
-    #[arg(long, env = "BULKHEAD_INSTANCE_SUBNET", default_value = "10.89.0.0/24")]
+    /// The agent's own network: the instance subnet (the default stays clear of podman's and
+    /// containerd's example CNI network, 10.88.0.0/16).
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_INSTANCE_SUBNET",
+        default_value = "10.89.0.0/24"
+    )]
     instance_subnet: String,
     /// Run instances without a network (an empty network namespace).
-    #[arg(long, env = "BULKHEAD_NO_NETWORK")]
+    #[arg(long, global = true, env = "BULKHEAD_NO_NETWORK")]
     no_network: bool,
     /// Address of /metrics and /healthz.
     #[arg(
@@ -96,6 +130,11 @@ struct Args {
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
+    /// The weakest isolation level this host runs: strict, baseline or privileged. The agent
+    /// refuses (IsolationForbidden) any instance that needs more, whatever the API admitted,
+    /// and publishes it in Host status.isolationFloor for the scheduler.
+    #[arg(long, env = "BULKHEAD_ISOLATION_FLOOR", default_value = "strict", value_parser = parse_level)]
+    isolation_floor: IsolationLevel,
     /// Log format: text or json.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -103,12 +142,20 @@ struct Args {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Print an instance's stdout and stderr: `logs <namespace>/<name>`.
     Logs {
         /// The Instance, as namespace/name.
         instance: String,
+    },
+    /// Check that this host can run instances: one line per check (ok, FAIL or warn, what
+    /// was found, the fix); exits non-zero when a required check fails. The agent runs the
+    /// same checks at start and refuses to register a host that fails one.
+    Preflight {
+        /// Output: text (one line per check) or json.
+        #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
+        output: String,
     },
 }
 
@@ -117,21 +164,61 @@ fn main() -> anyhow::Result<()> {
     if let Some(Command::Logs { instance }) = &args.command {
         return bulkhead_node_agent::logs::print(&args.state_dir, instance);
     }
+    if let Some(Command::Preflight { output }) = &args.command {
+        let cfg = config(args.clone(), String::new())?;
+        let failed = preflight(&cfg, output)?;
+        if failed > 0 {
+            // Each failure is on its own line above, with its fix: no error chain to add.
+            eprintln!(
+                "error: {failed} required check(s) failed: this host cannot run instances until they are fixed"
+            );
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if args.exit_with_parent {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     }
     init_tracing(&args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let host_name = match args.host_name {
+    let host_name = match args.host_name.clone() {
         Some(h) => h,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
             .trim()
             .to_string(),
     };
-    let cfg = agent::AgentConfig {
+    let cfg = config(args, host_name)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(agent::run(cfg))
+}
+
+/// Runs the preflight checks and prints them; returns how many required ones failed.
+fn preflight(cfg: &agent::AgentConfig, output: &str) -> anyhow::Result<usize> {
+    use bulkhead_node_agent::{host::detect::HostRoot, preflight};
+    let settings = cfg.preflight_settings();
+    let input = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(preflight::probe::gather(&HostRoot::default(), &settings));
+    let results = preflight::check(&input);
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!("{}", r.line());
+        }
+    }
+    Ok(preflight::failures(&results).len())
+}
+
+fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
+    Ok(agent::AgentConfig {
         host_name,
         kubeconfig: args.kubeconfig,
         containerd_address: args.containerd_address,
+        containerd_state_dir: args.containerd_state_dir,
         containerd_namespace: args.containerd_namespace,
         state_dir: args.state_dir,
         uid_range_pool: UidRangePool::parse(&args.uid_range_pool)
@@ -156,11 +243,13 @@ fn main() -> anyhow::Result<()> {
         instance_subnet: args.instance_subnet,
         no_network: args.no_network,
         metrics_address: args.metrics_address,
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(agent::run(cfg))
+        isolation_floor: args.isolation_floor,
+    })
+}
+
+fn parse_level(s: &str) -> Result<IsolationLevel, String> {
+    IsolationLevel::parse(s)
+        .ok_or_else(|| format!("{s} is not one of strict, baseline, privileged"))
 }
 
 fn init_tracing(format: &str) {

@@ -6,6 +6,7 @@ use bulkhead_crds::{
     InstanceSpec,
     host::{HostCapacity, HostFeatures, SELinuxHostMode},
     isolation::{SELinuxMode, SeccompType},
+    policy::{self, IsolationLevel},
 };
 
 /// What an instance asks of a host.
@@ -21,6 +22,8 @@ pub struct Requirements {
     pub user_namespace: bool,
     /// A seccomp filter is needed.
     pub seccomp: bool,
+    /// The isolation level it needs (each host's floor must allow it).
+    pub isolation_level: IsolationLevel,
     /// The Workload it belongs to, for spreading.
     pub workload: Option<String>,
 }
@@ -43,6 +46,7 @@ impl Requirements {
             selinux_required: spec.isolation.selinux.mode == SELinuxMode::Required,
             user_namespace: spec.isolation.user_namespace,
             seccomp: spec.isolation.seccomp.type_ != SeccompType::Unconfined,
+            isolation_level: policy::required_level(&spec.isolation),
             workload,
         }
     }
@@ -59,6 +63,8 @@ pub struct HostView {
     pub unschedulable: bool,
     /// Isolation features.
     pub features: HostFeatures,
+    /// The weakest isolation level it runs (strict when it publishes none).
+    pub isolation_floor: IsolationLevel,
     /// Capacity.
     pub capacity: HostCapacity,
     /// CPU reserved by bound instances.
@@ -84,6 +90,8 @@ pub enum Rejection {
     NoUserNamespaces,
     /// No seccomp.
     NoSeccomp,
+    /// Its operator does not let it run isolation this weak.
+    IsolationFloor,
     /// Not enough CPU left.
     InsufficientCpu,
     /// Not enough memory left.
@@ -93,8 +101,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    fn phrase(self) -> &'static str {
+    fn phrase(self, req: &Requirements) -> String {
         match self {
+            Rejection::IsolationFloor => format!(
+                "have an isolation floor stricter than {} (the agent's --isolation-floor)",
+                req.isolation_level
+            ),
+            _ => self.fixed_phrase().to_string(),
+        }
+    }
+
+    fn fixed_phrase(self) -> &'static str {
+        match self {
+            Rejection::IsolationFloor => "have a stricter isolation floor",
             Rejection::NotReady => "not ready",
             Rejection::Unschedulable => "unschedulable",
             Rejection::NoSelinux => "lack SELinux enforcing",
@@ -122,6 +141,9 @@ fn reject(host: &HostView, req: &Requirements) -> Option<Rejection> {
     }
     if req.seccomp && !host.features.seccomp {
         return Some(Rejection::NoSeccomp);
+    }
+    if !host.isolation_floor.allows(req.isolation_level) {
+        return Some(Rejection::IsolationFloor);
     }
     if host.used_cpu_millis + req.cpu_millis > host.capacity.cpu_millis {
         return Some(Rejection::InsufficientCpu);
@@ -174,7 +196,7 @@ pub fn choose(req: &Requirements, hosts: &[HostView]) -> Result<String, String> 
         None => {
             let reasons: Vec<String> = rejected
                 .iter()
-                .map(|(r, n)| format!("{n} {}", r.phrase()))
+                .map(|(r, n)| format!("{n} {}", r.phrase(req)))
                 .collect();
             let detail = if reasons.is_empty() {
                 "no hosts registered".to_string()
@@ -200,6 +222,7 @@ mod tests {
                 user_namespaces: true,
                 ..Default::default()
             },
+            isolation_floor: IsolationLevel::Strict,
             capacity: HostCapacity {
                 cpu_millis: 2000,
                 memory_bytes: 1 << 30,
@@ -219,6 +242,7 @@ mod tests {
             selinux_required: false,
             user_namespace: true,
             seccomp: true,
+            isolation_level: IsolationLevel::Strict,
             workload: Some("web".into()),
         }
     }
@@ -276,5 +300,27 @@ mod tests {
             choose(&req(), &[]),
             Err("0/0 hosts: no hosts registered".into())
         );
+    }
+
+    #[test]
+    fn a_relaxed_instance_goes_only_where_the_floor_allows_it() {
+        let mut r = req();
+        r.isolation_level = IsolationLevel::Privileged;
+        let strict = host("a");
+        let mut baseline = host("b");
+        baseline.isolation_floor = IsolationLevel::Baseline;
+        let err = choose(&r, &[strict.clone(), baseline.clone()]).unwrap_err();
+        assert_eq!(
+            err,
+            "0/2 hosts: 2 have an isolation floor stricter than privileged (the agent's --isolation-floor)"
+        );
+        let mut privileged = host("c");
+        privileged.isolation_floor = IsolationLevel::Privileged;
+        assert_eq!(
+            choose(&r, &[strict.clone(), baseline.clone(), privileged]).unwrap(),
+            "c"
+        );
+        r.isolation_level = IsolationLevel::Baseline;
+        assert_eq!(choose(&r, &[strict, baseline]).unwrap(), "b");
     }
 }

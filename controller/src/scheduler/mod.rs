@@ -134,6 +134,7 @@ impl Scheduler {
                     unschedulable: host.spec.unschedulable
                         || crate::workload::reconcile::is_draining(&host),
                     features: status.features.unwrap_or_default(),
+                    isolation_floor: status.isolation_floor.unwrap_or_default(),
                     capacity: status.capacity.unwrap_or_default(),
                     used_cpu_millis: 0,
                     used_memory_bytes: 0,

@@ -18,7 +18,7 @@ use kube::{
     runtime::controller::Action,
 };
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     bluegreen, history,
@@ -153,46 +153,7 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     .await?;
 
     // Apply.
-    for action in &actions {
-        match action {
-            plan::Action::Create(instance_name) => {
-                let mut instance = new_instance(&wl, instance_name, &rev)?;
-                instance.spec.seccomp_profile_digest = profile.clone();
-                match instances
-                    .create(
-                        &PostParams {
-                            field_manager: Some(MANAGER_CONTROLLER.into()),
-                            ..Default::default()
-                        },
-                        &instance,
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        info!(workload = %name, namespace = %ns, instance = %instance_name, revision = %rev, "created instance");
-                        let note = format!("created instance {instance_name} of revision {rev}");
-                        event(&ctx, &wl, "Created", "CreateInstance", note).await;
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            plan::Action::Delete(instance_name) => {
-                match instances
-                    .delete(instance_name, &DeleteParams::background())
-                    .await
-                {
-                    Ok(_) => {
-                        info!(workload = %name, namespace = %ns, instance = %instance_name, "deleted instance");
-                        let note = format!("deleted instance {instance_name}");
-                        event(&ctx, &wl, "Deleted", "DeleteInstance", note).await;
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    }
+    let refused = apply_actions(&ctx, &wl, &instances, &actions, &rev, profile.as_deref()).await?;
 
     // Report.
     let previous = wl.status.clone().unwrap_or_default();
@@ -202,6 +163,12 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         &desired,
         &observed,
         wl.spec.progress_deadline_seconds,
+        Time(now),
+    );
+    status::report_create_refusal(
+        &mut next,
+        refused.as_deref(),
+        wl.metadata.generation,
         Time(now),
     );
     if let Some((p, settings)) = &blue_green {
@@ -303,6 +270,8 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     let deadline_in = deadline_in.filter(|_| blue_green.is_none());
     let wake = [
         next_available_in(&owned, wl.spec.min_ready_seconds, now),
+        // A refused create (isolation level, quota) is tried again, not hot-looped.
+        refused.as_ref().map(|_| CREATE_RETRY_SECONDS),
         deadline_in,
         blue_green.as_ref().and_then(|(p, _)| p.wake_in),
     ]
@@ -313,6 +282,71 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(
         wake.clamp(1, 300) as u64
     )))
+}
+
+/// Seconds before a create the API server refused is tried again.
+const CREATE_RETRY_SECONDS: i64 = 30;
+
+/// Creates and deletes instances as planned. A create the API server refuses (admission:
+/// the namespace's isolation level, a quota) stops the creates of this pass and comes back
+/// as the refusal's message, for the Workload's `ReplicaFailure` condition; other errors
+/// fail the reconcile.
+async fn apply_actions(
+    ctx: &Context,
+    wl: &Workload,
+    instances: &Api<Instance>,
+    actions: &[plan::Action],
+    rev: &str,
+    profile: Option<&str>,
+) -> Result<Option<String>, Error> {
+    let name = wl.name_any();
+    let ns = wl.namespace().unwrap_or_default();
+    let mut refused = None;
+    for action in actions {
+        match action {
+            plan::Action::Create(instance_name) => {
+                if refused.is_some() {
+                    continue;
+                }
+                let mut instance = new_instance(wl, instance_name, rev)?;
+                instance.spec.seccomp_profile_digest = profile.map(str::to_string);
+                let params = PostParams {
+                    field_manager: Some(MANAGER_CONTROLLER.into()),
+                    ..Default::default()
+                };
+                match instances.create(&params, &instance).await {
+                    Ok(_) => {
+                        info!(workload = %name, namespace = %ns, instance = %instance_name, revision = %rev, "created instance");
+                        let note = format!("created instance {instance_name} of revision {rev}");
+                        event(ctx, wl, "Created", "CreateInstance", note).await;
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+                        warn!(workload = %name, namespace = %ns, instance = %instance_name, error = %e.message, "the API server refused an instance");
+                        let note = format!("creating instance {instance_name}: {}", e.message);
+                        event(ctx, wl, "FailedCreate", "CreateInstance", note.clone()).await;
+                        refused = Some(note);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            plan::Action::Delete(instance_name) => {
+                match instances
+                    .delete(instance_name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {
+                        info!(workload = %name, namespace = %ns, instance = %instance_name, "deleted instance");
+                        let note = format!("deleted instance {instance_name}");
+                        event(ctx, wl, "Deleted", "DeleteInstance", note).await;
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(refused)
 }
 
 /// The Hosts annotated `bulkhead.dev/drain: "true"`.

@@ -15,6 +15,8 @@ use k8s_openapi::jiff::Timestamp;
 
 /// Condition reasons, as a Deployment's.
 pub mod reasons {
+    /// ReplicaFailure: the API server refused an instance.
+    pub const FAILED_CREATE: &str = "FailedCreate";
     /// Enough instances are available.
     pub const MINIMUM_REPLICAS_AVAILABLE: &str = "MinimumReplicasAvailable";
     /// Fewer than replicas - maxUnavailable are available.
@@ -32,6 +34,32 @@ pub mod reasons {
 }
 
 /// Builds the status the controller reports for this observation.
+/// Sets the `ReplicaFailure` condition (reason `FailedCreate`, like a ReplicaSet's) while the
+/// API server refuses the Workload's instances, and removes it once a pass creates all.
+pub fn report_create_refusal(
+    s: &mut WorkloadStatus,
+    refused: Option<&str>,
+    generation: Option<i64>,
+    now: Time,
+) {
+    match refused {
+        Some(message) => {
+            conditions::merge(
+                &mut s.conditions,
+                conditions::new(
+                    types::REPLICA_FAILURE,
+                    status::TRUE,
+                    reasons::FAILED_CREATE,
+                    message,
+                    generation,
+                    now,
+                ),
+            );
+        }
+        None => s.conditions.retain(|c| c.type_ != types::REPLICA_FAILURE),
+    }
+}
+
 pub fn compute(
     previous: &WorkloadStatus,
     generation: Option<i64>,

@@ -1,29 +1,45 @@
-//! Writes the CustomResourceDefinitions generated from the Rust types.
+//! Writes what is generated from the Rust types: the CustomResourceDefinitions and the
+//! isolation-level ValidatingAdmissionPolicy template.
 //!
-//! `crdgen <dir>` writes one `<plural>.<group>.yaml` per CRD into `<dir>`;
-//! `crdgen` alone prints all of them as one multi-document YAML stream.
+//! `crdgen <chart dir>` writes one `crds/<plural>.<group>.yaml` per CRD and
+//! `templates/admission-isolation-level.yaml` into the chart; `crdgen` alone prints the CRDs
+//! as one multi-document YAML stream.
 
 use std::{fs, path::PathBuf, process::ExitCode};
 
+fn write(path: PathBuf, text: &str) -> bool {
+    match fs::write(&path, text) {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            true
+        }
+        Err(err) => {
+            eprintln!("crdgen: cannot write {}: {err}", path.display());
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let crds = bulkhead_crds::crds();
-    match std::env::args_os().nth(1).map(PathBuf::from) {
-        None => {
-            for crd in &crds {
-                print!("---\n{}", bulkhead_crds::crd_yaml(crd));
-            }
-            ExitCode::SUCCESS
+    let Some(chart) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        for crd in &crds {
+            print!("---\n{}", bulkhead_crds::crd_yaml(crd));
         }
-        Some(dir) => {
-            for crd in &crds {
-                let path = dir.join(bulkhead_crds::crd_file_name(crd));
-                if let Err(err) = fs::write(&path, bulkhead_crds::crd_yaml(crd)) {
-                    eprintln!("crdgen: cannot write {}: {err}", path.display());
-                    return ExitCode::FAILURE;
-                }
-                println!("wrote {}", path.display());
-            }
-            ExitCode::SUCCESS
-        }
+        return ExitCode::SUCCESS;
+    };
+    let mut ok = true;
+    for crd in &crds {
+        let path = chart.join("crds").join(bulkhead_crds::crd_file_name(crd));
+        ok &= write(path, &bulkhead_crds::crd_yaml(crd));
+    }
+    ok &= write(
+        chart.join(bulkhead_crds::admission::TEMPLATE_PATH),
+        &bulkhead_crds::admission::admission_policy_template(),
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

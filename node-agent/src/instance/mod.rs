@@ -82,6 +82,8 @@ pub struct Context {
     pub allocations: Mutex<Allocations>,
     /// The host's isolation features.
     pub features: HostFeatures,
+    /// The weakest isolation level this host runs (`--isolation-floor`).
+    pub isolation_floor: bulkhead_crds::policy::IsolationLevel,
     /// Agent state directory (instance logs live in `logs/`).
     pub state_dir: PathBuf,
     /// Containers whose exit is being waited for.

@@ -2,7 +2,9 @@
 //!
 //! A recording ends in a SeccompProfile `<workload>-recorded` (the Instance's
 //! `bulkhead.dev/workload` label, its own name when it has none) in the Instance's
-//! namespace, written by server-side apply with field manager `bulkhead-node-agent`: the
+//! namespace, labelled `bulkhead.dev/host: <host>` (the host that recorded it first owns it:
+//! node restriction refuses another host's write), written by server-side apply with field
+//! manager `bulkhead-node-agent`: the
 //! observed calls plus the runtime's minimal set allowed, EPERM for the rest, the per-call
 //! counts in the annotation [`ANNOTATION_COUNTS`], and `status.recordedFrom`. It is written
 //! when the instance is deleted, and while it runs each time the Instance's annotation
@@ -10,7 +12,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use bulkhead_crds::{Instance, LABEL_WORKLOAD, MANAGER_NODE_AGENT, SeccompProfile};
+use bulkhead_crds::{Instance, LABEL_HOST, LABEL_WORKLOAD, MANAGER_NODE_AGENT, SeccompProfile};
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -59,6 +61,9 @@ pub async fn write_profile(
         "kind": "SeccompProfile",
         "metadata": {
             "name": name,
+            // Node restriction lets an agent write only the recorded profiles labelled
+            // with its own host (charts/bulkhead/templates/admission-node-restriction.yaml).
+            "labels": { LABEL_HOST: &ctx.host },
             "annotations": { ANNOTATION_COUNTS: counts_json },
         },
         "spec": spec,

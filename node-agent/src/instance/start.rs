@@ -7,7 +7,8 @@ use bulkhead_crds::{
     conditions::{self, types},
     host::SELinuxHostMode,
     instance::{ExitStatus, SELinuxStatus, SeccompStatus, UserNamespaceStatus},
-    isolation::SeccompType,
+    isolation::{Isolation, SeccompType},
+    policy::{self, IsolationLevel},
 };
 use containerd_client::services::v1::Container;
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
@@ -42,6 +43,9 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         }
         return Ok(Action::await_change());
     }
+    if let Some(message) = below_floor(&instance.spec.isolation, ctx.isolation_floor) {
+        return refuse_below_floor(instance, ctx, &uid, &id, message).await;
+    }
     if let Some(container) = ctx.containerd.get_container(&id).await? {
         return observe(instance, ctx, &container).await;
     }
@@ -61,6 +65,42 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         _ => {}
     }
     start(instance, ctx, &uid, &id).await
+}
+
+/// Why `instance` may not run on a host whose operator set `floor`, if it may not: each
+/// relaxation the floor does not allow, with its field.
+pub fn below_floor(isolation: &Isolation, floor: IsolationLevel) -> Option<String> {
+    let beyond = policy::beyond(isolation, floor);
+    if beyond.is_empty() {
+        return None;
+    }
+    let what: Vec<String> = beyond.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "this host runs isolation level {floor} or stricter (the agent's --isolation-floor); {}",
+        what.join("; ")
+    ))
+}
+
+/// The host's own floor, whatever the API admitted: nothing is started (a container that
+/// runs, from before the floor was raised, is torn down) and the Instance fails with
+/// `IsolationForbidden`.
+async fn refuse_below_floor(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    uid: &str,
+    id: &str,
+    message: String,
+) -> Result<Action, Error> {
+    if ctx.containerd.get_container(id).await?.is_some() {
+        warn!(instance = %instance.name_any(), container = %id, "tearing down an instance below the host's isolation floor");
+        super::stop::teardown(ctx, id, uid, Duration::from_secs(10)).await?;
+    }
+    let current = status::current(instance);
+    if current.reason.as_deref() != Some("IsolationForbidden") {
+        warn!(instance = %instance.name_any(), %message, "refusing an instance below the host's isolation floor");
+        status::fail(ctx, instance, "IsolationForbidden", message).await?;
+    }
+    Ok(Action::await_change())
 }
 
 /// Looks at an existing container and its task and takes the step that is missing.
@@ -878,6 +918,25 @@ pub fn mcs_of(container_labels: &HashMap<String, String>) -> Option<McsPair> {
 mod tests {
     use super::*;
     use crate::{fixture_fs::write, isolation::verify};
+
+    #[test]
+    fn the_host_floor_refuses_what_it_does_not_allow_naming_each_field() {
+        let mut iso = Isolation::default();
+        assert_eq!(below_floor(&iso, IsolationLevel::Strict), None);
+        iso.user_namespace = false;
+        iso.read_only_root_filesystem = false;
+        let m = below_floor(&iso, IsolationLevel::Baseline).expect("refused");
+        assert!(m.contains("isolation level baseline"), "{m}");
+        assert!(
+            m.contains("spec.isolation.userNamespace: false needs privileged"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("readOnlyRootFilesystem"),
+            "baseline allows it: {m}"
+        );
+        assert_eq!(below_floor(&iso, IsolationLevel::Privileged), None);
+    }
 
     /// The refusal path, driven through the read-back seam: a fake /proc where the process
     /// kept CAP_SYS_ADMIN and lost no_new_privs, though nothing was asked for.

@@ -119,6 +119,20 @@ impl Cni {
         })
     }
 
+    /// The plugin types the configuration runs, IPAM plugins included, each once (what
+    /// preflight looks for in the plugin directory).
+    pub fn plugin_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = Vec::new();
+        for p in self.list["plugins"].as_array().into_iter().flatten() {
+            for t in [&p["type"], &p["ipam"]["type"]] {
+                if let Some(t) = t.as_str().filter(|t| !types.iter().any(|have| have == t)) {
+                    types.push(t.to_string());
+                }
+            }
+        }
+        types
+    }
+
     /// Attaches the network namespace at `netns` as `eth0` of `container_id`; returns the
     /// instance's IP address.
     pub async fn add(&self, container_id: &str, netns: &Path) -> Result<String, CniError> {
@@ -303,6 +317,10 @@ mod tests {
             .map(|p| p["type"].as_str().unwrap_or_default().to_string())
             .collect();
         assert_eq!(types, ["bridge", "portmap", "firewall"]);
+        assert_eq!(
+            cni.plugin_types(),
+            ["bridge", "host-local", "portmap", "firewall"]
+        );
         let p = &cni.plugins()[0];
         assert_eq!(p["type"], "bridge");
         assert_eq!(p["ipam"]["ranges"][0][0]["subnet"], "10.89.3.0/24");
