@@ -348,13 +348,21 @@ spec:
     );
     manifest::create(&ns.client, &ns.name, &weak).await.unwrap();
     assert!(ns.api::<Workload>().get("weak").await.is_ok());
-    // The local system's own agent takes the weakened instances: this branch's agent has no
-    // --isolation-floor yet. Once local-1 refuses privileged instances by default, run this
-    // against a dedicated agent started with `--isolation-floor privileged`.
+    // local-1's floor (baseline) refuses privileged instances: a host whose operator allows
+    // them runs the weakened attempts.
+    let agent = bulkhead_e2e::agent::Agent::start(
+        &bulkhead_e2e::agent::unique_host("cli-weak"),
+        &[
+            "--isolation-floor",
+            "privileged",
+            "--allowed-registries",
+            &bulkhead_e2e::agent::registry(),
+        ],
+    );
     let run = plugin::run(&[
         "verify",
         "--host",
-        &plugin::local_host(),
+        &agent.host,
         "-n",
         &ns.name,
         "--workload",
