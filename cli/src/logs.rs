@@ -4,6 +4,8 @@
 //! instance's host, and serves them nowhere else: this reads that file, so it works on the
 //! host the instance runs on (the local system's included). Reading logs of a remote host is
 //! not supported: that would need an authenticated endpoint on the agent, which does not exist.
+//! Once the log reached the agent's `--log-max-bytes` it continues in a new file and the old
+//! one is `<...>.log.1`: both are printed, the previous first, and `-f` follows the rotation.
 
 use std::{
     io::{Read, Seek, SeekFrom, Write},
@@ -43,6 +45,10 @@ pub async fn run(kube: &Kube, args: &LogsArgs) -> anyhow::Result<()> {
     let file = path(&args.agent_state_dir, &inst)
         .ok_or_else(|| anyhow::anyhow!("instance {} has no uid or namespace", args.instance))?;
     let mut f = std::fs::File::open(&file).map_err(|_| anyhow::anyhow!(not_here(&inst, &file)))?;
+    // The agent keeps one previous file once the log reached its cap: it comes first.
+    if let Ok(mut prev) = std::fs::File::open(previous(&file)) {
+        copy_new(&mut prev, 0)?;
+    }
     let mut offset = copy_new(&mut f, 0)?;
     if !args.follow {
         return Ok(());
@@ -53,6 +59,13 @@ pub async fn run(kube: &Kube, args: &LogsArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         offset = copy_new(&mut f, offset)?;
+        // Rotated: what we read is now the previous file; go on with the new one.
+        if rotated(&f, &file)
+            && let Ok(next) = std::fs::File::open(&file)
+        {
+            f = next;
+            offset = copy_new(&mut f, 0)?;
+        }
         let now: Option<Instance> = kube.api::<Instance>().get_opt(&args.instance).await?;
         let ended = now
             .as_ref()
@@ -61,6 +74,22 @@ pub async fn run(kube: &Kube, args: &LogsArgs) -> anyhow::Result<()> {
             copy_new(&mut f, offset)?;
             return Ok(());
         }
+    }
+}
+
+/// The previous file of a log (`<file>.1`), as the node agent rotates it.
+pub fn previous(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".1");
+    PathBuf::from(s)
+}
+
+/// Whether `path` is no longer the file `open` (the agent renamed it away).
+fn rotated(open: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (open.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() != b.ino() || a.dev() != b.dev(),
+        _ => false,
     }
 }
 
@@ -89,6 +118,10 @@ mod tests {
         assert_eq!(
             path(Path::new("/s"), &inst).unwrap(),
             Path::new("/s/logs/shop_web-1_u-1.log")
+        );
+        assert_eq!(
+            previous(&path(Path::new("/s"), &inst).unwrap()),
+            Path::new("/s/logs/shop_web-1_u-1.log.1")
         );
         let msg = not_here(&inst, Path::new("/s/logs/x.log"));
         assert!(msg.contains("runs on host h1"), "{msg}");

@@ -70,6 +70,8 @@ pub struct AgentConfig {
     pub metrics_address: String,
     /// The weakest isolation level this host runs.
     pub isolation_floor: bulkhead_crds::policy::IsolationLevel,
+    /// Cap of one instance log file.
+    pub log_max_bytes: u64,
 }
 
 impl AgentConfig {
@@ -183,6 +185,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let containerd_version = containerd.version().await.ok();
     std::fs::create_dir_all(cfg.state_dir.join("logs"))
         .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    let log_writer = crate::logs::LogWriter {
+        binary: crate::logs::install_writer(&cfg.state_dir)
+            .with_context(|| format!("installing the log writer under {}", cfg.state_dir.display()))?,
+        max_bytes: cfg.log_max_bytes,
+    };
 
     let root = HostRoot::default();
     let features = root.features();
@@ -241,6 +248,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         features: features.clone(),
         isolation_floor: cfg.isolation_floor,
         state_dir: cfg.state_dir.clone(),
+        log_writer,
         supervised: Mutex::new(HashSet::new()),
         wake: wake_tx,
         restart_backoff_base: cfg.restart_backoff_base,

@@ -135,6 +135,10 @@ struct Args {
     /// and publishes it in Host status.isolationFloor for the scheduler.
     #[arg(long, env = "BULKHEAD_ISOLATION_FLOOR", default_value = "strict", value_parser = parse_level)]
     isolation_floor: IsolationLevel,
+    /// Cap of one instance log file in bytes; at the cap it becomes the previous file
+    /// (`.log.1`, one kept), so an instance's logs take at most twice this.
+    #[arg(long, env = "BULKHEAD_LOG_MAX_BYTES", default_value_t = bulkhead_node_agent::logs::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    log_max_bytes: u64,
     /// Log format: text or json.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -160,6 +164,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // containerd's shim runs this binary as an instance's log writer (see logs.rs).
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(writer) = bulkhead_node_agent::logs::WriterArgs::parse(&raw) {
+        let writer = writer.map_err(anyhow::Error::msg)?;
+        return Ok(bulkhead_node_agent::logs::run_writer(&writer)?);
+    }
     let args = Args::parse();
     if let Some(Command::Logs { instance }) = &args.command {
         return bulkhead_node_agent::logs::print(&args.state_dir, instance);
@@ -244,6 +254,7 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         no_network: args.no_network,
         metrics_address: args.metrics_address,
         isolation_floor: args.isolation_floor,
+        log_max_bytes: args.log_max_bytes,
     })
 }
 

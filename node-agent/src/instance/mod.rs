@@ -102,6 +102,8 @@ pub struct Context {
     pub probing: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
     /// Seccomp notification listeners (Record, Complain, counted denials).
     pub notifier: crate::isolation::notify::Notifier,
+    /// Where the shims send instances' stdout and stderr.
+    pub log_writer: crate::logs::LogWriter,
     /// Publishes Events on Instances.
     pub recorder: kube::runtime::events::Recorder,
 }

@@ -104,6 +104,18 @@ pub async fn write_profile(
     Ok(name)
 }
 
+/// Whether a write failed because the namespace is being deleted (NamespaceLifecycle refuses
+/// new objects in it) or is gone: such a write can never succeed.
+pub fn namespace_going_away(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            (s.code == 403 && s.message.contains("because it is being terminated"))
+                || (s.code == 404 && s.message.contains("namespaces"))
+        }
+        _ => false,
+    }
+}
+
 /// Writes the recorded profile when the Instance asks for it with a new
 /// [`ANNOTATION_RECORD`] value.
 pub async fn on_request(ctx: &Context, instance: &Instance, container: &str) -> Result<(), Error> {
@@ -210,5 +222,39 @@ pub async fn publish_first_seen(ctx: Arc<Context>, mut rx: mpsc::UnboundedReceiv
             ),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_terminating_namespace_is_recognised() {
+        assert!(namespace_going_away(&api(
+            403,
+            "Forbidden",
+            "seccompprofiles.bulkhead.dev \"web-recorded\" is forbidden: unable to create new content in namespace t-1 because it is being terminated"
+        )));
+        assert!(namespace_going_away(&api(
+            404,
+            "NotFound",
+            "namespaces \"t-1\" not found"
+        )));
+        // Other refusals (node restriction, RBAC) are real errors, retried.
+        assert!(!namespace_going_away(&api(
+            403,
+            "Forbidden",
+            "seccompprofiles.bulkhead.dev is forbidden: ValidatingAdmissionPolicy denied"
+        )));
+        assert!(!namespace_going_away(&api(500, "InternalError", "etcd")));
     }
 }

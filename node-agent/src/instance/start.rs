@@ -193,7 +193,7 @@ async fn observe(
                 .unwrap_or_default();
             let created = ctx
                 .containerd
-                .create_task(id, mounts, std::path::Path::new(&log))
+                .create_task(id, mounts, &ctx.log_writer.uri(std::path::Path::new(&log)))
                 .await?;
             let ip = match attach(ctx, id, created).await {
                 Ok(ip) => ip,
@@ -478,7 +478,10 @@ async fn start(
         return Err(e.into());
     }
     failpoint::hit("after-create-container");
-    let created = match ctx.containerd.create_task(id, mounts, &log_path).await {
+    let created = match ctx
+        .containerd
+        .create_task(id, mounts, &ctx.log_writer.uri(&log_path))
+        .await {
         Ok(pid) => pid,
         Err(e) => {
             // runc refused the spec or the image (a missing binary, a mount it cannot make):

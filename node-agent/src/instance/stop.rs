@@ -55,18 +55,27 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
     }
     teardown(ctx, &id, &uid, grace).await?;
     // A recording ends in its profile; the session stays until that is written, so a failed
-    // write is retried with the next reconcile.
+    // write is retried with the next reconcile, unless the namespace is going away: nothing
+    // can be written there any more, and the finalizer must not hold its deletion up.
     if let Some(s) = ctx.notifier.session(&id)
         && s.mode == crate::isolation::notify::Mode::Record
     {
-        super::record::write_profile(ctx, instance, &s.counts()).await?;
+        match super::record::write_profile(ctx, instance, &s.counts()).await {
+            Err(Error::Kube(e)) if super::record::namespace_going_away(&e) => {
+                warn!(instance = %instance.name_any(), error = %e, "the namespace is being deleted: the recording is dropped");
+            }
+            other => {
+                other?;
+            }
+        }
     }
     ctx.notifier.close(&id);
-    let key = format!(
-        "{}/{}",
-        instance.namespace().unwrap_or_default(),
-        instance.name_any()
-    );
+    let namespace = instance.namespace().unwrap_or_default();
+    let log = ctx.log_path(&namespace, &instance.name_any(), &uid);
+    if let Err(e) = crate::logs::remove(&log) {
+        warn!(log = %log.display(), error = %e, "removing the instance's logs failed");
+    }
+    let key = format!("{namespace}/{}", instance.name_any());
     ctx.metrics.phase(&key, None);
     info!(instance = %instance.name_any(), container = %id, "instance stopped and removed");
     Ok(Action::await_change())

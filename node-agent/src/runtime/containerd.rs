@@ -555,14 +555,13 @@ impl Containerd {
     }
 
     /// Creates the task (the shim and the runc container, not yet running) with stdout and
-    /// stderr appended to `log_path`. Returns the init PID.
-    pub async fn create_task(&self, id: &str, rootfs: Vec<Mount>, log_path: &Path) -> Result<u32> {
-        let log = format!("file://{}", log_path.display());
+    /// stderr sent to the log URI `log` (`file://` or `binary://`). Returns the init PID.
+    pub async fn create_task(&self, id: &str, rootfs: Vec<Mount>, log: &str) -> Result<u32> {
         let req = CreateTaskRequest {
             container_id: id.into(),
             rootfs,
-            stdout: log.clone(),
-            stderr: log,
+            stdout: log.to_string(),
+            stderr: log.to_string(),
             ..Default::default()
         };
         let r = self
