@@ -159,15 +159,34 @@ impl Rotating {
         let cap = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
         let data = &data[data.len().saturating_sub(cap)..];
         if self.size + data.len() as u64 > self.max_bytes {
-            std::fs::rename(&self.path, previous(&self.path))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.size = 0;
+            self.rotate()?;
         }
         self.file.write_all(data)?;
         self.size += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl Rotating {
+    /// Makes the current file the previous one and starts a new one, with the log's name
+    /// never missing in between (a reader always finds it): the current file is linked to
+    /// the previous name, and the new file renamed over the current one.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let prev = previous(&self.path);
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::hard_link(&self.path, &tmp)?;
+        std::fs::rename(&tmp, &prev)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = file;
+        self.size = 0;
         Ok(())
     }
 }

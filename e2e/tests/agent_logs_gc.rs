@@ -1,0 +1,115 @@
+//! Instance logs are bounded and go with their Instance; unused images are collected.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::{os::unix::fs::MetadataExt, path::Path, process::Command, time::Duration};
+
+use bulkhead_crds::InstancePhase;
+use bulkhead_e2e::{
+    TestNamespace,
+    agent::{Agent, binary, registry, unique_host},
+    fixtures::{delete_and_wait, instance, wait_for_phase},
+    poll_until,
+};
+use kube::ResourceExt;
+
+const START: Duration = Duration::from_secs(120);
+const CAP: u64 = 64 * 1024;
+
+/// The instance's log files in the agent's state directory: (name, size, inode).
+fn log_files(agent: &Agent, ns: &str, name: &str) -> Vec<(String, u64, u64)> {
+    let prefix = format!("{ns}_{name}_");
+    std::fs::read_dir(agent.state_dir.join("logs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        // The new file of a rotation, for the instant before it is renamed into place.
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), m.len(), m.ino()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
+    let cap = CAP.to_string();
+    let agent = Agent::start(
+        &unique_host("logcap"),
+        &[
+            "--allowed-registries",
+            &registry(),
+            "--log-max-bytes",
+            &cap,
+        ],
+    );
+    let ns = TestNamespace::new("logcap").await;
+    instance("yes")
+        .on(&agent.host)
+        .command(&["sh", "-c", "yes"])
+        .create(&ns)
+        .await;
+    let inst = wait_for_phase(&ns, "yes", InstancePhase::Running, START).await;
+
+    // Watch the writer rotate several times; every look finds both files under the cap
+    // and never a third one.
+    let mut rotations = 0;
+    let mut last_inode = None;
+    let mut largest = 0;
+    let rotated = poll_until(Duration::from_secs(90), || {
+        let files = log_files(&agent, &ns.name, "yes");
+        assert!(files.len() <= 2, "more than one previous file: {files:?}");
+        for (file, size, _) in &files {
+            assert!(*size <= CAP, "{file} is {size} bytes, over the cap {CAP}");
+            largest = largest.max(*size);
+        }
+        if let Some((_, _, ino)) = files.iter().find(|(f, _, _)| f.ends_with(".log.1"))
+            && last_inode != Some(*ino)
+        {
+            last_inode = Some(*ino);
+            rotations += 1;
+        }
+        std::future::ready((rotations >= 5).then_some(()))
+    })
+    .await;
+    assert!(
+        rotated.is_some(),
+        "the log did not rotate 5 times within 90s (seen {rotations}); agent log:\n{}",
+        agent.log_tail()
+    );
+    let total: u64 = log_files(&agent, &ns.name, "yes").iter().map(|f| f.1).sum();
+    assert!(total <= 2 * CAP, "{total} bytes of logs, over twice the cap");
+    println!("rotations seen: {rotations}, largest file {largest} bytes, total {total} bytes (cap {CAP})");
+
+    // `logs` reads the previous and the current file.
+    let out = Command::new(binary("bulkhead-node-agent"))
+        .args(["--state-dir"])
+        .arg(&agent.state_dir)
+        .args(["logs", &format!("{}/yes", ns.name)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stdout.len() as u64 > CAP && out.stdout.len() as u64 <= 2 * CAP + 65536,
+        "logs printed {} bytes: not the previous and the current file",
+        out.stdout.len()
+    );
+    assert!(out.stdout.starts_with(b"y\n"), "not the output of yes");
+
+    // Deleting the Instance removes its logs.
+    delete_and_wait(&ns, "yes", START).await;
+    let files = log_files(&agent, &ns.name, "yes");
+    assert!(
+        files.is_empty(),
+        "logs of deleted instance {} remain: {files:?}",
+        inst.uid().unwrap()
+    );
+    assert!(
+        !Path::new(&agent.state_dir)
+            .join("logs")
+            .join(format!("{}_yes_{}.log", ns.name, inst.uid().unwrap()))
+            .exists()
+    );
+    ns.delete().await;
+}
