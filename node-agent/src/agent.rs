@@ -68,6 +68,8 @@ pub struct AgentConfig {
     pub no_network: bool,
     /// Address of /metrics and /healthz.
     pub metrics_address: String,
+    /// Peers kept off /metrics and /healthz (the instance subnet among them).
+    pub metrics_deny_from: Vec<bulkhead_telemetry::Network>,
     /// The weakest isolation level this host runs.
     pub isolation_floor: bulkhead_crds::policy::IsolationLevel,
     /// Cap of one instance log file.
@@ -272,9 +274,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ctx.clone(),
         first_seen_rx,
     ));
-    tokio::spawn(bulkhead_telemetry::serve(
+    tokio::spawn(bulkhead_telemetry::serve_with(
         cfg.metrics_address.clone(),
         Arc::new(Endpoint(ctx.clone())),
+        bulkhead_telemetry::Limits {
+            deny: cfg.metrics_deny_from.clone(),
+            ..Default::default()
+        },
     ));
 
     // Rebuild state before anything new can start.

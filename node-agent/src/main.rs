@@ -127,6 +127,11 @@ struct Args {
         default_value = "127.0.0.1:9465"
     )]
     metrics_address: String,
+    /// Networks (address/prefix, comma-separated) whose connections to /metrics and
+    /// /healthz are closed unanswered, in addition to the instance subnet, which is always
+    /// denied: instances reach the node's address through their bridge.
+    #[arg(long, env = "BULKHEAD_METRICS_DENY_FROM", value_delimiter = ',')]
+    metrics_deny_from: Vec<String>,
     /// Exit when the process that started the agent exits (test harnesses).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -224,7 +229,13 @@ fn preflight(cfg: &agent::AgentConfig, output: &str) -> anyhow::Result<usize> {
 }
 
 fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
+    let metrics_deny_from = metrics_deny(
+        &args.metrics_deny_from,
+        &args.instance_subnet,
+        args.cni_conf_dir.is_none() && !args.no_network,
+    )?;
     Ok(agent::AgentConfig {
+        metrics_deny_from,
         host_name,
         kubeconfig: args.kubeconfig,
         containerd_address: args.containerd_address,
@@ -256,6 +267,24 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         isolation_floor: args.isolation_floor,
         log_max_bytes: args.log_max_bytes,
     })
+}
+
+/// The networks kept off /metrics: `--metrics-deny-from` and the agent's instance subnet.
+fn metrics_deny(
+    extra: &[String],
+    instance_subnet: &str,
+    own_bridge: bool,
+) -> anyhow::Result<Vec<bulkhead_telemetry::Network>> {
+    extra
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(String::as_str)
+        .chain(own_bridge.then_some(instance_subnet))
+        .map(|n| {
+            n.parse()
+                .map_err(|e| anyhow::anyhow!("--metrics-deny-from: {e}"))
+        })
+        .collect()
 }
 
 fn parse_level(s: &str) -> Result<IsolationLevel, String> {
