@@ -209,9 +209,12 @@ impl Agent {
             .arg("--cni-bridge")
             .arg(&self.bridge)
             .arg("--instance-subnet")
-            .arg(&self.subnet)
-            .arg("--metrics-address")
-            .arg(format!("127.0.0.1:{}", self.metrics_port));
+            .arg(&self.subnet);
+        // A test of the endpoints' exposure gives its own address.
+        if !self.args.iter().any(|a| a.starts_with("--metrics-address")) {
+            cmd.arg("--metrics-address")
+                .arg(format!("127.0.0.1:{}", self.metrics_port));
+        }
         // Test agents run what their test's namespace allows (isolation levels are tested in
         // admission_isolation.rs, with agents given a floor of their own).
         if !self.args.iter().any(|a| a.starts_with("--isolation-floor")) {
