@@ -53,7 +53,12 @@ async fn instances_cannot_reach_the_agents_endpoints() {
     let address = format!("0.0.0.0:{port}");
     let agent = Agent::start(
         &unique_host("endpoints"),
-        &["--allowed-registries", &registry(), "--metrics-address", &address],
+        &[
+            "--allowed-registries",
+            &registry(),
+            "--metrics-address",
+            &address,
+        ],
     );
     let ns = TestNamespace::new("endpoints").await;
     instance("tools")
@@ -75,7 +80,11 @@ async fn instances_cannot_reach_the_agents_endpoints() {
         std::future::ready(curl(&healthz))
     })
     .await;
-    assert_eq!(from_host.as_deref(), Some("ok\n"), "the host cannot reach {healthz}");
+    assert_eq!(
+        from_host.as_deref(),
+        Some("ok\n"),
+        "the host cannot reach {healthz}"
+    );
     let control = TcpListener::bind(format!("{gateway}:0")).unwrap();
     let control_port = control.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -85,7 +94,10 @@ async fn instances_cannot_reach_the_agents_endpoints() {
         s.write_all(b"HTTP/1.0 200 OK\r\n\r\ncontrol\n").unwrap();
     });
     let reached = get_from_instance(&agent, &container, &gateway, control_port, "/");
-    assert!(reached.contains("control"), "the instance reached no listener: {reached:?}");
+    assert!(
+        reached.contains("control"),
+        "the instance reached no listener: {reached:?}"
+    );
     server.join().unwrap();
 
     // The agent's port from the instance: closed unanswered.
@@ -110,7 +122,8 @@ async fn healthz_answers_while_a_slow_loris_holds_many_connections() {
     let held: Vec<TcpStream> = (0..500)
         .map(|_| {
             let mut s = TcpStream::connect(&addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -138,6 +151,9 @@ async fn healthz_answers_while_a_slow_loris_holds_many_connections() {
             }
         })
         .count();
-    println!("{closed} of {} held connections closed by the agent", held.len());
+    println!(
+        "{closed} of {} held connections closed by the agent",
+        held.len()
+    );
     drop(held);
 }

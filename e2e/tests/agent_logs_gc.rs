@@ -27,7 +27,11 @@ fn log_files(agent: &Agent, ns: &str, name: &str) -> Vec<(String, u64, u64)> {
         .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
         .filter_map(|e| {
             let m = e.metadata().ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), m.len(), m.ino()))
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                m.len(),
+                m.ino(),
+            ))
         })
         .collect()
 }
@@ -37,12 +41,7 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
     let cap = CAP.to_string();
     let agent = Agent::start(
         &unique_host("logcap"),
-        &[
-            "--allowed-registries",
-            &registry(),
-            "--log-max-bytes",
-            &cap,
-        ],
+        &["--allowed-registries", &registry(), "--log-max-bytes", &cap],
     );
     let ns = TestNamespace::new("logcap").await;
     instance("yes")
@@ -79,8 +78,13 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
         agent.log_tail()
     );
     let total: u64 = log_files(&agent, &ns.name, "yes").iter().map(|f| f.1).sum();
-    assert!(total <= 2 * CAP, "{total} bytes of logs, over twice the cap");
-    println!("rotations seen: {rotations}, largest file {largest} bytes, total {total} bytes (cap {CAP})");
+    assert!(
+        total <= 2 * CAP,
+        "{total} bytes of logs, over twice the cap"
+    );
+    println!(
+        "rotations seen: {rotations}, largest file {largest} bytes, total {total} bytes (cap {CAP})"
+    );
 
     // `logs` reads the previous and the current file.
     let out = Command::new(binary("bulkhead-node-agent"))
@@ -89,7 +93,11 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
         .args(["logs", &format!("{}/yes", ns.name)])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.stdout.len() as u64 > CAP && out.stdout.len() as u64 <= 2 * CAP + 65536,
         "logs printed {} bytes: not the previous and the current file",

@@ -188,8 +188,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(cfg.state_dir.join("logs"))
         .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     let log_writer = crate::logs::LogWriter {
-        binary: crate::logs::install_writer(&cfg.state_dir)
-            .with_context(|| format!("installing the log writer under {}", cfg.state_dir.display()))?,
+        binary: crate::logs::install_writer(&cfg.state_dir).with_context(|| {
+            format!(
+                "installing the log writer under {}",
+                cfg.state_dir.display()
+            )
+        })?,
         max_bytes: cfg.log_max_bytes,
     };
 

@@ -297,14 +297,35 @@ mod tests {
             max_bytes: 4096,
         };
         for a in [
-            args(&["max-bytes", "4096", WRITER_ARG, "1", "path", "/s/logs/a_b_c.log"]),
-            args(&["path", "/s/logs/a_b_c.log", "max-bytes", "4096", WRITER_ARG, "1"]),
+            args(&[
+                "max-bytes",
+                "4096",
+                WRITER_ARG,
+                "1",
+                "path",
+                "/s/logs/a_b_c.log",
+            ]),
+            args(&[
+                "path",
+                "/s/logs/a_b_c.log",
+                "max-bytes",
+                "4096",
+                WRITER_ARG,
+                "1",
+            ]),
         ] {
             assert_eq!(WriterArgs::parse(&a), Some(Ok(want.clone())));
         }
         assert_eq!(WriterArgs::parse(&args(&["logs", "a/b"])), None);
         assert!(matches!(
-            WriterArgs::parse(&args(&[WRITER_ARG, "1", "path", "rel", "max-bytes", "4096"])),
+            WriterArgs::parse(&args(&[
+                WRITER_ARG,
+                "1",
+                "path",
+                "rel",
+                "max-bytes",
+                "4096"
+            ])),
             Some(Err(_))
         ));
         assert!(matches!(

@@ -481,7 +481,8 @@ async fn start(
     let created = match ctx
         .containerd
         .create_task(id, mounts, &ctx.log_writer.uri(&log_path))
-        .await {
+        .await
+    {
         Ok(pid) => pid,
         Err(e) => {
             // runc refused the spec or the image (a missing binary, a mount it cannot make):
