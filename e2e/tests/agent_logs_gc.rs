@@ -7,7 +7,7 @@ use std::{os::unix::fs::MetadataExt, path::Path, process::Command, time::Duratio
 use bulkhead_crds::InstancePhase;
 use bulkhead_e2e::{
     TestNamespace,
-    agent::{Agent, binary, registry, unique_host},
+    agent::{Agent, binary, ctr, image, registry, unique_host},
     fixtures::{delete_and_wait, instance, wait_for_phase},
     poll_until,
 };
@@ -118,6 +118,76 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
             .join("logs")
             .join(format!("{}_yes_{}.log", ns.name, inst.uid().unwrap()))
             .exists()
+    );
+    ns.delete().await;
+}
+
+/// Image records in the agent's containerd namespace: (name, manifest digest).
+fn images(agent: &Agent) -> Vec<(String, String)> {
+    ctr(&agent.namespace, &["images", "ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unused_image_is_collected_while_a_used_one_stays() {
+    let agent = Agent::start(
+        &unique_host("imagegc"),
+        &[
+            "--allowed-registries",
+            &registry(),
+            "--image-gc-unused-seconds",
+            "3",
+            "--image-gc-period-seconds",
+            "1",
+        ],
+    );
+    let ns = TestNamespace::new("imagegc").await;
+    instance("used").on(&agent.host).create(&ns).await;
+    instance("done")
+        .on(&agent.host)
+        .image(&image("tools:v1"))
+        .create(&ns)
+        .await;
+    wait_for_phase(&ns, "used", InstancePhase::Running, START).await;
+    wait_for_phase(&ns, "done", InstancePhase::Running, START).await;
+    let before = images(&agent);
+    let find = |list: &[(String, String)], repo: &str| {
+        list.iter()
+            .find(|(n, _)| n.contains(&format!("/bulkhead/{repo}@")))
+            .cloned()
+    };
+    let (web, _) = find(&before, "web").expect("web:v1 is recorded");
+    let (tools, tools_manifest) = find(&before, "tools").expect("tools:v1 is recorded");
+
+    delete_and_wait(&ns, "done", START).await;
+    let collected = poll_until(Duration::from_secs(60), || {
+        std::future::ready(find(&images(&agent), "tools").is_none().then_some(()))
+    })
+    .await;
+    assert!(
+        collected.is_some(),
+        "{tools} was not collected within 60s of its last instance going; agent log:\n{}",
+        agent.log_tail()
+    );
+    // The used image stays (it was recorded before the collected one: were it not kept for
+    // its instance it would have gone first), and its instance runs on.
+    let after = images(&agent);
+    assert!(
+        after.iter().any(|(n, _)| *n == web),
+        "{web} was removed while an instance uses it: {after:?}"
+    );
+    wait_for_phase(&ns, "used", InstancePhase::Running, START).await;
+    // containerd's collection removed the content too.
+    let content = ctr(&agent.namespace, &["content", "ls", "-q"]);
+    assert!(
+        !content.lines().any(|d| d == tools_manifest),
+        "the manifest {tools_manifest} of {tools} is still in the content store"
     );
     ns.delete().await;
 }

@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub isolation_floor: bulkhead_crds::policy::IsolationLevel,
     /// Cap of one instance log file.
     pub log_max_bytes: u64,
+    /// When images are garbage-collected.
+    pub image_gc: crate::image_gc::Settings,
 }
 
 impl AgentConfig {
@@ -343,6 +345,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         }
     });
+
+    tokio::spawn(crate::image_gc::run(ctx.clone(), cfg.image_gc.clone()));
 
     // Housekeeping: containers whose Instance went away while no event reached us.
     let sweep_ctx = ctx.clone();

@@ -7,6 +7,7 @@ pub mod failpoint;
 mod fixture_fs;
 pub mod host;
 pub mod image;
+pub mod image_gc;
 pub mod instance;
 pub mod isolation;
 pub mod logs;

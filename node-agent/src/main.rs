@@ -144,6 +144,27 @@ struct Args {
     /// (`.log.1`, one kept), so an instance's logs take at most twice this.
     #[arg(long, env = "BULKHEAD_LOG_MAX_BYTES", default_value_t = bulkhead_node_agent::logs::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     log_max_bytes: u64,
+    /// Seconds an image no instance of this host needs is kept before it is removed.
+    #[arg(
+        long,
+        env = "BULKHEAD_IMAGE_GC_UNUSED_SECONDS",
+        default_value_t = 86400
+    )]
+    image_gc_unused_seconds: u64,
+    /// Seconds between image garbage collection passes.
+    #[arg(long, env = "BULKHEAD_IMAGE_GC_PERIOD_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    image_gc_period_seconds: u64,
+    /// The file system containerd keeps images on (its root, e.g. /var/lib/containerd):
+    /// above --image-gc-high-percent used, unneeded images go sooner, oldest first, down to
+    /// --image-gc-low-percent. Without it only the unused time counts.
+    #[arg(long, env = "BULKHEAD_IMAGE_GC_DISK_PATH")]
+    image_gc_disk_path: Option<PathBuf>,
+    /// Disk use (percent) above which unneeded images are removed before their time.
+    #[arg(long, env = "BULKHEAD_IMAGE_GC_HIGH_PERCENT", default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    image_gc_high_percent: u8,
+    /// Disk use (percent) the early removal stops at.
+    #[arg(long, env = "BULKHEAD_IMAGE_GC_LOW_PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_percent: u8,
     /// Log format: text or json.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -266,6 +287,13 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         metrics_address: args.metrics_address,
         isolation_floor: args.isolation_floor,
         log_max_bytes: args.log_max_bytes,
+        image_gc: bulkhead_node_agent::image_gc::Settings {
+            period: std::time::Duration::from_secs(args.image_gc_period_seconds),
+            unused_after: std::time::Duration::from_secs(args.image_gc_unused_seconds),
+            disk_path: args.image_gc_disk_path,
+            high_percent: args.image_gc_high_percent,
+            low_percent: args.image_gc_low_percent.min(args.image_gc_high_percent),
+        },
     })
 }
 

@@ -327,6 +327,38 @@ impl Containerd {
         }
     }
 
+    /// Every image record in the namespace: (name, target).
+    pub async fn list_images(&self) -> Result<Vec<(String, Descriptor)>> {
+        let mut c = svc::images_client::ImagesClient::new(self.channel.clone());
+        let r = c
+            .list(self.req(svc::ListImagesRequest::default()))
+            .await
+            .map_err(err("list images", ""))?;
+        Ok(r.into_inner()
+            .images
+            .into_iter()
+            .filter_map(|i| Some((i.name, i.target?)))
+            .collect())
+    }
+
+    /// Deletes an image record and, with `sync`, waits for containerd's garbage collection
+    /// to remove the content and snapshots nothing else references. A missing image is fine.
+    pub async fn delete_image(&self, name: &str, sync: bool) -> Result<()> {
+        let mut c = svc::images_client::ImagesClient::new(self.channel.clone());
+        match c
+            .delete(self.req(svc::DeleteImageRequest {
+                name: name.into(),
+                sync,
+                ..Default::default()
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(err("delete image", name)(s)),
+        }
+    }
+
     // ----- snapshots and diff ----------------------------------------------------------
 
     /// Whether a committed snapshot exists.
