@@ -81,7 +81,11 @@ pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
         let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &identity.namespace);
         // Fencing: an Instance that is gone, bound elsewhere, being deleted, or given up as
         // Lost while this host was unreachable may have a replacement elsewhere already.
-        let keep = match api.get_opt(&identity.name).await? {
+        let existing = api.get_opt(&identity.name).await?;
+        let gone = existing
+            .as_ref()
+            .is_none_or(|i| i.uid().as_deref() != Some(identity.instance_uid.as_str()));
+        let keep = match existing {
             Some(i) => {
                 i.uid().as_deref() == Some(identity.instance_uid.as_str())
                     && i.spec.host_name.as_deref() == Some(ctx.host.as_str())
@@ -94,6 +98,14 @@ pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
             warn!(container = %c.id, instance = %format!("{}/{}", identity.namespace, identity.name), "removing a container whose Instance is gone, deleted, lost or bound elsewhere");
             teardown(ctx, &c.id, &identity.instance_uid, Duration::from_secs(10)).await?;
             ctx.notifier.close(&c.id);
+            // An Instance that no longer exists has nobody to read its logs; one that does
+            // (lost, bound elsewhere) keeps them until its deletion removes them.
+            if gone
+                && let Some(log) = c.labels.get(super::labels::LOG_PATH)
+                && let Err(e) = crate::logs::remove(std::path::Path::new(log))
+            {
+                warn!(log = %log, error = %e, "removing an orphan's logs failed");
+            }
             removed += 1;
         }
     }
