@@ -9,7 +9,7 @@ use bulkhead_e2e::{
     TestNamespace,
     agent::{Agent, binary, ctr, image, registry, unique_host},
     fixtures::{delete_and_wait, instance, wait_for_phase},
-    poll_until,
+    plugin, poll_until,
 };
 use kube::ResourceExt;
 
@@ -104,6 +104,15 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
         out.stdout.len()
     );
     assert!(out.stdout.starts_with(b"y\n"), "not the output of yes");
+
+    // So does `kubectl bulkhead logs`.
+    let dir = agent.state_dir.to_str().unwrap();
+    let printed = plugin::run(&["logs", "yes", "-n", &ns.name, "--agent-state-dir", dir]).ok();
+    assert!(
+        printed.len() as u64 > CAP && printed.len() as u64 <= 2 * CAP + 65536,
+        "kubectl bulkhead logs printed {} bytes: not the previous and the current file",
+        printed.len()
+    );
 
     // Deleting the Instance removes its logs.
     delete_and_wait(&ns, "yes", START).await;
