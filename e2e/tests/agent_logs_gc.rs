@@ -36,10 +36,25 @@ fn log_files(agent: &Agent, ns: &str, name: &str) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// One look at instance `yes`'s logs: asserts the cap and at most one previous file;
+/// returns the previous file's inode (a new one means a rotation) and the largest size.
+fn look(agent: &Agent, ns: &str) -> (Option<u64>, u64) {
+    let files = log_files(agent, ns, "yes");
+    assert!(files.len() <= 2, "more than one previous file: {files:?}");
+    for (file, size, _) in &files {
+        assert!(*size <= CAP, "{file} is {size} bytes, over the cap {CAP}");
+    }
+    let previous = files
+        .iter()
+        .find(|(f, _, _)| f.ends_with(".log.1"))
+        .map(|f| f.2);
+    (previous, files.iter().map(|f| f.1).max().unwrap_or(0))
+}
+
 #[tokio::test]
 async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
     let cap = CAP.to_string();
-    let agent = Agent::start(
+    let mut agent = Agent::start(
         &unique_host("logcap"),
         &["--allowed-registries", &registry(), "--log-max-bytes", &cap],
     );
@@ -57,16 +72,10 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
     let mut last_inode = None;
     let mut largest = 0;
     let rotated = poll_until(Duration::from_secs(90), || {
-        let files = log_files(&agent, &ns.name, "yes");
-        assert!(files.len() <= 2, "more than one previous file: {files:?}");
-        for (file, size, _) in &files {
-            assert!(*size <= CAP, "{file} is {size} bytes, over the cap {CAP}");
-            largest = largest.max(*size);
-        }
-        if let Some((_, _, ino)) = files.iter().find(|(f, _, _)| f.ends_with(".log.1"))
-            && last_inode != Some(*ino)
-        {
-            last_inode = Some(*ino);
+        let (ino, size) = look(&agent, &ns.name);
+        largest = largest.max(size);
+        if ino.is_some() && ino != last_inode {
+            last_inode = ino;
             rotations += 1;
         }
         std::future::ready((rotations >= 5).then_some(()))
@@ -77,6 +86,20 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
         "the log did not rotate 5 times within 90s (seen {rotations}); agent log:\n{}",
         agent.log_tail()
     );
+    // The writer is the shim's child, not the agent's: with the agent killed the cap holds.
+    agent.kill();
+    let mut after_kill = 0;
+    let held = poll_until(Duration::from_secs(60), || {
+        let (ino, _) = look(&agent, &ns.name);
+        if ino.is_some() && ino != last_inode {
+            last_inode = ino;
+            after_kill += 1;
+        }
+        std::future::ready((after_kill >= 3).then_some(()))
+    })
+    .await;
+    assert!(held.is_some(), "the log stopped rotating without the agent");
+    agent.restart();
     let total: u64 = log_files(&agent, &ns.name, "yes").iter().map(|f| f.1).sum();
     assert!(
         total <= 2 * CAP,
