@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit integration test up down demo bench images help
+.PHONY: all build deps crds lint unit integration test up down demo bench images help selinux-image kind-tools
 
 all: build
 
@@ -47,3 +47,9 @@ demo: ## install, build, start the local system and run the demo
 images: ## container images without Docker: target/images/*.tar from release binaries, for `kind load image-archive`
 	$(CARGO) build --release -p bulkhead-controller -p bulkhead-node-agent --bins
 	bash e2e/hack/oci-images.sh
+
+selinux-image: ## the SELinux-enforcing test host's disk image (debootstrap + refpolicy container module + e2e/selinux/bulkhead_glue.te), cached by content (~10 min cold)
+	bash e2e/selinux/image.sh
+
+kind-tools: ## kubelet, kubeadm, kubectl, kube-scheduler, kind and coredns for a registry-free kind node image, cached by version
+	bash e2e/hack/kind-tools.sh

@@ -171,6 +171,19 @@ spec:
   template: {image: "localhost:5000/Web:v1"}
 YAML
 
+step "a tenant cannot lower the walls: namespace demo is baseline, so host root is refused"
+kubectl apply -n demo -f - <<'YAML' || true
+apiVersion: bulkhead.dev/v1alpha1
+kind: Workload
+metadata: {name: rooted}
+spec:
+  owner: team-demo
+  template: {image: "localhost:5000/bulkhead/web:v1"}
+  isolation:
+    userNamespace: false
+    capabilities: {add: [SYS_ADMIN]}
+YAML
+
 cat <<EOT
 
 The system keeps running. Look around:
@@ -179,6 +192,7 @@ The system keeps running. Look around:
   kubectl get wl web -n demo -o yaml       # status.blueGreen: the rollout's record
   kubectl get endpointslices -n demo       # what a Service consumer routes to
   kubectl explain workload.spec.isolation  # the API's own documentation
+  kubectl bulkhead status web -n demo      # the rollout as a tree (target/debug/kubectl-bulkhead)
   ls $state/logs/                       # component logs
 Stop everything with: make down
 EOT

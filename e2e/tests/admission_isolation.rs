@@ -354,7 +354,9 @@ async fn each_agent_writes_only_its_own_host_lease_instances_and_profiles() {
                 &Patch::Apply(lease("bulkhead-controller")),
             )
             .await,
-        "only the bulkhead controller",
+        // Both the node restriction and the controller-writes policy refuse it; the API
+        // server reports whichever it evaluated first.
+        "bulkhead-controller",
     );
 
     // Instances: status of its own, never another host's, never a create.

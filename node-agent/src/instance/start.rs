@@ -623,9 +623,17 @@ async fn report_running(
     // What the kernel really enforces. An instance is never left running with less than
     // was asked: it is stopped and failed, naming the difference.
     let uid_start = l.get(labels::UID_START).and_then(|v| v.parse().ok());
+    // Where SELinux enforces, the label is read back like every other wall: only a process
+    // running with exactly its allocated pair counts as enforced.
+    let selinux_label = mcs_of(l)
+        .filter(|_| ctx.features.selinux == SELinuxHostMode::Enforcing)
+        .map(spec::process_label);
     let generation = instance.metadata.generation;
-    match read_back(instance, pid, uid_start).await {
+    match read_back(instance, pid, uid_start, selinux_label.clone()).await {
         ReadBack::Verified(o) => {
+            if let Some(selinux) = iso.selinux.as_mut() {
+                selinux.enforced = selinux_label.is_some() && o.selinux_label == selinux_label;
+            }
             let (capabilities, namespaces) = verify::status_parts(&o);
             if let Some(seccomp) = iso.seccomp.as_mut() {
                 seccomp.mode = match o.seccomp_mode {
@@ -733,13 +741,19 @@ fn refuse(
     message
 }
 
-async fn read_back(instance: &Instance, pid: u32, uid_start: Option<u32>) -> ReadBack {
+async fn read_back(
+    instance: &Instance,
+    pid: u32,
+    uid_start: Option<u32>,
+    selinux_label: Option<String>,
+) -> ReadBack {
     let reader = verify::ProcReader::default();
     let spec = &instance.spec;
     let expected = verify::Expected {
         isolation: &spec.isolation,
         resources: &spec.template.resources,
         uid_start: uid_start.filter(|_| spec.isolation.user_namespace),
+        selinux_label,
     };
     let mut last = Vec::new();
     for _ in 0..10 {
@@ -959,6 +973,7 @@ mod tests {
             isolation: &isolation,
             resources: &resources,
             uid_start: Some(1_000_000_000),
+            selinux_label: None,
         };
         let differences = verify::differences(&expected, &observed);
         assert!(!differences.is_empty());

@@ -42,6 +42,8 @@ pub struct Observed {
     pub read_only_root: bool,
     /// The cgroup path and limits.
     pub cgroup: CgroupStatus,
+    /// The process's SELinux label (`/proc/<pid>/attr/current`), where SELinux is on.
+    pub selinux_label: Option<String>,
 }
 
 /// Reads the kernel's view through `root` (`/` on a real host).
@@ -144,6 +146,10 @@ impl ProcReader {
             f.len() > 5 && f[4] == "/" && f[5].split(',').any(|opt| opt == "ro")
         });
         o.cgroup = self.cgroup(pid)?;
+        o.selinux_label = read(&self.p(&format!("/proc/{pid}/attr/current")))
+            .ok()
+            .map(|l| l.trim_end_matches(['\0', '\n']).to_string())
+            .filter(|l| !l.is_empty());
         Ok(o)
     }
 
@@ -217,6 +223,8 @@ pub struct Expected<'a> {
     pub resources: &'a Resources,
     /// The allocated host UID range start, with a user namespace.
     pub uid_start: Option<u32>,
+    /// The process label the agent set, where the host enforces SELinux.
+    pub selinux_label: Option<String>,
 }
 
 /// Every way the kernel enforces less than was asked; empty when it enforces it all.
@@ -231,6 +239,14 @@ pub fn differences(expected: &Expected, o: &Observed) -> Vec<String> {
     }
     if !o.no_new_privs {
         d.push("no_new_privs is not set".into());
+    }
+    if let Some(label) = &expected.selinux_label
+        && o.selinux_label.as_ref() != Some(label)
+    {
+        d.push(format!(
+            "the SELinux label is {} instead of {label}",
+            o.selinux_label.as_deref().unwrap_or("unreadable")
+        ));
     }
     let allowed = mask(&iso.capabilities.add);
     if o.cap_eff & !allowed != 0 {
@@ -402,6 +418,7 @@ pub(crate) mod tests {
             isolation: iso,
             resources: res,
             uid_start: Some(1_000_000_000),
+            selinux_label: None,
         }
     }
 
@@ -478,5 +495,43 @@ pub(crate) mod tests {
         assert_eq!(limit("max\n"), None);
         assert_eq!(limit("9223372036854771712\n"), None);
         assert_eq!(limit("1024"), Some(1024));
+    }
+
+    #[test]
+    fn a_process_without_its_selinux_label_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        let reader = ProcReader::at(dir.path());
+        let iso = Isolation::default();
+        let res = Resources::default();
+        let mut e = expected(&iso, &res);
+        e.selinux_label = Some("system_u:system_r:container_t:s0:c1,c2".into());
+        let o = reader.observe(42).unwrap();
+        assert_eq!(o.selinux_label, None);
+        let d = differences(&e, &o);
+        assert!(
+            d.iter().any(|x| x.contains(
+                "SELinux label is unreadable instead of system_u:system_r:container_t:s0:c1,c2"
+            )),
+            "{d:?}"
+        );
+        crate::fixture_fs::write(
+            dir.path(),
+            "/proc/42/attr/current",
+            "system_u:system_r:container_t:s0:c1,c2\0",
+        );
+        let o = reader.observe(42).unwrap();
+        assert!(!differences(&e, &o).iter().any(|x| x.contains("SELinux")));
+        crate::fixture_fs::write(
+            dir.path(),
+            "/proc/42/attr/current",
+            "system_u:system_r:container_t:s0:c3,c4\0",
+        );
+        let o = reader.observe(42).unwrap();
+        assert!(
+            differences(&e, &o)
+                .iter()
+                .any(|x| x.contains("is system_u:system_r:container_t:s0:c3,c4 instead of"))
+        );
     }
 }
