@@ -1,6 +1,6 @@
 //! A hostile registry cannot exhaust the agent: a registry on 127.0.0.x that streams
-//! gigabytes, sends a layer larger than its descriptor, redirects elsewhere or serves other
-//! content for a sha512 pin fails only the instance that asked it, with a reason; the agent's
+//! gigabytes, sends a layer larger than its descriptor, redirects elsewhere, serves other
+//! content for a sha512 pin or names what the agent must not take fails only the instance that asked it, with a reason; the agent's
 //! memory stays bounded, its Lease keeps being renewed and a neighbour keeps running.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -48,6 +48,8 @@ enum Reply {
     Endless,
     /// A redirect.
     Redirect(String),
+    /// A header announcing this many bytes, then a few bytes and a hang-up.
+    Announced(u64),
 }
 
 /// A tiny HTTP/1.1 registry: exact paths to replies, one request per connection. It counts
@@ -117,6 +119,12 @@ impl Server {
                 conn.write_all(head.as_bytes()).await
             }
             Some(Reply::Endless) => endless(&mut conn, &sent).await,
+            Some(Reply::Announced(length)) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {MANIFEST_TYPE}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n{{}}"
+                );
+                conn.write_all(head.as_bytes()).await
+            }
         };
         *self.sent.lock().unwrap().entry(path).or_default() += sent.load(Ordering::SeqCst);
     }
@@ -140,15 +148,102 @@ fn digest_of(c: char) -> String {
 }
 
 fn manifest(config: &str, config_size: usize, layer: &str, layer_size: u64) -> Vec<u8> {
+    manifest_of(config, config_size, &[layer], layer_size)
+}
+
+fn manifest_of(config: &str, config_size: usize, layers: &[&str], layer_size: u64) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|d| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": d, "size": layer_size})
+        })
+        .collect();
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
             "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": layer, "size": layer_size}],
+        "layers": layers,
     }))
     .unwrap()
+}
+
+/// More hostile images, each refused before anything large is fetched.
+fn refused_early(server: &Server, at: SocketAddr) -> Vec<Case> {
+    // 6. A manifest announcing 3 GiB in its Content-Length.
+    server.route("/v2/announced/manifests/v1", Reply::Announced(3 << 30));
+    // 7. An index naming a 1 TiB manifest for this platform.
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": MANIFEST_TYPE, "digest": digest_of('a'), "size": 1u64 << 40,
+            "platform": {"os": "linux", "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")}}],
+    }))
+    .unwrap();
+    server.route(
+        "/v2/huge-child/manifests/v1",
+        Reply::Body("application/vnd.oci.image.index.v1+json", index),
+    );
+    // 8. A manifest with 1000 layers.
+    let layers = vec![digest_of('b'); 1000];
+    let layers: Vec<&str> = layers.iter().map(String::as_str).collect();
+    server.route(
+        "/v2/many-layers/manifests/v1",
+        Reply::Body(MANIFEST_TYPE, manifest_of(&digest_of('c'), 10, &layers, 10)),
+    );
+    // 9. A config whose diff ID is not a digest (it would name a snapshot).
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["x"]}}"#;
+    let config_digest = sha256_digest(config);
+    server.route(
+        "/v2/bad-diff-id/manifests/v1",
+        Reply::Body(
+            MANIFEST_TYPE,
+            manifest(&config_digest, config.len(), &digest_of('e'), 10),
+        ),
+    );
+    server.route(
+        &format!("/v2/bad-diff-id/blobs/{config_digest}"),
+        Reply::Body("application/octet-stream", config.to_vec()),
+    );
+    // 10. A layer digest in an algorithm the agent does not verify.
+    let sha384 = format!("sha384:{}", "0".repeat(96));
+    server.route(
+        "/v2/sha384-layer/manifests/v1",
+        Reply::Body(MANIFEST_TYPE, manifest(&digest_of('c'), 10, &sha384, 10)),
+    );
+    vec![
+        Case::new(
+            "announced",
+            format!("{at}/announced:v1"),
+            "ImageTooLarge",
+            "4194304 bytes",
+        ),
+        Case::new(
+            "huge-child",
+            format!("{at}/huge-child:v1"),
+            "ImageTooLarge",
+            &digest_of('a'),
+        ),
+        Case::new(
+            "many-layers",
+            format!("{at}/many-layers:v1"),
+            "InvalidImage",
+            "1000 layers",
+        ),
+        Case::new(
+            "bad-diff-id",
+            format!("{at}/bad-diff-id:v1"),
+            "InvalidImage",
+            "diff ID \"x\"",
+        ),
+        Case::new(
+            "sha384-layer",
+            format!("{at}/sha384-layer:v1"),
+            "UnsupportedDigest",
+            "sha384:",
+        ),
+    ]
 }
 
 /// The hostile images and the reason each must fail with, on a registry at `at` that
@@ -294,7 +389,8 @@ async fn a_hostile_registry_fails_only_its_instances_and_the_agent_stays_bounded
     let third = 100 + std::process::id() % 50;
     let (server, at) = Server::start(&format!("127.0.0.{third}")).await;
     let (elsewhere, elsewhere_at) = Server::start(&format!("127.0.0.{}", third + 50)).await;
-    let cases = hostile_images(&server, at, elsewhere_at);
+    let mut cases = hostile_images(&server, at, elsewhere_at);
+    cases.extend(refused_early(&server, at));
 
     let allowed = format!("{},{at}", registry());
     let agent = Agent::start(&unique_host("hostile"), &["--allowed-registries", &allowed]);
