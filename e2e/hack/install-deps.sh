@@ -36,5 +36,12 @@ for tool in go cargo; do
   command -v "$tool" >/dev/null || { log "$tool is required (Go >= 1.24, Rust >= 1.89)"; exit 1; }
 done
 
+# cargo-fuzz for `make fuzz` (and the brief fuzz run in `make test`): built from crates.io,
+# about 3 minutes on 2 cores, once.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz"
+  cargo install --locked --quiet cargo-fuzz
+fi
+
 bash "$(dirname "$0")/tools.sh"
 log "all dependencies present"
