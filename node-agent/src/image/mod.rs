@@ -124,6 +124,18 @@ pub enum PullError {
         /// Where it pointed.
         location: String,
     },
+    /// The registry redirected within itself more often than allowed.
+    #[error(
+        "registry {registry} redirected {url} more than {limit} times; fix the registry's redirects"
+    )]
+    TooManyRedirects {
+        /// The registry.
+        registry: String,
+        /// What was asked for.
+        url: String,
+        /// The bound.
+        limit: usize,
+    },
     /// A digest in the reference, manifest or index that cannot be verified.
     #[error("image {reference}: {source}")]
     UnsupportedDigest {
@@ -160,6 +172,7 @@ impl PullError {
             PullError::NoMatchingPlatform { .. } => "NoMatchingPlatform",
             PullError::TooLarge { .. } => "ImageTooLarge",
             PullError::RedirectRefused { .. } => "RegistryRedirectRefused",
+            PullError::TooManyRedirects { .. } => "RegistryRedirectLoop",
             PullError::UnsupportedDigest { .. } => "UnsupportedDigest",
             PullError::TimedOut { .. } => "ImagePullTimedOut",
             PullError::Containerd(_) => "ImagePullFailed",

@@ -164,10 +164,10 @@ impl Registry {
                 }),
             };
         }
-        Err(PullError::RegistryError {
+        Err(PullError::TooManyRedirects {
             registry: image.registry.clone(),
-            status: 310,
-            url: format!("{url} (more than {} redirects)", bounds::MAX_REDIRECTS),
+            url: url.to_string(),
+            limit: bounds::MAX_REDIRECTS,
         })
     }
 
