@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit integration test up down demo bench images help selinux-image kind-tools
+.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image kind-tools
 
 all: build
 
@@ -27,10 +27,17 @@ lint: ## rustfmt and clippy, warnings are errors
 unit: ## unit tests: no cluster, no kernel
 	$(CARGO) test --workspace --exclude bulkhead-e2e
 
+fuzz: ## fuzz the image reference and manifest/index parsers, 30 s each (FUZZ_SECONDS=n for longer)
+	bash fuzz/run.sh $${FUZZ_SECONDS:-30}
+
+fuzz-brief: # part of `make test`: each fuzz target for 15 s, when its instrumented build is cached (a cold one takes 10+ minutes: `make fuzz` makes it)
+	@if bash fuzz/run.sh --built; then bash fuzz/run.sh 15; \
+	else echo "[fuzz] skipped: the fuzz targets are not built yet (make fuzz builds them, 10+ minutes cold)"; fi
+
 integration: ## integration and end-to-end tests against the real local control plane
 	bash e2e/hack/test.sh
 
-test: lint unit integration ## the whole suite
+test: lint unit fuzz-brief integration ## the whole suite
 
 up: ## start the local system (idempotent); kubeconfig at .bulkhead/kubeconfig
 	bash e2e/hack/up.sh

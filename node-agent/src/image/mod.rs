@@ -6,6 +6,8 @@
 //! image record exists; a pull that fails deletes its lease (synchronously garbage
 //! collecting what it wrote), so nothing half-imported stays behind.
 
+pub mod bounds;
+pub mod digest;
 pub mod reference;
 pub mod registry;
 
@@ -100,6 +102,58 @@ pub enum PullError {
         /// This host's platform.
         platform: String,
     },
+    /// The registry sent (or announced) more than the bound for what was asked.
+    #[error(
+        "registry {registry} sent more than {limit} bytes for {what}; the image is larger than this agent accepts or the registry is broken"
+    )]
+    TooLarge {
+        /// The registry.
+        registry: String,
+        /// What was fetched.
+        what: String,
+        /// The bound.
+        limit: u64,
+    },
+    /// The registry redirected to another origin.
+    #[error(
+        "registry {registry} redirected to {location}; only redirects within the registry itself are followed, serve the image from {registry} directly"
+    )]
+    RedirectRefused {
+        /// The registry.
+        registry: String,
+        /// Where it pointed.
+        location: String,
+    },
+    /// The registry redirected within itself more often than allowed.
+    #[error(
+        "registry {registry} redirected {url} more than {limit} times; fix the registry's redirects"
+    )]
+    TooManyRedirects {
+        /// The registry.
+        registry: String,
+        /// What was asked for.
+        url: String,
+        /// The bound.
+        limit: usize,
+    },
+    /// A digest in the reference, manifest or index that cannot be verified.
+    #[error("image {reference}: {source}")]
+    UnsupportedDigest {
+        /// The reference.
+        reference: String,
+        /// The digest refused.
+        source: digest::UnsupportedDigest,
+    },
+    /// The pull did not finish in time.
+    #[error(
+        "pulling {reference} took longer than {seconds} s; the registry is too slow or stalled"
+    )]
+    TimedOut {
+        /// The reference.
+        reference: String,
+        /// The bound.
+        seconds: u64,
+    },
     /// containerd failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
@@ -116,6 +170,11 @@ impl PullError {
             PullError::DigestMismatch { .. } => "ImageDigestMismatch",
             PullError::InvalidManifest { .. } => "InvalidImage",
             PullError::NoMatchingPlatform { .. } => "NoMatchingPlatform",
+            PullError::TooLarge { .. } => "ImageTooLarge",
+            PullError::RedirectRefused { .. } => "RegistryRedirectRefused",
+            PullError::TooManyRedirects { .. } => "RegistryRedirectLoop",
+            PullError::UnsupportedDigest { .. } => "UnsupportedDigest",
+            PullError::TimedOut { .. } => "ImagePullTimedOut",
             PullError::Containerd(_) => "ImagePullFailed",
         }
     }
@@ -125,7 +184,9 @@ impl PullError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            PullError::RegistryUnreachable { .. } | PullError::RegistryError { .. }
+            PullError::RegistryUnreachable { .. }
+                | PullError::RegistryError { .. }
+                | PullError::TimedOut { .. }
         )
     }
 }
@@ -159,21 +220,43 @@ fn descriptor(media_type: &MediaType, digest: &str, size: u64) -> Descriptor {
 }
 
 /// Pulls `reference` into containerd (unless it is there already), verifying every manifest
-/// and blob against its digest, and unpacks its layers into committed snapshots.
+/// and blob against its digest, and unpacks its layers into committed snapshots. The whole
+/// pull is bounded by [`bounds::PULL_TIMEOUT`].
 pub async fn pull(
     ctr: &Containerd,
     registry: &Registry,
     reference: &ImageRef,
     go_arch: &str,
 ) -> Result<PulledImage, PullError> {
+    pull_within(ctr, registry, reference, go_arch, bounds::PULL_TIMEOUT).await
+}
+
+/// [`pull`] with a deadline of its own.
+pub async fn pull_within(
+    ctr: &Containerd,
+    registry: &Registry,
+    reference: &ImageRef,
+    go_arch: &str,
+    deadline: std::time::Duration,
+) -> Result<PulledImage, PullError> {
     registry.check_allowed(reference)?;
+    if let Some(digest) = &reference.digest {
+        registry::check_digest(reference, digest)?;
+    }
     // A digest-pinned image that is fully present needs no registry at all.
     if let Some(digest) = &reference.digest
         && let Some(image) = local(ctr, reference, digest).await?
     {
         return Ok(image);
     }
-    let resolved = registry.resolve(reference, go_arch).await?;
+    let timed_out = || PullError::TimedOut {
+        reference: reference.to_string(),
+        seconds: deadline.as_secs(),
+    };
+    let started = tokio::time::Instant::now();
+    let resolved = tokio::time::timeout(deadline, registry.resolve(reference, go_arch))
+        .await
+        .map_err(|_| timed_out())??;
     let lock = registry.pull_lock(&resolved.digest);
     let _pulling = lock.lock().await;
     if let Some(image) = local(ctr, reference, &resolved.digest).await? {
@@ -190,7 +273,13 @@ pub async fn pull(
             Err(e)
         }
     })?;
-    let result = fetch_and_unpack(ctr, registry, reference, &resolved, &lease).await;
+    let remaining = deadline.saturating_sub(started.elapsed());
+    let result = tokio::time::timeout(
+        remaining,
+        fetch_and_unpack(ctr, registry, reference, &resolved, &lease),
+    )
+    .await
+    .unwrap_or_else(|_| Err(timed_out()));
     // With the image record written the lease is no longer needed; without it, deleting
     // the lease synchronously collects whatever this pull wrote.
     ctr.delete_lease(&lease, result.is_err()).await?;
@@ -235,11 +324,29 @@ async fn local(
     }))
 }
 
-fn parse_config(reference: &str, bytes: &[u8]) -> Result<ImageConfiguration, PullError> {
-    ImageConfiguration::from_reader(bytes).map_err(|e| PullError::InvalidManifest {
-        reference: reference.into(),
-        message: format!("config: {e}"),
-    })
+/// Parses an image config; its diff IDs must be sha256 digests, as chain IDs are built
+/// from them and name snapshots.
+pub fn parse_config(reference: &str, bytes: &[u8]) -> Result<ImageConfiguration, PullError> {
+    let config =
+        ImageConfiguration::from_reader(bytes).map_err(|e| PullError::InvalidManifest {
+            reference: reference.into(),
+            message: format!("config: {e}"),
+        })?;
+    if let Some(bad) = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .find(|d| digest::Algorithm::of(d) != Ok(digest::Algorithm::Sha256))
+    {
+        return Err(PullError::InvalidManifest {
+            reference: reference.into(),
+            message: format!(
+                "config: diff ID {:?} is not sha256:<64 hex digits>",
+                bad.chars().take(80).collect::<String>()
+            ),
+        });
+    }
+    Ok(config)
 }
 
 async fn fetch_and_unpack(
@@ -256,7 +363,9 @@ async fn fetch_and_unpack(
     // The config first: its diff IDs name the snapshots, which its GC label keeps alive.
     let config_desc = manifest.config();
     let config_digest = config_desc.digest().to_string();
-    let config_bytes = fetch_small(registry, reference, &config_digest).await?;
+    let config_bytes = registry
+        .config(reference, &config_digest, config_desc.size())
+        .await?;
     fetched += config_bytes.len() as u64;
     let config = parse_config(&pinned, &config_bytes)?;
     let diff_ids = config.rootfs().diff_ids().clone();
@@ -385,31 +494,6 @@ async fn fetch_and_unpack(
     })
 }
 
-/// Fetches a small blob (a config) into memory, verifying its digest here.
-async fn fetch_small(
-    registry: &Registry,
-    reference: &ImageRef,
-    digest: &str,
-) -> Result<Vec<u8>, PullError> {
-    let response = registry.blob(reference, digest).await?;
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| PullError::RegistryUnreachable {
-            registry: reference.registry.clone(),
-            message: e.to_string(),
-        })?;
-    let actual = registry::sha256_digest(&bytes);
-    if actual != digest {
-        return Err(PullError::DigestMismatch {
-            what: format!("config blob of {reference}"),
-            expected: digest.into(),
-            actual,
-        });
-    }
-    Ok(bytes.to_vec())
-}
-
 async fn write_bytes(
     ctr: &Containerd,
     lease: &str,
@@ -429,6 +513,8 @@ async fn write_bytes(
     }
 }
 
+/// Streams one layer blob into containerd, never taking more than its descriptor's `size`
+/// bytes from the registry; containerd verifies the digest on commit.
 async fn write_blob(
     ctr: &Containerd,
     registry: &Registry,
@@ -438,11 +524,21 @@ async fn write_blob(
     size: u64,
     labels: HashMap<String, String>,
 ) -> Result<u64, PullError> {
+    let algorithm = registry::check_digest(reference, digest)?;
     let response = registry.blob(reference, digest).await?;
+    let what = format!("layer blob {digest} of {reference} ({size} bytes by its descriptor)");
+    let too_large = || PullError::TooLarge {
+        registry: reference.registry.clone(),
+        what: what.clone(),
+        limit: size,
+    };
+    if response.content_length().is_some_and(|n| n > size) {
+        return Err(too_large());
+    }
     // Count and hash as the bytes pass, so a mismatch is reported with both digests.
-    let mut hasher = Sha256::new();
+    let mut hasher = algorithm.hasher();
     let mut count = 0u64;
-    let stream = response.bytes_stream().map(|chunk| {
+    let stream = bounds::capped_stream(response.bytes_stream(), size).map(|chunk| {
         if let Ok(bytes) = &chunk {
             hasher.update(bytes);
             count += bytes.len() as u64;
@@ -456,7 +552,7 @@ async fn write_blob(
         Ok(()) => Ok(count),
         Err(WriteError::Containerd(e)) if e.is_already_exists() => Ok(count),
         Err(WriteError::Containerd(e)) => {
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            let actual = hasher.finish();
             if actual != digest || count != size {
                 Err(PullError::DigestMismatch {
                     what: format!("layer blob of {reference} ({count} of {size} bytes)"),
@@ -467,10 +563,13 @@ async fn write_blob(
                 Err(e.into())
             }
         }
-        Err(WriteError::Source(e)) => Err(PullError::RegistryUnreachable {
-            registry: reference.registry.clone(),
-            message: e.to_string(),
-        }),
+        Err(WriteError::Source(bounds::BodyError::TooLarge { .. })) => Err(too_large()),
+        Err(WriteError::Source(bounds::BodyError::Transfer(message))) => {
+            Err(PullError::RegistryUnreachable {
+                registry: reference.registry.clone(),
+                message,
+            })
+        }
         Err(WriteError::Closed) => Err(closed(digest)),
     }
 }
