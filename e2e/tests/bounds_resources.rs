@@ -57,9 +57,7 @@ fn cgroup_memory_limit(path: &str) -> i64 {
 fn tmpfs_size_kib(pid: u32, dest: &str) -> Option<i64> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     info.lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some(dest))
-        .filter(|l| l.contains(" - tmpfs "))
-        .next_back()?
+        .rfind(|l| l.split_whitespace().nth(4) == Some(dest) && l.contains(" - tmpfs "))?
         .split(',')
         .find_map(|o| o.trim().strip_prefix("size="))
         .and_then(|s| s.strip_suffix('k'))
@@ -298,5 +296,49 @@ async fn an_instance_quota_caps_a_workload_which_reports_it_without_hot_looping(
     })
     .await
     .expect("with room in the quota the third instance is created and the condition clears");
+    ns.delete().await;
+}
+
+/// Hostile quantities: the largest i64, one that does not fit in 64 bits, and one longer than
+/// the schema allows. None wraps into "fits": the scheduler leaves them unbound with a reason,
+/// and the API server refuses the over-long one.
+#[tokio::test]
+async fn huge_memory_quantities_never_fit_a_host() {
+    let ns = TestNamespace::new("huge").await;
+    let api: Api<Instance> = ns.api();
+    for (name, memory) in [("max-i64", "9223372036854775807"), ("past-i64", "8Ei")] {
+        let inst = instance(name).memory(memory).build();
+        api.create(&PostParams::default(), &inst).await.unwrap();
+    }
+    for name in ["max-i64", "past-i64"] {
+        let scheduled = poll_until(START, || async {
+            let inst = api.get(name).await.ok()?;
+            conditions::find(&inst.status?.conditions, types::SCHEDULED).cloned()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{name}: the scheduler reports no decision"));
+        eprintln!("{name}: {}", scheduled.message);
+        assert_eq!(scheduled.status, "False", "{name}: {scheduled:?}");
+        assert!(
+            scheduled.message.contains("insufficient memory"),
+            "{name}: {}",
+            scheduled.message
+        );
+        assert!(api.get(name).await.unwrap().spec.host_name.is_none());
+    }
+    let too_long = instance("too-long").memory(&"9".repeat(65)).build();
+    let err = api
+        .create(&PostParams::default(), &too_long)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("not an API refusal: {err}")
+    };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(
+        status.message.contains("spec.template.resources.memory") && status.message.contains("64"),
+        "{}",
+        status.message
+    );
     ns.delete().await;
 }
