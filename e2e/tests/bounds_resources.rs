@@ -342,3 +342,65 @@ async fn huge_memory_quantities_never_fit_a_host() {
     );
     ns.delete().await;
 }
+
+/// Three instances bound by hand (as an admin may, past the scheduler) with 3Ei of memory
+/// each, a limit the kernel still holds as a number: together 9 × 2^60 bytes, past `i64::MAX`.
+/// The
+/// agent's reservation sum saturates instead of overflowing, and the agent keeps its Host
+/// Ready and its Lease renewed.
+#[tokio::test]
+async fn the_agent_sums_huge_reservations_without_overflow() {
+    let mut agent = start_agent("huge-sum");
+    let ns = TestNamespace::new("huge-sum").await;
+    for name in ["huge-a", "huge-b", "huge-c"] {
+        instance(name)
+            .on(&agent.host)
+            .image(&image("tools:v1"))
+            .command(&["/bin/probe", "sleep"])
+            .memory("3Ei")
+            .create(&ns)
+            .await;
+    }
+    for name in ["huge-a", "huge-b", "huge-c"] {
+        let inst = wait_for_phase(&ns, name, InstancePhase::Running, START).await;
+        eprintln!(
+            "{name}: cgroup memory limit {:?}",
+            inst.status
+                .and_then(|s| s.isolation)
+                .and_then(|i| i.cgroup)
+                .and_then(|c| c.memory_limit_bytes)
+        );
+    }
+    let hosts: Api<bulkhead_crds::Host> = Api::all(ns.client.clone());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(ns.client.clone(), bulkhead_crds::SYSTEM_NAMESPACE);
+    let renewed = || async {
+        leases
+            .get(&agent.host)
+            .await
+            .ok()
+            .and_then(|l| l.spec?.renew_time)
+            .map(|t| t.0)
+    };
+    let first = renewed().await.expect("the agent holds a Lease");
+    let saturated = poll_until(Duration::from_secs(60), || async {
+        let h = hosts.get(&agent.host).await.ok()?;
+        let a = h.status.as_ref()?.allocations.clone()?;
+        let ready = conditions::is_true(&h.status?.conditions, types::READY);
+        let later = renewed().await.is_some_and(|t| t > first);
+        (a.memory_bytes == i64::MAX && ready && later).then_some(a)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no saturated reservation on a Ready host with a renewed Lease:\n{}",
+            agent.log_tail()
+        )
+    });
+    eprintln!("reserved: {saturated:?}");
+    assert!(!agent.exited(), "the agent died:\n{}", agent.log_tail());
+    for name in ["huge-a", "huge-b", "huge-c"] {
+        delete_and_wait(&ns, name, Duration::from_secs(60)).await;
+    }
+    ns.delete().await;
+}
