@@ -367,4 +367,131 @@ mod tests {
             "{err}"
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use crate::patterns::{CPU_QUANTITY, MEMORY_QUANTITY};
+        use crate::template::MAX_QUANTITY_LENGTH;
+        use proptest::prelude::*;
+
+        const SUFFIXES: [(&str, u32, u32); 13] = [
+            ("", 10, 0),
+            ("k", 10, 3),
+            ("M", 10, 6),
+            ("G", 10, 9),
+            ("T", 10, 12),
+            ("P", 10, 15),
+            ("E", 10, 18),
+            ("Ki", 2, 10),
+            ("Mi", 2, 20),
+            ("Gi", 2, 30),
+            ("Ti", 2, 40),
+            ("Pi", 2, 50),
+            ("Ei", 2, 60),
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// Fuzz-style: any string, however hostile, gives a value or an error, never a
+            /// panic, and a value only for what the schema pattern accepts.
+            #[test]
+            fn arbitrary_strings_never_panic(input in "\\PC{0,80}") {
+                let memory = memory_bytes(&input);
+                let cpu = cpu_millis(&input);
+                if let Ok(bytes) = memory {
+                    prop_assert!(bytes >= 0);
+                    prop_assert!(regex::Regex::new(MEMORY_QUANTITY).unwrap().is_match(&input), "{}", input);
+                }
+                if let Ok(millis) = cpu {
+                    prop_assert!(millis >= 0);
+                    prop_assert!(regex::Regex::new(CPU_QUANTITY).unwrap().is_match(&input), "{}", input);
+                }
+            }
+
+            /// Strings shaped like quantities, at the extremes: long digit runs, long fractions,
+            /// every suffix. Never a panic, never a negative or wrapped value.
+            #[test]
+            fn quantity_shaped_strings_never_wrap(
+                whole in "[0-9]{1,40}",
+                fraction in proptest::option::of("[0-9]{1,40}"),
+                suffix in proptest::sample::select(SUFFIXES.to_vec()),
+            ) {
+                let input = match &fraction {
+                    Some(f) => format!("{whole}.{f}{}", suffix.0),
+                    None => format!("{whole}{}", suffix.0),
+                };
+                let whole_value: u128 = whole.parse().unwrap_or(u128::MAX);
+                let scale = u128::from(suffix.1).checked_pow(suffix.2).unwrap();
+                let exact_floor = whole_value.checked_mul(scale);
+                match memory_bytes(&input) {
+                    Ok(bytes) => {
+                        let floor = exact_floor.expect("a value that parses has a finite floor");
+                        prop_assert!(bytes >= 0);
+                        prop_assert!(u128::try_from(bytes).unwrap() >= floor, "{input}: {bytes} < {floor}");
+                    }
+                    Err(QuantityError::TooLarge { .. }) => {
+                        // Too large means the value really is past i64::MAX bytes.
+                        if let Some(floor) = exact_floor.filter(|_| fraction.is_none()) {
+                            prop_assert!(floor > i64::MAX as u128, "{input}");
+                        }
+                    }
+                    Err(e) => prop_assert!(false, "{input}: {e}"),
+                }
+            }
+
+            /// Every whole number of bytes within bounds round-trips through each suffix it
+            /// divides evenly.
+            #[test]
+            fn whole_bytes_round_trip(bytes in 0i64..=i64::MAX) {
+                prop_assert_eq!(memory_bytes(&bytes.to_string()), Ok(bytes));
+                for (suffix, base, exp) in SUFFIXES {
+                    let scale = i64::from(base).pow(exp);
+                    if bytes % scale == 0 {
+                        let text = format!("{}{suffix}", bytes / scale);
+                        prop_assert_eq!(memory_bytes(&text), Ok(bytes), "{}", text);
+                    }
+                    let units = bytes / scale;
+                    prop_assert_eq!(memory_bytes(&format!("{units}{suffix}")), Ok(units * scale));
+                }
+            }
+
+            /// Millicores round-trip both as `<n>m` and as cores with three decimals.
+            #[test]
+            fn millicores_round_trip(millis in 0i64..=i64::MAX) {
+                prop_assert_eq!(cpu_millis(&format!("{millis}m")), Ok(millis));
+                let cores = format!("{}.{:03}", millis / 1000, millis % 1000);
+                prop_assert_eq!(cpu_millis(&cores), Ok(millis));
+            }
+
+            /// One past the largest value is an error, however it is spelled.
+            #[test]
+            fn one_past_the_top_is_too_large(extra in 1u128..=u128::from(u64::MAX)) {
+                let past = (i64::MAX as u128) + extra;
+                let memory = memory_bytes(&past.to_string());
+                prop_assert!(matches!(memory, Err(QuantityError::TooLarge { .. })), "{:?}", memory);
+                let cpu = cpu_millis(&format!("{past}m"));
+                prop_assert!(matches!(cpu, Err(QuantityError::TooLarge { .. })), "{:?}", cpu);
+            }
+        }
+
+        /// The longest string the schema lets through is still parsed quickly and exactly.
+        #[test]
+        fn the_longest_allowed_quantity_parses() {
+            let len = MAX_QUANTITY_LENGTH as usize;
+            let fraction = "9".repeat(len - 4);
+            let input = format!("0.{fraction}Ei");
+            assert_eq!(input.len(), len);
+            assert_eq!(memory_bytes(&input), Ok(1 << 60));
+            let digits = "9".repeat(len);
+            assert!(matches!(
+                memory_bytes(&digits),
+                Err(QuantityError::TooLarge { .. })
+            ));
+            assert!(matches!(
+                cpu_millis(&format!("{}m", &digits[1..])),
+                Err(QuantityError::TooLarge { .. })
+            ));
+        }
+    }
 }

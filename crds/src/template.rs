@@ -1,7 +1,7 @@
 //! The instance template: what a Workload runs, copied verbatim into each Instance.
 
 use kube::KubeSchema;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use crate::patterns;
@@ -134,11 +134,12 @@ pub enum Protocol {
 pub struct Resources {
     /// CPU, in cores (`0.5`) or millicores (`500m`). Unlimited when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(patterns::CPU_QUANTITY))]
+    #[schemars(schema_with = "cpu_schema")]
     pub cpu: Option<String>,
-    /// Memory with an optional suffix (`128Mi`, `1G`). Unlimited when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(patterns::MEMORY_QUANTITY))]
+    /// Memory with an optional suffix (`128Mi`, `1G`): the cgroup limit, the size of each
+    /// tmpfs, and what the scheduler reserves. The API server stores 256Mi when unset.
+    #[serde(default = "default_memory", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "memory_schema")]
     pub memory: Option<String>,
     /// Maximum number of processes and threads (the pids cgroup limit).
     #[serde(default = "default_pids")]
@@ -150,15 +151,55 @@ pub struct Resources {
 /// a fork bomb stays inside its own cgroup.
 pub const DEFAULT_PIDS_LIMIT: i64 = 1024;
 
+/// The memory limit of an instance that sets none. The API server stores it on the object
+/// (a schema default), so what the scheduler reserves and what the cgroup enforces agree.
+pub const DEFAULT_MEMORY: &str = "256Mi";
+
+/// The longest quantity string the API accepts: enough for any value that fits in 64 bits,
+/// with room for a long fraction, and a bound on the parser's work.
+pub const MAX_QUANTITY_LENGTH: u32 = 64;
+
 fn default_pids() -> i64 {
     DEFAULT_PIDS_LIMIT
+}
+
+fn default_memory() -> Option<String> {
+    Some(DEFAULT_MEMORY.to_owned())
+}
+
+fn cpu_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "CPU, in cores (`0.5`) or millicores (`500m`). Unlimited when unset.",
+        "type": "string",
+        "maxLength": MAX_QUANTITY_LENGTH,
+        "pattern": patterns::CPU_QUANTITY,
+    })
+}
+
+// Not nullable: the API server prunes a null and stores the default instead.
+fn memory_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Memory with an optional suffix (`128Mi`, `1G`): the cgroup limit, the size of each tmpfs, and what the scheduler reserves. The API server stores 256Mi when unset.",
+        "type": "string",
+        "default": DEFAULT_MEMORY,
+        "maxLength": MAX_QUANTITY_LENGTH,
+        "pattern": patterns::MEMORY_QUANTITY,
+    })
+}
+
+impl Resources {
+    /// The memory limit as stored, or the default for an object stored before the default
+    /// existed.
+    pub fn memory_or_default(&self) -> &str {
+        self.memory.as_deref().unwrap_or(DEFAULT_MEMORY)
+    }
 }
 
 impl Default for Resources {
     fn default() -> Self {
         Self {
             cpu: None,
-            memory: None,
+            memory: default_memory(),
             pids: DEFAULT_PIDS_LIMIT,
         }
     }

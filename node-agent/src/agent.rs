@@ -140,7 +140,8 @@ impl bulkhead_telemetry::Endpoint for Endpoint {
 }
 
 /// CPU (millicores) and memory (bytes) the instances bound to this host reserve: every one
-/// that is not finished or being deleted, by its template's resources.
+/// that is not finished or being deleted, by its template's resources, saturating at
+/// `i64::MAX`.
 async fn reserved(ctx: &Context) -> kube::Result<(i64, i64)> {
     use bulkhead_crds::{Instance, InstancePhase, quantity};
     let bound = kube::Api::<Instance>::all(ctx.client.clone())
@@ -157,15 +158,20 @@ async fn reserved(ctx: &Context) -> kube::Result<(i64, i64)> {
             )
         })
         .map(|i| {
+            // As the scheduler counts: the default memory when unset, everything for a
+            // quantity too large for 64 bits.
             let r = &i.spec.template.resources;
-            let cpu = r.cpu.as_deref().and_then(|c| quantity::cpu_millis(c).ok());
-            let mem = r
-                .memory
+            let cpu = r
+                .cpu
                 .as_deref()
-                .and_then(|m| quantity::memory_bytes(m).ok());
-            (cpu.unwrap_or(0), mem.unwrap_or(0))
+                .map_or(0, |c| quantity::cpu_millis(c).unwrap_or(i64::MAX));
+            let mem = quantity::memory_bytes(r.memory_or_default()).unwrap_or(i64::MAX);
+            (cpu, mem)
         })
-        .fold((0, 0), |(c, m), (dc, dm)| (c + dc, m + dm)))
+        // Saturating: instances bound by hand with huge quantities must not overflow the sum.
+        .fold((0i64, 0i64), |(c, m), (dc, dm)| {
+            (c.saturating_add(dc), m.saturating_add(dm))
+        }))
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {

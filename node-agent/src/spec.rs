@@ -464,6 +464,11 @@ fn mounts(input: &SpecInput, (uid, gid): (u32, u32)) -> Result<Vec<Mount>, SpecE
         devpts.push("gid=5");
     }
 
+    // Each writable tmpfs is at most the instance's memory limit (the kernel's default is
+    // half the host's RAM). Its pages are charged to the memory cgroup of the writer, so
+    // together they stay inside the limit too.
+    let size = format!("size={}", memory_limit(input)?);
+
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -497,13 +502,18 @@ fn mounts(input: &SpecInput, (uid, gid): (u32, u32)) -> Result<Vec<Mount>, SpecE
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?,
-        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &size],
+        )?,
     ];
 
     // Writable paths are owned by the instance's user, so that a non-root image can write
     // there. /run is one of them when listed; /tmp is writable by everyone already.
     let owner = [format!("uid={uid}"), format!("gid={gid}")];
-    let writable_options = ["nosuid", "nodev", "mode=755", &owner[0], &owner[1]];
+    let writable_options = ["nosuid", "nodev", "mode=755", &size, &owner[0], &owner[1]];
     let mut writable: Vec<&str> = input
         .template
         .writable_paths
@@ -514,7 +524,7 @@ fn mounts(input: &SpecInput, (uid, gid): (u32, u32)) -> Result<Vec<Mount>, SpecE
     let run_options: &[&str] = if writable.contains(&"/run") {
         &writable_options
     } else {
-        &["nosuid", "nodev", "mode=755"]
+        &["nosuid", "nodev", "mode=755", &size]
     };
     mounts.push(mount("/run", "tmpfs", "tmpfs", run_options)?);
     writable.retain(|p| *p != "/run");
@@ -536,18 +546,24 @@ fn mounts(input: &SpecInput, (uid, gid): (u32, u32)) -> Result<Vec<Mount>, SpecE
     Ok(mounts)
 }
 
+/// The memory limit in bytes: as set, or the default for an object stored before the schema
+/// had one. Every instance has one.
+fn memory_limit(input: &SpecInput) -> Result<i64, SpecError> {
+    quantity::memory_bytes(input.template.resources.memory_or_default()).map_err(|source| {
+        SpecError::Quantity {
+            field: "memory",
+            source,
+        }
+    })
+}
+
 fn resources(input: &SpecInput) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let limits = &input.template.resources;
     let mut resources = LinuxResourcesBuilder::default()
         .devices(device_rules()?)
         .pids(LinuxPidsBuilder::default().limit(limits.pids).build()?);
-    if let Some(memory) = &limits.memory {
-        let bytes = quantity::memory_bytes(memory).map_err(|source| SpecError::Quantity {
-            field: "memory",
-            source,
-        })?;
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build()?);
-    }
+    let bytes = memory_limit(input)?;
+    resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build()?);
     if let Some(cpu) = &limits.cpu {
         let millis = quantity::cpu_millis(cpu).map_err(|source| SpecError::Quantity {
             field: "cpu",
@@ -1035,8 +1051,17 @@ mod tests {
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         );
-        expect("/tmp", "tmpfs", &["nosuid", "nodev", "mode=1777"]);
-        expect("/run", "tmpfs", &["nosuid", "nodev", "mode=755"]);
+        // The default memory limit, 256Mi, bounds each writable tmpfs.
+        expect(
+            "/tmp",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", "size=268435456"],
+        );
+        expect(
+            "/run",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=755", "size=268435456"],
+        );
         assert_eq!(spec.mounts().as_ref().unwrap().len(), 9);
     }
 
@@ -1079,13 +1104,20 @@ mod tests {
         // /run is not listed: it stays root's.
         assert_eq!(
             options(mount(&spec, "/run").unwrap()),
-            ["nosuid", "nodev", "mode=755"]
+            ["nosuid", "nodev", "mode=755", "size=268435456"]
         );
         let m = mount(&spec, "/var/cache").unwrap();
         assert_eq!(m.typ().as_deref(), Some("tmpfs"));
         assert_eq!(
             options(m),
-            ["nosuid", "nodev", "mode=755", "uid=1000", "gid=1000"]
+            [
+                "nosuid",
+                "nodev",
+                "mode=755",
+                "size=268435456",
+                "uid=1000",
+                "gid=1000"
+            ]
         );
     }
 
@@ -1102,11 +1134,18 @@ mod tests {
         );
         assert_eq!(
             options(mount(&spec, "/run").unwrap()),
-            ["nosuid", "nodev", "mode=755", "uid=1000", "gid=0"]
+            [
+                "nosuid",
+                "nodev",
+                "mode=755",
+                "size=268435456",
+                "uid=1000",
+                "gid=0"
+            ]
         );
         assert_eq!(
             options(mount(&spec, "/tmp").unwrap()),
-            ["nosuid", "nodev", "mode=1777"]
+            ["nosuid", "nodev", "mode=1777", "size=268435456"]
         );
     }
 
@@ -1296,8 +1335,47 @@ mod tests {
             resources.pids().as_ref().unwrap().limit(),
             bulkhead_crds::template::DEFAULT_PIDS_LIMIT
         );
-        assert_eq!(resources.memory(), &None);
+        assert_eq!(
+            resources.memory().as_ref().unwrap().limit(),
+            Some(256 << 20),
+            "every instance has a memory limit"
+        );
         assert_eq!(resources.cpu(), &None);
+        // An object stored before the schema default: the same limit.
+        let mut f = Fixture::new();
+        f.template.resources.memory = None;
+        let spec = f.spec();
+        let resources = spec.linux().as_ref().unwrap().resources().clone().unwrap();
+        assert_eq!(
+            resources.memory().as_ref().unwrap().limit(),
+            Some(256 << 20)
+        );
+    }
+
+    #[test]
+    fn every_writable_tmpfs_is_sized_to_the_memory_limit() {
+        let mut f = Fixture::new();
+        f.template.resources.memory = Some("64Mi".into());
+        f.template.writable_paths = vec!["/run".into(), "/var/cache".into()];
+        let spec = f.spec();
+        for path in ["/tmp", "/run", "/var/cache"] {
+            let m = mount(&spec, path).unwrap();
+            assert!(
+                options(m).contains(&"size=67108864"),
+                "{path}: {:?}",
+                options(m)
+            );
+        }
+        // No tmpfs anywhere without a size: the kernel's default is half the host's RAM.
+        for m in spec.mounts().iter().flatten() {
+            if m.typ().as_deref() == Some("tmpfs") {
+                assert!(
+                    options(m).iter().any(|o| o.starts_with("size=")),
+                    "{:?} has no size",
+                    m.destination()
+                );
+            }
+        }
     }
 
     #[test]

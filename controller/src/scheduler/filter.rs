@@ -29,20 +29,17 @@ pub struct Requirements {
 }
 
 impl Requirements {
-    /// Requirements of an Instance spec.
+    /// Requirements of an Instance spec. Memory is what the agent enforces: the default when
+    /// unset. A quantity that does not parse (too large for 64 bits) asks for everything, so it
+    /// never fits anywhere, rather than nothing, which would fit everywhere.
     pub fn of(spec: &InstanceSpec, workload: Option<String>) -> Self {
         let r = &spec.template.resources;
         Self {
-            cpu_millis: r
-                .cpu
-                .as_deref()
-                .and_then(|c| bulkhead_crds::quantity::cpu_millis(c).ok())
-                .unwrap_or(0),
-            memory_bytes: r
-                .memory
-                .as_deref()
-                .and_then(|m| bulkhead_crds::quantity::memory_bytes(m).ok())
-                .unwrap_or(0),
+            cpu_millis: r.cpu.as_deref().map_or(0, |c| {
+                bulkhead_crds::quantity::cpu_millis(c).unwrap_or(i64::MAX)
+            }),
+            memory_bytes: bulkhead_crds::quantity::memory_bytes(r.memory_or_default())
+                .unwrap_or(i64::MAX),
             selinux_required: spec.isolation.selinux.mode == SELinuxMode::Required,
             user_namespace: spec.isolation.user_namespace,
             seccomp: spec.isolation.seccomp.type_ != SeccompType::Unconfined,
@@ -67,14 +64,33 @@ pub struct HostView {
     pub isolation_floor: IsolationLevel,
     /// Capacity.
     pub capacity: HostCapacity,
-    /// CPU reserved by bound instances.
-    pub used_cpu_millis: i64,
-    /// Memory reserved by bound instances.
-    pub used_memory_bytes: i64,
+    /// CPU reserved by bound instances. 128 bits: a sum of any number of 64-bit requests
+    /// stays exact.
+    pub used_cpu_millis: i128,
+    /// Memory reserved by bound instances, exact in 128 bits.
+    pub used_memory_bytes: i128,
     /// Instances bound to it.
     pub instances: i64,
     /// Instances per Workload bound to it.
     pub per_workload: BTreeMap<String, i64>,
+}
+
+impl HostView {
+    /// Counts an instance bound to this host. The sums are 128-bit, so they never wrap into a
+    /// host that looks empty (they saturate, far past any 64-bit capacity).
+    pub fn reserve(&mut self, req: &Requirements) {
+        self.used_cpu_millis = self
+            .used_cpu_millis
+            .saturating_add(i128::from(req.cpu_millis));
+        self.used_memory_bytes = self
+            .used_memory_bytes
+            .saturating_add(i128::from(req.memory_bytes));
+        self.instances = self.instances.saturating_add(1);
+        if let Some(w) = &req.workload {
+            let n = self.per_workload.entry(w.clone()).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
 }
 
 /// Why a host does not fit.
@@ -145,16 +161,39 @@ fn reject(host: &HostView, req: &Requirements) -> Option<Rejection> {
     if !host.isolation_floor.allows(req.isolation_level) {
         return Some(Rejection::IsolationFloor);
     }
-    if host.used_cpu_millis + req.cpu_millis > host.capacity.cpu_millis {
+    if !fits(
+        host.used_cpu_millis,
+        req.cpu_millis,
+        host.capacity.cpu_millis,
+    ) {
         return Some(Rejection::InsufficientCpu);
     }
-    if host.used_memory_bytes + req.memory_bytes > host.capacity.memory_bytes {
+    if !fits(
+        host.used_memory_bytes,
+        req.memory_bytes,
+        host.capacity.memory_bytes,
+    ) {
         return Some(Rejection::InsufficientMemory);
     }
     if host.instances >= host.capacity.instances {
         return Some(Rejection::TooManyInstances);
     }
     None
+}
+
+/// `used + asked <= capacity`, exactly: nothing wraps into "the host is empty".
+fn fits(used: i128, asked: i64, capacity: i64) -> bool {
+    used.saturating_add(i128::from(asked)) <= i128::from(capacity)
+}
+
+/// `(used + asked) / capacity` in millionths, saturating; 0 for a host that reports no
+/// capacity.
+fn allocated_fraction(used: i128, asked: i64, capacity: i64) -> u64 {
+    if capacity <= 0 {
+        return 0;
+    }
+    let total = used.saturating_add(i128::from(asked)).max(0);
+    (total as f64 / capacity as f64 * 1e6) as u64
 }
 
 /// Picks a host: among those that fit, the one with fewest instances of the same Workload,
@@ -174,18 +213,13 @@ pub fn choose(req: &Requirements, hosts: &[HostView]) -> Result<String, String> 
             .and_then(|w| h.per_workload.get(w))
             .copied()
             .unwrap_or(0);
-        let frac = |used: i64, cap: i64| {
-            if cap > 0 {
-                (used as f64 / cap as f64 * 1e6) as u64
-            } else {
-                0
-            }
-        };
-        let allocated = frac(h.used_cpu_millis + req.cpu_millis, h.capacity.cpu_millis)
-            + frac(
-                h.used_memory_bytes + req.memory_bytes,
-                h.capacity.memory_bytes,
-            );
+        let allocated =
+            allocated_fraction(h.used_cpu_millis, req.cpu_millis, h.capacity.cpu_millis)
+                .saturating_add(allocated_fraction(
+                    h.used_memory_bytes,
+                    req.memory_bytes,
+                    h.capacity.memory_bytes,
+                ));
         let key = (same, allocated, h.name.as_str());
         if best.is_none_or(|b| key < b) {
             best = Some(key);
@@ -322,5 +356,110 @@ mod tests {
         );
         r.isolation_level = IsolationLevel::Baseline;
         assert_eq!(choose(&r, &[strict, baseline]).unwrap(), "b");
+    }
+
+    #[test]
+    fn unset_memory_reserves_the_default_and_huge_quantities_never_fit() {
+        let mut spec = InstanceSpec {
+            host_name: None,
+            revision: "r1".into(),
+            template: Default::default(),
+            isolation: Default::default(),
+            seccomp_profile_digest: None,
+        };
+        spec.template.resources.memory = None;
+        assert_eq!(
+            Requirements::of(&spec, None).memory_bytes,
+            256 << 20,
+            "what the agent enforces"
+        );
+        spec.template.resources = Default::default();
+        assert_eq!(Requirements::of(&spec, None).memory_bytes, 256 << 20);
+        spec.template.resources.memory = Some("9223372036854775807".into());
+        spec.template.resources.cpu = Some("9223372036854775807".into());
+        let r = Requirements::of(&spec, None);
+        assert_eq!((r.cpu_millis, r.memory_bytes), (i64::MAX, i64::MAX));
+        let mut big = host("big");
+        big.capacity.memory_bytes = i64::MAX;
+        big.capacity.cpu_millis = i64::MAX;
+        big.used_memory_bytes = 1;
+        big.used_cpu_millis = 1;
+        let mut r = req();
+        r.memory_bytes = i64::MAX;
+        assert_eq!(
+            choose(&r, &[big]),
+            Err("0/1 hosts: 1 insufficient memory".into()),
+            "1 + i64::MAX must not wrap into a fit"
+        );
+    }
+
+    #[test]
+    fn reserving_never_wraps() {
+        let mut h = host("a");
+        let mut r = req();
+        r.memory_bytes = i64::MAX;
+        r.cpu_millis = i64::MAX;
+        h.reserve(&r);
+        h.reserve(&r);
+        assert_eq!(h.used_memory_bytes, 2 * i128::from(i64::MAX));
+        assert_eq!(h.used_cpu_millis, 2 * i128::from(i64::MAX));
+        assert_eq!(h.per_workload.get("web"), Some(&2));
+        h.capacity.memory_bytes = i64::MAX;
+        h.capacity.cpu_millis = i64::MAX;
+        let mut small = req();
+        small.memory_bytes = 1;
+        small.cpu_millis = 0;
+        assert!(choose(&small, &[h]).is_err(), "a full host stays full");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn extreme() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                Just(0i64),
+                Just(1),
+                Just(i64::MAX),
+                Just(i64::MAX - 1),
+                Just(i64::MAX / 2),
+                Just(i64::MAX / 2 + 1),
+                0i64..=i64::MAX,
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// A host is chosen only when what is bound plus what is asked fits in exact
+            /// (128-bit) arithmetic, whatever the values.
+            #[test]
+            fn chosen_only_when_it_really_fits(
+                reserved in proptest::collection::vec((extreme(), extreme()), 0..4),
+                asked in (extreme(), extreme()),
+                capacity in (extreme(), extreme()),
+            ) {
+                let mut h = host("a");
+                h.capacity.cpu_millis = capacity.0;
+                h.capacity.memory_bytes = capacity.1;
+                h.capacity.instances = i64::MAX;
+                let mut exact = (0i128, 0i128);
+                for (cpu, memory) in &reserved {
+                    let mut r = req();
+                    r.cpu_millis = *cpu;
+                    r.memory_bytes = *memory;
+                    h.reserve(&r);
+                    exact.0 += i128::from(*cpu);
+                    exact.1 += i128::from(*memory);
+                }
+                prop_assert!(h.used_cpu_millis >= 0 && h.used_memory_bytes >= 0);
+                let mut r = req();
+                r.cpu_millis = asked.0;
+                r.memory_bytes = asked.1;
+                let really_fits = exact.0 + i128::from(asked.0) <= i128::from(capacity.0)
+                    && exact.1 + i128::from(asked.1) <= i128::from(capacity.1);
+                prop_assert_eq!(choose(&r, &[h]).is_ok(), really_fits);
+            }
+        }
     }
 }

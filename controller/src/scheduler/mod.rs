@@ -153,13 +153,10 @@ impl Scheduler {
             let Some(view) = host.and_then(|h| views.get_mut(&h)) else {
                 continue;
             };
-            let req = Requirements::of(&inst.spec, None);
-            view.used_cpu_millis += req.cpu_millis;
-            view.used_memory_bytes += req.memory_bytes;
-            view.instances += 1;
-            if let Some(w) = inst.labels().get(LABEL_WORKLOAD) {
-                *view.per_workload.entry(w.clone()).or_default() += 1;
-            }
+            view.reserve(&Requirements::of(
+                &inst.spec,
+                inst.labels().get(LABEL_WORKLOAD).cloned(),
+            ));
         }
         views.into_values().collect()
     }

@@ -6,6 +6,7 @@
 //! `status.activeRevision`) and of the Workload's Instances (readiness), so an instance that
 //! stops being Ready leaves the endpoints as soon as its agent reports it.
 
+pub mod ownership;
 pub mod publish;
 
 use std::{sync::Arc, time::Duration};
@@ -22,7 +23,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
     runtime::{
         Controller,
         controller::Action,
@@ -34,6 +35,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{Context, Error};
+use ownership::{Kind, Role, Slot};
 use publish::{MANAGED_BY, PREVIEW_SUFFIX};
 
 /// Runs the WorkloadService controller until shutdown.
@@ -136,81 +138,25 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let ready = publish::ready_instances(&instances, active.as_deref());
     let preview_ready = publish::ready_instances(&instances, preview.as_deref());
 
-    // Refuse to take over a Service somebody else made.
-    if let Some(existing) = services.get_opt(&name).await?
-        && existing
-            .labels()
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str)
-            != Some(MANAGED_BY)
-    {
-        let message = format!("Service {ns}/{name} exists and is not managed by Bulkhead");
-        return report(
-            svc,
-            ctx,
-            &ns,
-            None,
-            None,
-            &[],
-            &[],
-            false,
-            "ServiceConflict",
-            message,
-        )
-        .await
-        .map(|()| Action::requeue(Duration::from_secs(30)));
-    }
-
-    let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
-    services
-        .patch(
-            &name,
-            &pp,
-            &Patch::Apply(publish::service(svc, &name, "active")),
-        )
-        .await?;
-    let body = publish::endpoint_slice(svc, &name, "active", active.as_deref(), &ready);
-    slices.patch(&name, &pp, &Patch::Apply(&body)).await?;
-
-    let preview_name = format!("{name}{PREVIEW_SUFFIX}");
-    if svc.spec.preview {
-        services
-            .patch(
-                &preview_name,
-                &pp,
-                &Patch::Apply(publish::service(svc, &preview_name, "preview")),
-            )
-            .await?;
-        let body = publish::endpoint_slice(
-            svc,
-            &preview_name,
-            "preview",
-            preview.as_deref(),
-            &preview_ready,
-        );
-        slices
-            .patch(&preview_name, &pp, &Patch::Apply(&body))
-            .await?;
-    } else {
-        for r in [
-            services
-                .delete(&preview_name, &DeleteParams::default())
-                .await
-                .map(|_| ()),
-            slices
-                .delete(&preview_name, &DeleteParams::default())
-                .await
-                .map(|_| ()),
-        ] {
-            match r {
-                Ok(()) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let slots = observe_names(&services, &slices, &name, &svc.uid().unwrap_or_default()).await?;
+    let plan = ownership::plan(&ns, svc.spec.preview, &slots);
+    let published = Published {
+        active: active.as_deref(),
+        preview: preview.as_deref(),
+        ready: &ready,
+        preview_ready: &preview_ready,
+    };
+    execute(svc, &services, &slices, &plan, &published).await?;
+    if !plan.conflicts.is_empty() {
+        warn!(service = %name, namespace = %ns, conflicts = ?plan.conflicts, "names taken by objects this WorkloadService does not own");
     }
 
     let (ok, reason, message) = match (&workload, &active) {
+        _ if !plan.conflicts.is_empty() => (
+            false,
+            ownership::SERVICE_CONFLICT,
+            plan.conflicts.join("; "),
+        ),
         (None, _) => (
             false,
             "WorkloadNotFound",
@@ -249,7 +195,93 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         message,
     )
     .await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // A conflict clears when the other object goes; its deletion is not watched.
+    Ok(Action::requeue(Duration::from_secs(
+        if plan.conflicts.is_empty() { 300 } else { 30 },
+    )))
+}
+
+/// What the four names hold now.
+async fn observe_names(
+    services: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    name: &str,
+    owner_uid: &str,
+) -> Result<Vec<Slot>, Error> {
+    let preview_name = format!("{name}{PREVIEW_SUFFIX}");
+    let mut slots = Vec::with_capacity(4);
+    for (role, object) in [(Role::Active, name), (Role::Preview, preview_name.as_str())] {
+        let service = services.get_opt(object).await?;
+        let slice = slices.get_opt(object).await?;
+        for (kind, meta) in [
+            (Kind::Service, service.as_ref().map(|s| &s.metadata)),
+            (Kind::EndpointSlice, slice.as_ref().map(|s| &s.metadata)),
+        ] {
+            slots.push(Slot {
+                kind,
+                role,
+                name: object.to_owned(),
+                claim: ownership::claim(meta, owner_uid),
+            });
+        }
+    }
+    Ok(slots)
+}
+
+/// The revisions and ready instances the objects publish.
+struct Published<'a> {
+    active: Option<&'a str>,
+    preview: Option<&'a str>,
+    ready: &'a [publish::Ready],
+    preview_ready: &'a [publish::Ready],
+}
+
+/// Applies and deletes what the plan says; a delete names the UID it checked, so an object
+/// that someone replaced in between is left alone.
+async fn execute(
+    svc: &WorkloadService,
+    services: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    plan: &ownership::Plan,
+    published: &Published<'_>,
+) -> Result<(), Error> {
+    let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
+    for (kind, role, object) in &plan.apply {
+        let (revision, ready) = match role {
+            Role::Active => (published.active, published.ready),
+            Role::Preview => (published.preview, published.preview_ready),
+        };
+        match kind {
+            Kind::Service => {
+                let body = publish::service(svc, object, role.as_str());
+                services.patch(object, &pp, &Patch::Apply(body)).await?;
+            }
+            Kind::EndpointSlice => {
+                let body = publish::endpoint_slice(svc, object, role.as_str(), revision, ready);
+                slices.patch(object, &pp, &Patch::Apply(&body)).await?;
+            }
+        }
+    }
+    for (kind, object, uid) in &plan.delete {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let result = match kind {
+            Kind::Service => services.delete(object, &dp).await.map(|_| ()),
+            Kind::EndpointSlice => slices.delete(object, &dp).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => {}
+            // Gone, or no longer the object we own.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the status when it changed.
