@@ -17,11 +17,7 @@ use bulkhead_e2e::{
     manifest, plugin, poll_until,
     rollout::{self, CONVERGE, status_of, wait_for},
 };
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::ListParams};
 
 const START: Duration = Duration::from_secs(120);
 
@@ -320,16 +316,9 @@ async fn verify_on_local_1_shows_every_attempt_held() {
 
 #[tokio::test]
 async fn verify_names_the_breaches_of_a_weakened_workload() {
-    let ns = TestNamespace::new("cli-weak").await;
-    // The namespace's isolation level allows what follows once the admission policy lands.
-    Api::<Namespace>::all(ns.client.clone())
-        .patch(
-            &ns.name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"bulkhead.dev/isolation": "privileged"}}})),
-        )
-        .await
-        .unwrap();
+    // Created with the label: the admission policy reads the namespace from a cache, which a
+    // label patched just before may not have reached yet.
+    let ns = TestNamespace::with_isolation("cli-weak", "privileged").await;
     let weak = format!(
         r#"
 apiVersion: bulkhead.dev/v1alpha1
