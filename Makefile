@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image kind-tools
+.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image kind-tools test-selinux
 
 all: build
 
@@ -57,6 +57,9 @@ images: ## container images without Docker: target/images/*.tar from release bin
 
 selinux-image: ## the SELinux-enforcing test host's disk image (debootstrap + refpolicy container module + e2e/selinux/bulkhead_glue.te), cached by content (~10 min cold)
 	bash e2e/selinux/image.sh
+
+test-selinux: ## boot the SELinux-enforcing VM selinux-1 (make selinux-image, cached) with this checkout's agent and run the tests that need it
+	bash e2e/selinux/test.sh
 
 kind-tools: ## kubelet, kubeadm, kubectl, kube-scheduler, kind and coredns for a registry-free kind node image, cached by version
 	bash e2e/hack/kind-tools.sh

@@ -21,6 +21,7 @@ packages=(
   policycoreutils selinux-utils semodule-utils selinux-policy-dev selinux-policy-src checkpolicy
   auditd make zstd
   containerd runc containernetworking-plugins iproute2 iptables socat busybox-static ca-certificates
+  libseccomp2
 )
 key=$(cat "${BASH_SOURCE[0]}" "$here/bulkhead_glue.te" <(printf '%s\n' "$suite" "${packages[@]}") |
   sha256sum | cut -c1-16)
@@ -106,7 +107,35 @@ in_root semodule -n -s default -i /root/policy/container.pp /root/policy/bulkhea
   die "linking the policy modules failed"
 
 # A host to boot: root on the virtio disk, root without a password on the serial console only.
-printf '/dev/vda / ext4 defaults 0 1\n' >"$rootfs/etc/fstab"
+# The second disk carries the agent, its kubeconfig and boot.sh (e2e/selinux/host.sh makes it
+# per boot, its files labelled there); bulkhead-boot.service runs boot.sh.
+{
+  printf '/dev/vda / ext4 defaults 0 1\n'
+  printf '/dev/vdb /opt/bulkhead ext4 ro,nofail 0 0\n'
+} >"$rootfs/etc/fstab"
+cat >"$rootfs/etc/systemd/system/bulkhead-boot.service" <<'UNIT'
+[Unit]
+Description=Bulkhead test host: forwards to the local control plane, then the node agent
+After=network-online.target containerd.service opt-bulkhead.mount
+Wants=network-online.target
+ConditionPathExists=/opt/bulkhead/boot.sh
+
+[Service]
+ExecStart=/bin/sh /opt/bulkhead/boot.sh
+Restart=no
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -sf /etc/systemd/system/bulkhead-boot.service \
+  "$rootfs/etc/systemd/system/multi-user.target.wants/bulkhead-boot.service"
+# The guest's one network: qemu's user network (DHCP on the first interface).
+mkdir -p "$rootfs/etc/systemd/network"
+printf '[Match]\nName=en*\n\n[Network]\nDHCP=yes\n' >"$rootfs/etc/systemd/network/80-dhcp.network"
+ln -sf /lib/systemd/system/systemd-networkd.service \
+  "$rootfs/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 echo selinux-1 >"$rootfs/etc/hostname"
 in_root passwd -d root >/dev/null
 # The agent and its configuration arrive on a second disk at boot (e2e/selinux/host.sh).
