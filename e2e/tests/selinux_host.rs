@@ -16,7 +16,10 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 #[ignore = "needs the SELinux VM: make test-selinux"]
 async fn the_vm_host_reports_selinux_enforcing() {
     let ns = TestNamespace::new("selinux-host").await;
-    let host: Host = Api::all(ns.client.clone()).get(HOST).await.expect("Host selinux-1");
+    let host: Host = Api::all(ns.client.clone())
+        .get(HOST)
+        .await
+        .expect("Host selinux-1");
     let status = host.status.expect("status");
     let features = status.features.expect("features");
     assert_eq!(features.selinux, SELinuxHostMode::Enforcing);
