@@ -3,9 +3,11 @@
 //! Reconcilers are short pipelines (observe → plan → apply → report); planning is pure and
 //! unit-tested (`workload::plan`, `workload::status`, `scheduler::filter`).
 
+pub mod cache;
 pub mod hosts;
 pub mod leader;
 pub mod metrics;
+pub mod placement;
 pub mod scheduler;
 pub mod service;
 pub mod workload;
@@ -39,8 +41,11 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// Publishes Events on the objects the controller acts on.
     pub recorder: kube::runtime::events::Recorder,
-    /// Every Host, from a watch (which hosts are draining, without a list per reconcile).
-    pub hosts: kube::runtime::reflector::Store<bulkhead_crds::Host>,
+    /// Hosts, Leases and Instances from the shared watches, and the bindings assumed on
+    /// them: where new instances go.
+    pub placement: placement::Placement,
+    /// Creates and deletes of the Workload reconciler the Instance store may not show yet.
+    pub expectations: workload::expectations::Expectations,
 }
 
 impl std::fmt::Debug for Context {

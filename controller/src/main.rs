@@ -1,8 +1,11 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use bulkhead_controller::{Context, hosts, leader, metrics::Metrics, scheduler, service, workload};
-use bulkhead_crds::{Host, Instance, SeccompProfile, Workload};
+use bulkhead_controller::{
+    Context, cache, hosts, leader, metrics::Metrics, placement::Placement, scheduler, service,
+    workload,
+};
+use bulkhead_crds::{Host, SeccompProfile, Workload};
 use clap::Parser;
 use futures::StreamExt;
 use kube::{
@@ -96,20 +99,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
     let (hosts, host_writer) = reflector::store();
+    let caches = cache::start(&client);
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
         recorder,
-        hosts,
+        placement: Placement::new(hosts, caches.leases, caches.instances),
+        expectations: Default::default(),
     });
     let workloads = Controller::new(
         Api::<Workload>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(
-        Api::<Instance>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    .owns_shared_stream(caches.for_workloads);
     // Draining a host (or undraining it) revisits every Workload: its instances there are
     // replaced. Host status updates (every Lease renewal) do not trigger anything.
     let drains = reflector::reflector(
@@ -149,8 +151,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = workloads => info!("workload controller stopped"),
         _ = profiles => info!("seccomp profile status writer stopped"),
-        _ = scheduler::run(ctx.clone()) => info!("scheduler stopped"),
-        _ = service::run(ctx.clone()) => info!("service controller stopped"),
+        _ = scheduler::run(ctx.clone(), caches.for_scheduler) => info!("scheduler stopped"),
+        _ = service::run(ctx.clone(), caches.for_services) => info!("service controller stopped"),
         _ = hosts::run(ctx.clone(), std::time::Duration::from_secs(args.host_lost_grace_seconds)) => info!("host lifecycle stopped"),
         _ = elector.hold() => {
             error!("lost leadership; exiting so that only one controller acts");

@@ -23,7 +23,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::{
         Controller,
         controller::Action,
@@ -39,7 +39,7 @@ use ownership::{Kind, Role, Slot};
 use publish::{MANAGED_BY, PREVIEW_SUFFIX};
 
 /// Runs the WorkloadService controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, instances: crate::cache::InstanceEvents) {
     let client = ctx.client.clone();
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
@@ -57,10 +57,7 @@ pub async fn run(ctx: Arc<Context>) {
             watcher::Config::default(),
             move |wl| services_of(&by_workload, wl.namespace(), &wl.name_any()),
         )
-        .watches(
-            Api::<Instance>::all(client),
-            watcher::Config::default(),
-            move |inst| match inst.labels().get(LABEL_WORKLOAD) {
+        .watches_shared_stream(instances, move |inst| match inst.labels().get(LABEL_WORKLOAD) {
                 Some(w) => services_of(&by_instance, inst.namespace(), w),
                 None => Vec::new(),
             },
@@ -115,15 +112,7 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         .get_opt(&svc.spec.workload_name)
         .await?;
     let instances = match &workload {
-        Some(_) => {
-            Api::<Instance>::namespaced(client.clone(), &ns)
-                .list(
-                    &ListParams::default()
-                        .labels(&format!("{LABEL_WORKLOAD}={}", svc.spec.workload_name)),
-                )
-                .await?
-                .items
-        }
+        Some(_) => instances_of(ctx, &ns, &svc.spec.workload_name).await?,
         None => Vec::new(),
     };
     let wl_status = workload
@@ -199,6 +188,25 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(
         if plan.conflicts.is_empty() { 300 } else { 30 },
     )))
+}
+
+/// The instances of a Workload, from the shared store (a fresh list would cost a round trip
+/// on the cutover's path).
+async fn instances_of(ctx: &Context, ns: &str, workload: &str) -> Result<Vec<Instance>, Error> {
+    let store = &ctx.placement.instances;
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreGone("Instance"))?;
+    Ok(store
+        .state()
+        .iter()
+        .filter(|i| {
+            i.metadata.namespace.as_deref() == Some(ns)
+                && i.labels().get(LABEL_WORKLOAD).map(String::as_str) == Some(workload)
+        })
+        .map(|i| Instance::clone(i))
+        .collect())
 }
 
 /// What the four names hold now.

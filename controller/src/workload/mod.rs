@@ -1,6 +1,7 @@
 //! Workload reconciliation: revisions, replicas and rollouts.
 
 pub mod bluegreen;
+pub mod expectations;
 pub mod history;
 pub mod observe;
 pub mod plan;

@@ -35,13 +35,13 @@ pub fn observe(instance: &Instance, min_ready_seconds: i32, now: Timestamp) -> O
 }
 
 /// Seconds until the first ready-but-not-yet-available instance becomes available.
-pub fn next_available_in(
-    instances: &[Instance],
+pub fn next_available_in<'a>(
+    instances: impl IntoIterator<Item = &'a Instance>,
     min_ready_seconds: i32,
     now: Timestamp,
 ) -> Option<i64> {
     instances
-        .iter()
+        .into_iter()
         .filter_map(|i| {
             let s = i.status.as_ref()?;
             let c = conditions::find(&s.conditions, types::READY)

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bulkhead_crds::{
     ANNOTATION_ABORT, ANNOTATION_DRAIN, ANNOTATION_PROMOTE, Host, Instance, InstanceSpec,
-    LABEL_REVISION, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService,
+    LABEL_HOST, LABEL_REVISION, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService,
     workload::{Strategy, StrategyType},
 };
 use k8s_openapi::{
@@ -21,12 +21,15 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    bluegreen, history,
+    bluegreen,
+    expectations::Pending,
+    history,
     observe::{next_available_in, observe},
     plan::{self, Desired, IntOrPercent},
     status,
 };
-use crate::{Context, Error};
+use crate::{Context, Error, scheduler::filter::Requirements};
+use futures::StreamExt;
 
 fn int_or_percent(v: &IntOrString) -> IntOrPercent {
     match v {
@@ -92,13 +95,10 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         &wl.spec.isolation,
         profile.as_deref(),
     );
-    let owned = instances
-        .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={name}")))
-        .await?
-        .items;
+    let owned = owned_instances(&ctx, &ns, &name).await?;
     let now = Timestamp::now();
     let draining = draining_hosts(&ctx).await?;
-    let observed: Vec<_> = owned
+    let mut observed: Vec<_> = owned
         .iter()
         .map(|i| {
             let mut o = observe(i, wl.spec.min_ready_seconds, now);
@@ -110,6 +110,8 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
             o
         })
         .collect();
+    ctx.expectations
+        .overlay(&crate::placement::key(&ns, &name), &mut observed);
     let desired = desired(&wl, rev.clone());
 
     // Plan.
@@ -182,7 +184,7 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
             Time(now),
         );
         for step in &p.steps {
-            step_event(&ctx, &wl, step).await;
+            step_event(&ctx, &wl, step);
         }
     }
     let reason_of = |s: &bulkhead_crds::WorkloadStatus| {
@@ -194,39 +196,30 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     };
     if blue_green.is_none() && reason_of(&next) != reason_of(&previous) {
         match reason_of(&next).as_deref() {
-            Some(status::reasons::NEW_REVISION_AVAILABLE) => {
-                event(
-                    &ctx,
-                    &wl,
-                    "RolloutComplete",
-                    "Rollout",
-                    format!("revision {rev} is available on every instance"),
-                )
-                .await
-            }
-            Some(status::reasons::PROGRESS_DEADLINE_EXCEEDED) => {
-                event(
-                    &ctx,
-                    &wl,
-                    "ProgressDeadlineExceeded",
-                    "Rollout",
-                    format!(
-                        "revision {rev} made no progress for {}s",
-                        wl.spec.progress_deadline_seconds
-                    ),
-                )
-                .await
-            }
-            Some(status::reasons::REVISION_UPDATED) => {
-                event(
-                    &ctx,
-                    &wl,
-                    "RolloutStarted",
-                    "Rollout",
-                    format!("rolling out revision {rev}"),
-                )
-                .await
-            }
+            Some(status::reasons::NEW_REVISION_AVAILABLE) => event(
+                &ctx,
+                &wl,
+                "RolloutComplete",
+                "Rollout",
+                format!("revision {rev} is available on every instance"),
+            ),
+            Some(status::reasons::PROGRESS_DEADLINE_EXCEEDED) => event(
+                &ctx,
+                &wl,
+                "ProgressDeadlineExceeded",
+                "Rollout",
+                format!(
+                    "revision {rev} made no progress for {}s",
+                    wl.spec.progress_deadline_seconds
+                ),
+            ),
+            Some(status::reasons::REVISION_UPDATED) => event(
+                &ctx,
+                &wl,
+                "RolloutStarted",
+                "Rollout",
+                format!("rolling out revision {rev}"),
+            ),
             _ => {}
         }
     }
@@ -269,7 +262,11 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         });
     let deadline_in = deadline_in.filter(|_| blue_green.is_none());
     let wake = [
-        next_available_in(&owned, wl.spec.min_ready_seconds, now),
+        next_available_in(
+            owned.iter().map(AsRef::as_ref),
+            wl.spec.min_ready_seconds,
+            now,
+        ),
         // A refused create (isolation level, quota) is tried again, not hot-looped.
         refused.as_ref().map(|_| CREATE_RETRY_SECONDS),
         deadline_in,
@@ -287,10 +284,13 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
 /// Seconds before a create the API server refused is tried again.
 const CREATE_RETRY_SECONDS: i64 = 30;
 
-/// Creates and deletes instances as planned. A create the API server refuses (admission:
-/// the namespace's isolation level, a quota) stops the creates of this pass and comes back
-/// as the refusal's message, for the Workload's `ReplicaFailure` condition; other errors
-/// fail the reconcile.
+/// Creates in flight at once.
+const CREATES_IN_FLIGHT: usize = 32;
+
+/// Creates and deletes instances as planned: one summary Event each way, not one per
+/// instance. A create the API server refuses (admission: the namespace's isolation level, a
+/// quota) comes back as the refusal's message, for the Workload's `ReplicaFailure`
+/// condition; other errors fail the reconcile.
 async fn apply_actions(
     ctx: &Context,
     wl: &Workload,
@@ -299,64 +299,207 @@ async fn apply_actions(
     rev: &str,
     profile: Option<&str>,
 ) -> Result<Option<String>, Error> {
-    let name = wl.name_any();
+    let creates: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            plan::Action::Create(n) => Some(n.as_str()),
+            plan::Action::Delete(_) => None,
+        })
+        .collect();
+    let deletes: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            plan::Action::Delete(n) => Some(n.as_str()),
+            plan::Action::Create(_) => None,
+        })
+        .collect();
+    let refused = create_all(ctx, wl, instances, &creates, rev, profile).await?;
+    delete_all(ctx, wl, instances, &deletes).await?;
+    Ok(refused)
+}
+
+/// New instances of the revision, each bound to the host the shared placement chooses (the
+/// scheduler binds those that fit nowhere yet), so that each costs one API write.
+fn bound_instances(
+    ctx: &Context,
+    wl: &Workload,
+    names: &[&str],
+    rev: &str,
+    profile: Option<&str>,
+) -> Result<Vec<Instance>, Error> {
     let ns = wl.namespace().unwrap_or_default();
-    let mut refused = None;
-    for action in actions {
-        match action {
-            plan::Action::Create(instance_name) => {
-                if refused.is_some() {
-                    continue;
-                }
-                let mut instance = new_instance(wl, instance_name, rev)?;
-                instance.spec.seccomp_profile_digest = profile.map(str::to_string);
-                let params = PostParams {
-                    field_manager: Some(MANAGER_CONTROLLER.into()),
-                    ..Default::default()
-                };
-                match instances.create(&params, &instance).await {
-                    Ok(_) => {
-                        info!(workload = %name, namespace = %ns, instance = %instance_name, revision = %rev, "created instance");
-                        let note = format!("created instance {instance_name} of revision {rev}");
-                        event(ctx, wl, "Created", "CreateInstance", note).await;
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-                        warn!(workload = %name, namespace = %ns, instance = %instance_name, error = %e.message, "the API server refused an instance");
-                        let note = format!("creating instance {instance_name}: {}", e.message);
-                        event(ctx, wl, "FailedCreate", "CreateInstance", note.clone()).await;
-                        refused = Some(note);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+    let mut batch = Vec::with_capacity(names.len());
+    for name in names {
+        let mut instance = new_instance(wl, name, rev)?;
+        instance.spec.seccomp_profile_digest = profile.map(str::to_string);
+        batch.push(instance);
+    }
+    let requests: Vec<_> = batch
+        .iter()
+        .map(|i| {
+            let req = Requirements::of(&i.spec, Some(wl.name_any()));
+            (crate::placement::key(&ns, &i.name_any()), req)
+        })
+        .collect();
+    for (instance, decision) in batch.iter_mut().zip(ctx.placement.place(&requests)) {
+        if let Ok(host) = decision {
+            instance
+                .labels_mut()
+                .insert(LABEL_HOST.to_string(), host.clone());
+            instance.spec.host_name = Some(host);
+        }
+    }
+    Ok(batch)
+}
+
+async fn create_all(
+    ctx: &Context,
+    wl: &Workload,
+    instances: &Api<Instance>,
+    names: &[&str],
+    rev: &str,
+    profile: Option<&str>,
+) -> Result<Option<String>, Error> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let (ns, name) = (wl.namespace().unwrap_or_default(), wl.name_any());
+    let wkey = crate::placement::key(&ns, &name);
+    let batch = bound_instances(ctx, wl, names, rev, profile)?;
+    for n in names {
+        ctx.expectations
+            .expect(&wkey, n, Pending::Create(rev.to_string()));
+    }
+    let params = PostParams {
+        field_manager: Some(MANAGER_CONTROLLER.into()),
+        ..Default::default()
+    };
+    let results: Vec<(String, Result<Instance, kube::Error>)> =
+        futures::stream::iter(batch.into_iter().map(|i| {
+            let params = &params;
+            async move { (i.name_any(), instances.create(params, &i).await) }
+        }))
+        .buffer_unordered(CREATES_IN_FLIGHT)
+        .collect()
+        .await;
+    let (mut created, mut refused, mut failed) = (Vec::new(), None, None);
+    for (instance, result) in results {
+        let forget = |keep_expectation: bool| {
+            ctx.placement.forget(&crate::placement::key(&ns, &instance));
+            if !keep_expectation {
+                ctx.expectations.forget(&wkey, &instance);
             }
-            plan::Action::Delete(instance_name) => {
-                match instances
-                    .delete(instance_name, &DeleteParams::background())
-                    .await
-                {
-                    Ok(_) => {
-                        info!(workload = %name, namespace = %ns, instance = %instance_name, "deleted instance");
-                        let note = format!("deleted instance {instance_name}");
-                        event(ctx, wl, "Deleted", "DeleteInstance", note).await;
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+        };
+        match result {
+            Ok(_) => created.push(instance),
+            // It exists: the store will show it.
+            Err(kube::Error::Api(e)) if e.code == 409 => forget(true),
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+                forget(false);
+                warn!(workload = %name, namespace = %ns, instance = %instance, error = %e.message, "the API server refused an instance");
+                refused.get_or_insert(format!("creating instance {instance}: {}", e.message));
+            }
+            Err(e) => {
+                forget(false);
+                failed.get_or_insert(e);
             }
         }
     }
-    Ok(refused)
+    if !created.is_empty() {
+        created.sort();
+        info!(workload = %name, namespace = %ns, count = created.len(), revision = %rev, "created instances");
+        let note = summary("created", &created, &format!(" of revision {rev}"));
+        event(ctx, wl, "Created", "CreateInstance", note);
+    }
+    if let Some(note) = &refused {
+        event(ctx, wl, "FailedCreate", "CreateInstance", note.clone());
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(refused),
+    }
+}
+
+async fn delete_all(
+    ctx: &Context,
+    wl: &Workload,
+    instances: &Api<Instance>,
+    names: &[&str],
+) -> Result<(), Error> {
+    let (ns, name) = (wl.namespace().unwrap_or_default(), wl.name_any());
+    let wkey = crate::placement::key(&ns, &name);
+    let mut deleted = Vec::new();
+    for instance in names {
+        match instances
+            .delete(instance, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => deleted.push(instance.to_string()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        ctx.expectations.expect(&wkey, instance, Pending::Delete);
+    }
+    if !deleted.is_empty() {
+        info!(workload = %name, namespace = %ns, instances = ?deleted, "deleted instances");
+        event(
+            ctx,
+            wl,
+            "Deleted",
+            "DeleteInstance",
+            summary("deleted", &deleted, ""),
+        );
+    }
+    Ok(())
+}
+
+/// "created 3 instances of revision r: a, b, c", naming at most ten.
+fn summary(verb: &str, names: &[String], suffix: &str) -> String {
+    const NAMED: usize = 10;
+    let noun = if names.len() == 1 {
+        "instance"
+    } else {
+        "instances"
+    };
+    let mut listed = names
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMED {
+        listed.push_str(&format!(" and {} more", names.len() - NAMED));
+    }
+    format!("{verb} {} {noun}{suffix}: {listed}", names.len())
+}
+
+/// The Workload's instances, from the shared store (never a list).
+async fn owned_instances(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Arc<Instance>>, Error> {
+    let store = &ctx.placement.instances;
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreGone("Instance"))?;
+    Ok(store
+        .state()
+        .into_iter()
+        .filter(|i| {
+            i.metadata.namespace.as_deref() == Some(ns)
+                && i.labels().get(LABEL_WORKLOAD).map(String::as_str) == Some(name)
+        })
+        .collect())
 }
 
 /// The Hosts annotated `bulkhead.dev/drain: "true"`.
 async fn draining_hosts(ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
     // Judging before the first list would miss a drain; the watch fills this within a moment.
-    ctx.hosts
+    ctx.placement
+        .hosts
         .wait_until_ready()
         .await
         .map_err(|_| Error::StoreGone("Host"))?;
     Ok(ctx
+        .placement
         .hosts
         .state()
         .iter()
@@ -403,7 +546,7 @@ async fn published_revisions(
 }
 
 /// Tells the story of a blue/green rollout as Events on the Workload.
-async fn step_event(ctx: &Context, wl: &Workload, step: &bluegreen::Step) {
+fn step_event(ctx: &Context, wl: &Workload, step: &bluegreen::Step) {
     use bluegreen::Step::*;
     let name = wl.name_any();
     let (reason, note) = match step {
@@ -441,22 +584,16 @@ async fn step_event(ctx: &Context, wl: &Workload, step: &bluegreen::Step) {
         ),
     };
     let warning = matches!(step, Aborted { .. });
-    emit(ctx, wl, reason, "Rollout", note, warning).await;
+    emit(ctx, wl, reason, "Rollout", note, warning);
 }
 
-/// Publishes an Event on the Workload; a failure to publish is logged, never fatal.
-async fn event(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String) {
-    emit(ctx, wl, reason, action, note, false).await;
+/// Publishes an Event on the Workload off the reconcile's path; a failure to publish is
+/// logged, never fatal.
+fn event(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String) {
+    emit(ctx, wl, reason, action, note, false);
 }
 
-async fn emit(
-    ctx: &Context,
-    wl: &Workload,
-    reason: &str,
-    action: &str,
-    note: String,
-    warning: bool,
-) {
+fn emit(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String, warning: bool) {
     let ev = kube::runtime::events::Event {
         type_: if warning {
             kube::runtime::events::EventType::Warning
@@ -468,9 +605,12 @@ async fn emit(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &wl.object_ref(&())).await {
-        tracing::warn!(error = %e, "publishing an event failed");
-    }
+    let (recorder, regarding) = (ctx.recorder.clone(), wl.object_ref(&()));
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&ev, &regarding).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    });
 }
 
 /// A new Instance of the Workload's current template, owned by it.
