@@ -217,10 +217,23 @@ async fn observe_names(
     owner_uid: &str,
 ) -> Result<Vec<Slot>, Error> {
     let preview_name = format!("{name}{PREVIEW_SUFFIX}");
+    // One round trip for the four reads, not four.
+    let (active_service, active_slice, preview_service, preview_slice) = futures::try_join!(
+        services.get_opt(name),
+        slices.get_opt(name),
+        services.get_opt(&preview_name),
+        slices.get_opt(&preview_name),
+    )?;
     let mut slots = Vec::with_capacity(4);
-    for (role, object) in [(Role::Active, name), (Role::Preview, preview_name.as_str())] {
-        let service = services.get_opt(object).await?;
-        let slice = slices.get_opt(object).await?;
+    for (role, object, service, slice) in [
+        (Role::Active, name, active_service, active_slice),
+        (
+            Role::Preview,
+            preview_name.as_str(),
+            preview_service,
+            preview_slice,
+        ),
+    ] {
         for (kind, meta) in [
             (Kind::Service, service.as_ref().map(|s| &s.metadata)),
             (Kind::EndpointSlice, slice.as_ref().map(|s| &s.metadata)),

@@ -132,6 +132,15 @@ pub fn plan(namespace: &str, preview: bool, slots: &[Slot]) -> Plan {
             (false, Claim::Absent | Claim::Foreign) => {}
         }
     }
+    // A cutover changes only the slices: write them first, before the Services that exist
+    // already (a new Service still goes before its slice).
+    let exists = |kind: Kind, role: Role| {
+        slots
+            .iter()
+            .any(|s| s.kind == kind && s.role == role && matches!(s.claim, Claim::Ours(_)))
+    };
+    plan.apply
+        .sort_by_key(|(kind, role, _)| *kind == Kind::Service && exists(*kind, *role));
     plan
 }
 
@@ -195,6 +204,23 @@ mod tests {
                 claim,
             })
             .collect()
+    }
+
+    #[test]
+    fn existing_slices_are_written_before_existing_services() {
+        let ours = slots([
+            Claim::Ours("s1".into()),
+            Claim::Ours("e1".into()),
+            Claim::Absent,
+            Claim::Absent,
+        ]);
+        assert_eq!(
+            plan("ns", false, &ours).apply,
+            [
+                (Kind::EndpointSlice, Role::Active, "web".to_string()),
+                (Kind::Service, Role::Active, "web".to_string()),
+            ]
+        );
     }
 
     #[test]
