@@ -142,7 +142,7 @@ async fn observe(
         }
         Some(TaskState::Created(created)) => {
             // The agent stopped between creating and starting the task.
-            let ip = match attach(ctx, id, created).await {
+            let ip = match attach(ctx, id, created, Left::Maybe).await {
                 Ok(ip) => ip,
                 Err(e) => return network_failed(instance, ctx, id, e).await,
             };
@@ -195,7 +195,7 @@ async fn observe(
                 .containerd
                 .create_task(id, mounts, &ctx.log_writer.uri(std::path::Path::new(&log)))
                 .await?;
-            let ip = match attach(ctx, id, created).await {
+            let ip = match attach(ctx, id, created, Left::Maybe).await {
                 Ok(ip) => ip,
                 Err(e) => return network_failed(instance, ctx, id, e).await,
             };
@@ -495,7 +495,7 @@ async fn start(
         }
     };
     failpoint::hit("after-create-task");
-    let ip = match attach(ctx, id, created).await {
+    let ip = match attach(ctx, id, created, Left::Nothing).await {
         Ok(ip) => ip,
         Err(e) => return network_failed(instance, ctx, id, e).await,
     };
@@ -741,6 +741,11 @@ fn refuse(
     message
 }
 
+/// Reads of a new task's isolation before it is judged weaker than asked, and the pause
+/// between them (2 s in all).
+const READ_BACK_TRIES: usize = 100;
+const READ_BACK_EVERY: Duration = Duration::from_millis(20);
+
 async fn read_back(
     instance: &Instance,
     pid: u32,
@@ -756,7 +761,8 @@ async fn read_back(
         selinux_label,
     };
     let mut last = Vec::new();
-    for _ in 0..10 {
+    // Most tasks read back right away: poll often, for the same 2 s bound as before.
+    for _ in 0..READ_BACK_TRIES {
         match reader.observe(pid) {
             Err(_) => return ReadBack::Gone,
             Ok(o) => {
@@ -766,9 +772,19 @@ async fn read_back(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(READ_BACK_EVERY).await;
     }
     ReadBack::Weaker(last)
+}
+
+/// Whether an earlier agent may have attached a task's network namespace already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// The task was created in this pass: its namespace is new and empty.
+    Nothing,
+    /// The task was found created (or recreated after a lost listener): an agent killed
+    /// between ADD and start may have left eth0 there.
+    Maybe,
 }
 
 /// Attaches the created task's network namespace to the instance network; the instance's
@@ -777,12 +793,16 @@ async fn attach(
     ctx: &Context,
     id: &str,
     pid: u32,
+    left: Left,
 ) -> Result<Option<String>, crate::network::CniError> {
     let Some(cni) = &ctx.cni else { return Ok(None) };
     let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    // A DEL inside this namespace first: an agent killed between ADD and start left eth0
-    // (and an address) there, and a second ADD would fail on it.
-    let _ = cni.del(id, Some(&netns)).await;
+    // A DEL inside this namespace first when an earlier agent may have attached it (eth0 and
+    // an address there would fail a second ADD); a task created in this pass has a new,
+    // empty namespace, so its start skips that round trip.
+    if left == Left::Maybe {
+        let _ = cni.del(id, Some(&netns)).await;
+    }
     cni.add(id, &netns).await.map(Some)
 }
 
