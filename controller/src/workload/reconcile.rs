@@ -81,23 +81,54 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let seen = observe_workload(&ctx, &wl, now).await?;
+    let planned = plan_workload(&ctx, &wl, &seen, now).await?;
+    let refused = apply(&ctx, &wl, &seen, &planned).await?;
+    let next = report(&ctx, &wl, &seen, &planned, refused.as_deref(), now).await?;
+    Ok(Action::requeue(wake_in(
+        &wl,
+        &seen,
+        &planned,
+        &next,
+        refused.is_some(),
+        now,
+    )))
+}
+
+/// What one reconcile saw: the revision the template makes and the Workload's instances.
+struct Seen {
+    ns: String,
+    name: String,
+    /// The SeccompProfile version the template names, pinned into the revision.
+    profile: Option<String>,
+    rev: String,
+    owned: Vec<Arc<Instance>>,
+    observed: Vec<plan::ObservedInstance>,
+    desired: Desired,
+}
+
+/// What the planners decided: the actions, and for BlueGreen the plan and its settings.
+struct Planned {
+    actions: Vec<plan::Action>,
+    blue_green: Option<(bluegreen::Plan, bluegreen::Settings)>,
+}
+
+/// Observe: the revision, the owned instances from the shared store (with what this
+/// controller has created or deleted but not yet seen), and which hosts drain.
+async fn observe_workload(ctx: &Context, wl: &Workload, now: Timestamp) -> Result<Seen, Error> {
     let ns = wl
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let name = wl.name_any();
-    let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
-    let workloads: Api<Workload> = Api::namespaced(ctx.client.clone(), &ns);
-
-    // Observe.
-    let profile = super::seccomp::resolve(&ctx, &wl).await?;
+    let profile = super::seccomp::resolve(ctx, wl).await?;
     let rev = super::seccomp::revision_with_profile(
         &wl.spec.template,
         &wl.spec.isolation,
         profile.as_deref(),
     );
-    let owned = owned_instances(&ctx, &ns, &name).await?;
-    let now = Timestamp::now();
-    let draining = draining_hosts(&ctx).await?;
+    let owned = owned_instances(ctx, &ns, &name).await?;
+    let draining = draining_hosts(ctx).await?;
     let mut observed: Vec<_> = owned
         .iter()
         .map(|i| {
@@ -112,116 +143,124 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         .collect();
     ctx.expectations
         .overlay(&crate::placement::key(&ns, &name), &mut observed);
-    let desired = desired(&wl, rev.clone());
+    let desired = desired(wl, rev.clone());
+    Ok(Seen {
+        ns,
+        name,
+        profile,
+        rev,
+        owned,
+        observed,
+        desired,
+    })
+}
 
-    // Plan.
+/// Plan: the pure planners (rolling or blue/green) over what was seen.
+async fn plan_workload(
+    ctx: &Context,
+    wl: &Workload,
+    seen: &Seen,
+    now: Timestamp,
+) -> Result<Planned, Error> {
     let blue_green = match wl.spec.strategy.type_ {
         StrategyType::BlueGreen => {
-            let published = published_revisions(&ctx, &ns, &name).await?;
-            let settings = blue_green_settings(&wl);
+            let published = published_revisions(ctx, &seen.ns, &seen.name).await?;
+            let settings = blue_green_settings(wl);
             let previous = wl.status.clone().unwrap_or_default();
             let annotation = |key: &str| wl.annotations().get(key).map(String::as_str);
             let input = bluegreen::Input {
-                update: &rev,
+                update: &seen.rev,
                 settings: settings.clone(),
                 state: status::blue_green_state(&previous),
                 requests: bluegreen::Requests {
-                    promote: annotation(ANNOTATION_PROMOTE) == Some(rev.as_str()),
-                    abort: annotation(ANNOTATION_ABORT) == Some(rev.as_str()),
+                    promote: annotation(ANNOTATION_PROMOTE) == Some(seen.rev.as_str()),
+                    abort: annotation(ANNOTATION_ABORT) == Some(seen.rev.as_str()),
                 },
                 published,
                 now: now.as_second(),
-                observed: &observed,
+                observed: &seen.observed,
             };
-            Some((bluegreen::plan(&name, &input), settings))
+            Some((bluegreen::plan(&seen.name, &input), settings))
         }
         StrategyType::RollingUpdate => None,
     };
     let actions = match &blue_green {
         Some((p, _)) => p.actions.clone(),
-        None => plan::plan(&name, &desired, &observed),
+        None => plan::plan(&seen.name, &seen.desired, &seen.observed),
     };
-    let in_use: std::collections::BTreeSet<String> = observed
+    Ok(Planned {
+        actions,
+        blue_green,
+    })
+}
+
+/// Apply: record the revision history, then create and delete instances. Returns the
+/// API server's refusal of a create, if any.
+async fn apply(
+    ctx: &Context,
+    wl: &Workload,
+    seen: &Seen,
+    planned: &Planned,
+) -> Result<Option<String>, Error> {
+    let in_use: std::collections::BTreeSet<String> = seen
+        .observed
         .iter()
         .filter(|i| !i.finished && !i.deleting)
         .map(|i| i.revision.clone())
         .collect();
     history::record(
-        &Api::namespaced(ctx.client.clone(), &ns),
-        &wl,
-        &rev,
+        &Api::namespaced(ctx.client.clone(), &seen.ns),
+        wl,
+        &seen.rev,
         &in_use,
     )
     .await?;
+    let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &seen.ns);
+    apply_actions(
+        ctx,
+        wl,
+        &instances,
+        &planned.actions,
+        &seen.rev,
+        seen.profile.as_deref(),
+    )
+    .await
+}
 
-    // Apply.
-    let refused = apply_actions(&ctx, &wl, &instances, &actions, &rev, profile.as_deref()).await?;
-
-    // Report.
+/// Report: the next status (written only when it changed), its Events and metrics.
+async fn report(
+    ctx: &Context,
+    wl: &Workload,
+    seen: &Seen,
+    planned: &Planned,
+    refused: Option<&str>,
+    now: Timestamp,
+) -> Result<bulkhead_crds::WorkloadStatus, Error> {
     let previous = wl.status.clone().unwrap_or_default();
     let mut next = status::compute(
         &previous,
         wl.metadata.generation,
-        &desired,
-        &observed,
+        &seen.desired,
+        &seen.observed,
         wl.spec.progress_deadline_seconds,
         Time(now),
     );
-    status::report_create_refusal(
-        &mut next,
-        refused.as_deref(),
-        wl.metadata.generation,
-        Time(now),
-    );
-    if let Some((p, settings)) = &blue_green {
+    status::report_create_refusal(&mut next, refused, wl.metadata.generation, Time(now));
+    if let Some((p, settings)) = &planned.blue_green {
         status::report_blue_green(
             &mut next,
             &p.state,
             settings,
-            &rev,
-            &observed,
+            &seen.rev,
+            &seen.observed,
             wl.metadata.generation,
             Time(now),
         );
         for step in &p.steps {
-            step_event(&ctx, &wl, step);
+            step_event(ctx, wl, step);
         }
-    }
-    let reason_of = |s: &bulkhead_crds::WorkloadStatus| {
-        bulkhead_crds::conditions::find(
-            &s.conditions,
-            bulkhead_crds::conditions::types::PROGRESSING,
-        )
-        .map(|c| c.reason.clone())
-    };
-    if blue_green.is_none() && reason_of(&next) != reason_of(&previous) {
-        match reason_of(&next).as_deref() {
-            Some(status::reasons::NEW_REVISION_AVAILABLE) => event(
-                &ctx,
-                &wl,
-                "RolloutComplete",
-                "Rollout",
-                format!("revision {rev} is available on every instance"),
-            ),
-            Some(status::reasons::PROGRESS_DEADLINE_EXCEEDED) => event(
-                &ctx,
-                &wl,
-                "ProgressDeadlineExceeded",
-                "Rollout",
-                format!(
-                    "revision {rev} made no progress for {}s",
-                    wl.spec.progress_deadline_seconds
-                ),
-            ),
-            Some(status::reasons::REVISION_UPDATED) => event(
-                &ctx,
-                &wl,
-                "RolloutStarted",
-                "Rollout",
-                format!("rolling out revision {rev}"),
-            ),
-            _ => {}
-        }
+    } else {
+        rollout_event(ctx, wl, &seen.rev, &previous, &next);
     }
     let phase_name = next.phase.map(|p| match p {
         bulkhead_crds::workload::WorkloadPhase::Healthy => "Healthy",
@@ -230,19 +269,19 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         bulkhead_crds::workload::WorkloadPhase::Degraded => "Degraded",
     });
     ctx.metrics
-        .workload_phase(&format!("{ns}/{name}"), phase_name);
+        .workload_phase(&format!("{}/{}", seen.ns, seen.name), phase_name);
     if next != previous {
         let body =
             json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Workload", "status": next});
-        workloads
+        Api::<Workload>::namespaced(ctx.client.clone(), &seen.ns)
             .patch_status(
-                &name,
+                &seen.name,
                 &PatchParams::apply(MANAGER_CONTROLLER).force(),
                 &Patch::Apply(&body),
             )
             .await?;
     }
-    if blue_green.as_ref().is_some_and(|(p, _)| {
+    if planned.blue_green.as_ref().is_some_and(|(p, _)| {
         p.steps
             .iter()
             .any(|s| matches!(s, bluegreen::Step::Promoted { .. }))
@@ -250,35 +289,91 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         // Crash-safety tests stop here: the switch is recorded, no Service has followed yet.
         bulkhead_telemetry::failpoint::hit("controller-after-promote");
     }
+    Ok(next)
+}
 
-    // Wake up when a ready instance becomes available (minReadySeconds) or the progress
-    // deadline passes, else on changes.
+/// The rolling update's Event when its Progressing reason changes.
+fn rollout_event(
+    ctx: &Context,
+    wl: &Workload,
+    rev: &str,
+    previous: &bulkhead_crds::WorkloadStatus,
+    next: &bulkhead_crds::WorkloadStatus,
+) {
+    let reason_of = |s: &bulkhead_crds::WorkloadStatus| {
+        bulkhead_crds::conditions::find(
+            &s.conditions,
+            bulkhead_crds::conditions::types::PROGRESSING,
+        )
+        .map(|c| c.reason.clone())
+    };
+    if reason_of(next) == reason_of(previous) {
+        return;
+    }
+    match reason_of(next).as_deref() {
+        Some(status::reasons::NEW_REVISION_AVAILABLE) => event(
+            ctx,
+            wl,
+            "RolloutComplete",
+            "Rollout",
+            format!("revision {rev} is available on every instance"),
+        ),
+        Some(status::reasons::PROGRESS_DEADLINE_EXCEEDED) => event(
+            ctx,
+            wl,
+            "ProgressDeadlineExceeded",
+            "Rollout",
+            format!(
+                "revision {rev} made no progress for {}s",
+                wl.spec.progress_deadline_seconds
+            ),
+        ),
+        Some(status::reasons::REVISION_UPDATED) => event(
+            ctx,
+            wl,
+            "RolloutStarted",
+            "Rollout",
+            format!("rolling out revision {rev}"),
+        ),
+        _ => {}
+    }
+}
+
+/// Seconds until the next reconcile: when a ready instance becomes available
+/// (minReadySeconds), a refused create is tried again, the progress deadline passes, or the
+/// blue/green plan wants to look again; else on changes (and every 300 s).
+fn wake_in(
+    wl: &Workload,
+    seen: &Seen,
+    planned: &Planned,
+    next: &bulkhead_crds::WorkloadStatus,
+    refused: bool,
+    now: Timestamp,
+) -> Duration {
     let deadline_in = next
         .last_progress_time
         .as_ref()
         .filter(|_| next.phase == Some(bulkhead_crds::workload::WorkloadPhase::Progressing))
+        .filter(|_| planned.blue_green.is_none())
         .map(|t| {
             t.0.as_second() + i64::from(wl.spec.progress_deadline_seconds) + 1 - now.as_second()
         });
-    let deadline_in = deadline_in.filter(|_| blue_green.is_none());
     let wake = [
         next_available_in(
-            owned.iter().map(AsRef::as_ref),
+            seen.owned.iter().map(AsRef::as_ref),
             wl.spec.min_ready_seconds,
             now,
         ),
         // A refused create (isolation level, quota) is tried again, not hot-looped.
-        refused.as_ref().map(|_| CREATE_RETRY_SECONDS),
+        refused.then_some(CREATE_RETRY_SECONDS),
         deadline_in,
-        blue_green.as_ref().and_then(|(p, _)| p.wake_in),
+        planned.blue_green.as_ref().and_then(|(p, _)| p.wake_in),
     ]
     .into_iter()
     .flatten()
     .min()
     .unwrap_or(300);
-    Ok(Action::requeue(Duration::from_secs(
-        wake.clamp(1, 300) as u64
-    )))
+    Duration::from_secs(wake.clamp(1, 300) as u64)
 }
 
 /// Seconds before a create the API server refused is tried again.

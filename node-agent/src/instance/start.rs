@@ -1,6 +1,6 @@
 //! Starting an Instance, or adopting the container that already runs it.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, ops::ControlFlow, sync::Arc, time::Duration};
 
 use bulkhead_crds::{
     Instance, InstancePhase, SeccompProfile,
@@ -208,6 +208,9 @@ async fn observe(
     }
 }
 
+/// Why an instance cannot start: a reason and a message for its Failed status.
+type Refusal = (&'static str, String);
+
 /// Pulls, allocates, builds the spec, creates the container and starts its task.
 async fn start(
     instance: &Instance,
@@ -220,160 +223,30 @@ async fn start(
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let spec = &instance.spec;
-
-    let mut s = status::current(instance);
-    status::phase(
-        &mut s,
-        InstancePhase::Pulling,
-        None,
-        Some(format!("pulling {}", spec.template.image)),
-    );
-    status::write(ctx, instance, &s).await?;
-
-    let reference = match ImageRef::parse(&spec.template.image) {
-        Ok(r) => r,
-        Err(e) => {
-            status::fail(ctx, instance, "InvalidImageReference", e.to_string()).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    let pull_started = std::time::Instant::now();
-    let pulled = image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
-    ctx.metrics.pull(
-        pulled.is_ok(),
-        pull_started.elapsed(),
-        pulled.as_ref().map_or(0, |p| p.fetched_bytes),
-    );
-    let pulled = match pulled {
-        Ok(p) => p,
-        Err(e) if e.is_transient() => {
-            warn!(instance = %name, error = %e, "image pull failed; will retry");
-            status::phase(
-                &mut s,
-                InstancePhase::Pulling,
-                Some(e.reason()),
-                Some(format!("{e}; retrying")),
-            );
-            status::write(ctx, instance, &s).await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
-        }
-        Err(e) => {
-            warn!(instance = %name, error = %e, "image pull failed");
-            status::fail(ctx, instance, e.reason(), e.to_string()).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    failpoint::hit("after-pull");
-    let fail = |reason: &'static str, message: String| async move {
+    let fail = |(reason, message): Refusal| async move {
         status::fail(ctx, instance, reason, message)
             .await
             .map(|()| Action::await_change())
     };
 
-    // Seccomp: the shipped default, a SeccompProfile by name (enforced or in Complain mode,
-    // at the version the Instance pins), a recording filter, or none.
-    let features = &ctx.features;
-    let seccomp_type = spec.isolation.seccomp.type_;
-    let listener = ctx.notifier.socket_path(id);
-    let (profile_name, profile) = match seccomp_type {
-        SeccompType::RuntimeDefault => (
-            format!("RuntimeDefault@{}", seccomp::RUNTIME_DEFAULT_VERSION),
-            Some(seccomp::runtime_default()),
-        ),
-        SeccompType::Localhost | SeccompType::Complain => {
-            let profile_name = spec
-                .isolation
-                .seccomp
-                .localhost_profile
-                .clone()
-                .unwrap_or_default();
-            let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), &namespace);
-            match api.get_opt(&profile_name).await? {
-                Some(p) => {
-                    let have = p.spec.content_digest();
-                    if let Some(want) = &spec.seccomp_profile_digest
-                        && *want != have
-                    {
-                        return fail(
-                            "SeccompProfileVersionGone",
-                            format!("SeccompProfile {namespace}/{profile_name} now has content {have}; this instance was created for {want}, which no longer exists. The Workload rolls the new version out as a new revision"),
-                        )
-                        .await;
-                    }
-                    (profile_name, Some(p.spec))
-                }
-                None => {
-                    return fail(
-                        "SeccompProfileNotFound",
-                        format!("SeccompProfile {namespace}/{profile_name} does not exist; create it or change isolation.seccomp"),
-                    )
-                    .await;
-                }
-            }
-        }
-        SeccompType::Unconfined => ("Unconfined".to_string(), None),
-        SeccompType::Record => ("Record".to_string(), None),
+    // 1. The image, by digest.
+    let mut s = status::current(instance);
+    let pulled = match pull(instance, ctx, &mut s).await? {
+        ControlFlow::Continue(p) => p,
+        ControlFlow::Break(action) => return Ok(action),
     };
-    if seccomp_type != SeccompType::Unconfined && !features.seccomp {
-        return fail(
-            "SeccompUnsupported",
-            "this host's kernel does not support seccomp filters".into(),
-        )
-        .await;
-    }
-    // Record and Complain need seccomp user notification; without it an enforced profile's
-    // denials are refused by the kernel alone, uncounted.
-    let user_notif = features.seccomp_actions.iter().any(|a| a == "user_notif");
-    if matches!(seccomp_type, SeccompType::Record | SeccompType::Complain) && !user_notif {
-        return fail(
-            "SeccompNotifyUnsupported",
-            format!("seccomp type {seccomp_type:?} needs seccomp user notification, which this host's kernel does not offer"),
-        )
-        .await;
-    }
-    let oci_seccomp = match &profile {
-        Some(p) => {
-            let caps = &spec.isolation.capabilities.add;
-            let pctx = seccomp::ProfileContext {
-                go_arch: go_arch(),
-                kernel: HostRoot::default().kernel_version(),
-                capabilities: caps,
-            };
-            match seccomp::to_oci(p, &pctx) {
-                Ok(s) if seccomp_type == SeccompType::Complain => Some((
-                    notify::complain(&s, &listener),
-                    Some(notify::Mode::Complain),
-                )),
-                Ok(s) if seccomp_type == SeccompType::Localhost && user_notif => {
-                    let (s, mode) = notify::count_denials(&s, &listener);
-                    Some((s, mode))
-                }
-                Ok(s) => Some((s, None)),
-                Err(e) => {
-                    return fail(
-                        "InvalidSeccompProfile",
-                        format!("seccomp profile {profile_name}: {e}"),
-                    )
-                    .await;
-                }
-            }
-        }
-        None if seccomp_type == SeccompType::Record => {
-            Some((notify::record_filter(&listener), Some(notify::Mode::Record)))
-        }
-        None => None,
-    };
-    let (oci_seccomp, notify_mode) = match oci_seccomp {
-        Some((s, mode)) => (Some(s), mode),
-        None => (None, None),
-    };
-    let seccomp_digest = oci_seccomp.as_ref().map(seccomp::digest);
+    failpoint::hit("after-pull");
 
-    // Allocations: unique on this host while the container exists.
-    let allocated = allocate(ctx, uid, spec.isolation.user_namespace);
-    let (uid_range, mcs) = match allocated {
+    // 2. The seccomp filter.
+    let filter = match seccomp_filter(instance, ctx, &namespace, id).await? {
+        Ok(f) => f,
+        Err(refusal) => return fail(refusal).await,
+    };
+
+    // 3. Allocations: unique on this host while the container exists.
+    let (uid_range, mcs) = match allocate(ctx, uid, spec.isolation.user_namespace) {
         Ok(a) => a,
-        Err((reason, message)) => return fail(reason, message).await,
+        Err(refusal) => return fail(refusal).await,
     };
     let release = || {
         ctx.notifier.close(id);
@@ -382,11 +255,240 @@ async fn start(
             alloc.mcs.release(uid);
         }
     };
-
     status::phase(&mut s, InstancePhase::Starting, None, None);
     s.image_digest = Some(pulled.digest.clone());
     status::write(ctx, instance, &s).await?;
 
+    // 4. The runtime spec, the container (its labels hold what adoption reads back) and
+    //    its task, created but not started.
+    let pid = match create(instance, ctx, id, &pulled, &filter, (uid_range, mcs)).await {
+        Ok(Created::Task(pid)) => pid,
+        // Another reconcile got there first; look again rather than start a twin.
+        Ok(Created::Raced) => return Ok(Action::requeue(Duration::from_millis(100))),
+        Ok(Created::Refused(refusal)) => {
+            warn!(instance = %name, container = id, message = %refusal.1, "creating the task failed");
+            release();
+            return fail(refusal).await;
+        }
+        Err(e) => {
+            release();
+            return Err(e);
+        }
+    };
+    failpoint::hit("after-create-task");
+
+    // 5. The network, then the process runs.
+    let ip = match attach(ctx, id, pid, Left::Nothing).await {
+        Ok(ip) => ip,
+        Err(e) => return network_failed(instance, ctx, id, e).await,
+    };
+    failpoint::hit("after-network");
+    let pid = ctx.containerd.start_task(id).await?;
+    failpoint::hit("after-start-task");
+    info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
+
+    // 6. Read back what the kernel enforces and report it.
+    let container = ctx
+        .containerd
+        .get_container(id)
+        .await?
+        .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
+    report_running(instance, ctx, &container, pid, false, ip).await?;
+    supervise(instance, ctx, id);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Pulls the instance's image, writing the Pulling phase; a transient failure is retried, a
+/// permanent one fails the instance.
+async fn pull(
+    instance: &Instance,
+    ctx: &Context,
+    s: &mut bulkhead_crds::InstanceStatus,
+) -> Result<ControlFlow<Action, image::PulledImage>, Error> {
+    let image_ref = &instance.spec.template.image;
+    status::phase(
+        s,
+        InstancePhase::Pulling,
+        None,
+        Some(format!("pulling {image_ref}")),
+    );
+    status::write(ctx, instance, s).await?;
+    let reference = match ImageRef::parse(image_ref) {
+        Ok(r) => r,
+        Err(e) => {
+            status::fail(ctx, instance, "InvalidImageReference", e.to_string()).await?;
+            return Ok(ControlFlow::Break(Action::await_change()));
+        }
+    };
+    let started = std::time::Instant::now();
+    let pulled = image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
+    ctx.metrics.pull(
+        pulled.is_ok(),
+        started.elapsed(),
+        pulled.as_ref().map_or(0, |p| p.fetched_bytes),
+    );
+    match pulled {
+        Ok(p) => Ok(ControlFlow::Continue(p)),
+        Err(e) if e.is_transient() => {
+            warn!(instance = %instance.name_any(), error = %e, "image pull failed; will retry");
+            let message = format!("{e}; retrying");
+            status::phase(s, InstancePhase::Pulling, Some(e.reason()), Some(message));
+            status::write(ctx, instance, s).await?;
+            Ok(ControlFlow::Break(Action::requeue(Duration::from_secs(10))))
+        }
+        Err(e) => {
+            warn!(instance = %instance.name_any(), error = %e, "image pull failed");
+            status::fail(ctx, instance, e.reason(), e.to_string()).await?;
+            Ok(ControlFlow::Break(Action::await_change()))
+        }
+    }
+}
+
+/// The seccomp filter an instance runs under, and how its notifications are handled.
+struct Filter {
+    /// The profile's name as the container label records it.
+    profile_name: String,
+    oci: Option<oci_spec::runtime::LinuxSeccomp>,
+    notify_mode: Option<notify::Mode>,
+}
+
+/// The shipped default, a SeccompProfile by name (enforced or in Complain mode, at the
+/// version the Instance pins), a recording filter, or none; refused when this kernel cannot
+/// enforce what is asked.
+async fn seccomp_filter(
+    instance: &Instance,
+    ctx: &Context,
+    namespace: &str,
+    id: &str,
+) -> Result<Result<Filter, Refusal>, Error> {
+    let spec = &instance.spec;
+    let seccomp_type = spec.isolation.seccomp.type_;
+    let (profile_name, profile) = match seccomp_type {
+        SeccompType::RuntimeDefault => (
+            format!("RuntimeDefault@{}", seccomp::RUNTIME_DEFAULT_VERSION),
+            Some(seccomp::runtime_default()),
+        ),
+        SeccompType::Localhost | SeccompType::Complain => {
+            match named_profile(instance, ctx, namespace).await? {
+                Ok(named) => named,
+                Err(refusal) => return Ok(Err(refusal)),
+            }
+        }
+        SeccompType::Unconfined => ("Unconfined".to_string(), None),
+        SeccompType::Record => ("Record".to_string(), None),
+    };
+    if seccomp_type != SeccompType::Unconfined && !ctx.features.seccomp {
+        return Ok(Err((
+            "SeccompUnsupported",
+            "this host's kernel does not support seccomp filters".into(),
+        )));
+    }
+    // Record and Complain need seccomp user notification; without it an enforced profile's
+    // denials are refused by the kernel alone, uncounted.
+    let user_notif = ctx
+        .features
+        .seccomp_actions
+        .iter()
+        .any(|a| a == "user_notif");
+    if matches!(seccomp_type, SeccompType::Record | SeccompType::Complain) && !user_notif {
+        return Ok(Err((
+            "SeccompNotifyUnsupported",
+            format!(
+                "seccomp type {seccomp_type:?} needs seccomp user notification, which this host's kernel does not offer"
+            ),
+        )));
+    }
+    let listener = ctx.notifier.socket_path(id);
+    let (oci, notify_mode) = match &profile {
+        Some(p) => {
+            let pctx = seccomp::ProfileContext {
+                go_arch: go_arch(),
+                kernel: HostRoot::default().kernel_version(),
+                capabilities: &spec.isolation.capabilities.add,
+            };
+            match seccomp::to_oci(p, &pctx) {
+                Ok(s) if seccomp_type == SeccompType::Complain => (
+                    Some(notify::complain(&s, &listener)),
+                    Some(notify::Mode::Complain),
+                ),
+                Ok(s) if seccomp_type == SeccompType::Localhost && user_notif => {
+                    let (s, mode) = notify::count_denials(&s, &listener);
+                    (Some(s), mode)
+                }
+                Ok(s) => (Some(s), None),
+                Err(e) => {
+                    return Ok(Err((
+                        "InvalidSeccompProfile",
+                        format!("seccomp profile {profile_name}: {e}"),
+                    )));
+                }
+            }
+        }
+        None if seccomp_type == SeccompType::Record => (
+            Some(notify::record_filter(&listener)),
+            Some(notify::Mode::Record),
+        ),
+        None => (None, None),
+    };
+    Ok(Ok(Filter {
+        profile_name,
+        oci,
+        notify_mode,
+    }))
+}
+
+/// The SeccompProfile an instance names, at the version it was created for.
+async fn named_profile(
+    instance: &Instance,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<(String, Option<bulkhead_crds::seccomp::SeccompProfileSpec>), Refusal>, Error> {
+    let spec = &instance.spec;
+    let profile_name = spec
+        .isolation
+        .seccomp
+        .localhost_profile
+        .clone()
+        .unwrap_or_default();
+    let api: Api<SeccompProfile> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(p) = api.get_opt(&profile_name).await? else {
+        return Ok(Err((
+            "SeccompProfileNotFound",
+            format!(
+                "SeccompProfile {namespace}/{profile_name} does not exist; create it or change isolation.seccomp"
+            ),
+        )));
+    };
+    let have = p.spec.content_digest();
+    if let Some(want) = &spec.seccomp_profile_digest
+        && *want != have
+    {
+        return Ok(Err((
+            "SeccompProfileVersionGone",
+            format!(
+                "SeccompProfile {namespace}/{profile_name} now has content {have}; this instance was created for {want}, which no longer exists. The Workload rolls the new version out as a new revision"
+            ),
+        )));
+    }
+    Ok(Ok((profile_name, Some(p.spec))))
+}
+
+/// The runtime spec (as JSON) and the container's labels.
+type Prepared = (Vec<u8>, HashMap<String, String>);
+
+/// The runtime spec (as JSON) and the container's labels; the seccomp listener opened when
+/// the filter notifies (runc hands the filter's fd over while creating the task).
+fn prepare(
+    instance: &Instance,
+    ctx: &Context,
+    id: &str,
+    pulled: &image::PulledImage,
+    filter: &Filter,
+    (uid_range, mcs): (Option<UidRange>, McsPair),
+    log_path: &std::path::Path,
+) -> Result<Result<Prepared, Refusal>, Error> {
+    let spec = &instance.spec;
+    let name = instance.name_any();
     let cgroups_path = format!("/bulkhead/{id}");
     let oci = spec::build(&SpecInput {
         container_id: id,
@@ -396,60 +498,109 @@ async fn start(
         image_config: &pulled.config,
         uid_range,
         mcs,
-        selinux_enabled: features.selinux != SELinuxHostMode::Disabled,
-        seccomp: oci_seccomp,
+        selinux_enabled: ctx.features.selinux != SELinuxHostMode::Disabled,
+        seccomp: filter.oci.clone(),
         netns_path: None,
         cgroups_path: &cgroups_path,
     });
     let oci = match oci {
         Ok(o) => o,
-        Err(e) => {
-            release();
-            return fail("InvalidRuntimeSpec", e.to_string()).await;
-        }
+        Err(e) => return Ok(Err(("InvalidRuntimeSpec", e.to_string()))),
     };
     let spec_json = serde_json::to_vec(&oci)
         .map_err(|e| Error::Host(format!("serializing the runtime spec: {e}")))?;
-
-    let log_path = ctx.log_path(&namespace, &name, uid);
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Host(format!("creating {}: {e}", dir.display())))?;
     }
+    let owner = format!("{}/{name}", instance.namespace().unwrap_or_default());
+    let labels = container_labels(
+        ctx, instance, &owner, pulled, filter, uid_range, mcs, log_path,
+    );
+    if let Some(mode) = filter.notify_mode
+        && let Err(e) = ctx.notifier.listen(id, &owner, mode)
+    {
+        let listener = ctx.notifier.socket_path(id);
+        return Ok(Err((
+            "SeccompListenerFailed",
+            format!("listening on {}: {e}", listener.display()),
+        )));
+    }
+    Ok(Ok((spec_json, labels)))
+}
+
+/// The container's labels: everything an agent restarted later needs to adopt it.
+#[allow(clippy::too_many_arguments)]
+fn container_labels(
+    ctx: &Context,
+    instance: &Instance,
+    owner: &str,
+    pulled: &image::PulledImage,
+    filter: &Filter,
+    uid_range: Option<UidRange>,
+    mcs: McsPair,
+    log_path: &std::path::Path,
+) -> HashMap<String, String> {
     let mut container_labels = HashMap::from([
-        (labels::INSTANCE_UID.to_string(), uid.to_string()),
-        (labels::INSTANCE.to_string(), format!("{namespace}/{name}")),
+        (
+            labels::INSTANCE_UID.to_string(),
+            instance.uid().unwrap_or_default(),
+        ),
+        (labels::INSTANCE.to_string(), owner.to_string()),
         (labels::HOST.to_string(), ctx.host.clone()),
         (labels::MCS.to_string(), mcs.level()),
         (labels::IMAGE_DIGEST.to_string(), pulled.digest.clone()),
-        (labels::SECCOMP_PROFILE.to_string(), profile_name.clone()),
+        (
+            labels::SECCOMP_PROFILE.to_string(),
+            filter.profile_name.clone(),
+        ),
         (labels::LOG_PATH.to_string(), log_path.display().to_string()),
     ]);
     if let Some(r) = uid_range {
         container_labels.insert(labels::UID_START.to_string(), r.start.to_string());
     }
-    if let Some(d) = &seccomp_digest {
-        container_labels.insert(labels::SECCOMP_DIGEST.to_string(), d.clone());
+    if let Some(d) = filter.oci.as_ref().map(seccomp::digest) {
+        container_labels.insert(labels::SECCOMP_DIGEST.to_string(), d);
     }
-    if let Some(mode) = notify_mode {
+    if let Some(mode) = filter.notify_mode {
         container_labels.insert(labels::SECCOMP_NOTIFY.to_string(), mode.label());
-        // runc hands the filter's listener fd over while creating the task.
-        if let Err(e) = ctx
-            .notifier
-            .listen(id, &format!("{namespace}/{name}"), mode)
-        {
-            release();
-            return fail(
-                "SeccompListenerFailed",
-                format!("listening on {}: {e}", listener.display()),
-            )
-            .await;
-        }
     }
+    container_labels
+}
 
-    // The rootfs snapshot, named after the container. It is writable even for a read-only
-    // root: runc creates the mount points of writable paths the image lacks, then remounts
-    // the root read-only (spec root.readonly), so the kernel enforces it all the same.
+/// What creating the container and its task came to.
+enum Created {
+    /// The task exists, stopped before its process runs: its PID.
+    Task(u32),
+    /// Another reconcile created the container first.
+    Raced,
+    /// runc refused the spec or the image (a missing binary, a mount it cannot make): this
+    /// does not heal by retrying. What was made is removed.
+    Refused(Refusal),
+}
+
+/// The rootfs snapshot, the container and its task (created, not started). The snapshot is
+/// writable even for a read-only root: runc creates the mount points of writable paths the
+/// image lacks, then remounts the root read-only (spec root.readonly), so the kernel
+/// enforces it all the same.
+async fn create(
+    instance: &Instance,
+    ctx: &Context,
+    id: &str,
+    pulled: &image::PulledImage,
+    filter: &Filter,
+    allocated: (Option<UidRange>, McsPair),
+) -> Result<Created, Error> {
+    let log_path = ctx.log_path(
+        &instance.namespace().unwrap_or_default(),
+        &instance.name_any(),
+        &instance.uid().unwrap_or_default(),
+    );
+    let (spec_json, container_labels) =
+        match prepare(instance, ctx, id, pulled, filter, allocated, &log_path)? {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Created::Refused(refusal)),
+        };
     let snapshot_labels =
         HashMap::from([("containerd.io/gc.root".to_string(), "bulkhead".to_string())]);
     let _ = ctx.containerd.remove_snapshot(id).await;
@@ -457,9 +608,8 @@ async fn start(
         .containerd
         .prepare_snapshot(None, id, &pulled.chain_id, snapshot_labels)
         .await?;
-    if let Err(e) = rootfs::make_mount_points(&mounts, &spec.template.writable_paths) {
+    if let Err(e) = rootfs::make_mount_points(&mounts, &instance.spec.template.writable_paths) {
         let _ = ctx.containerd.remove_snapshot(id).await;
-        release();
         return Err(Error::Host(format!(
             "creating the writable mount points of {id}: {e}"
         )));
@@ -470,47 +620,24 @@ async fn start(
         .await
     {
         if e.is_already_exists() {
-            // Another reconcile got there first; look again rather than start a twin.
-            return Ok(Action::requeue(Duration::from_millis(100)));
+            return Ok(Created::Raced);
         }
-        release();
         let _ = ctx.containerd.remove_snapshot(id).await;
         return Err(e.into());
     }
     failpoint::hit("after-create-container");
-    let created = match ctx
+    match ctx
         .containerd
         .create_task(id, mounts, &ctx.log_writer.uri(&log_path))
         .await
     {
-        Ok(pid) => pid,
+        Ok(pid) => Ok(Created::Task(pid)),
         Err(e) => {
-            // runc refused the spec or the image (a missing binary, a mount it cannot make):
-            // this does not heal by retrying. Remove what was made and say why.
-            warn!(instance = %name, container = id, error = %e, "creating the task failed");
             let _ = ctx.containerd.delete_container(id).await;
             let _ = ctx.containerd.remove_snapshot(id).await;
-            release();
-            return fail("RuntimeCreateFailed", e.to_string()).await;
+            Ok(Created::Refused(("RuntimeCreateFailed", e.to_string())))
         }
-    };
-    failpoint::hit("after-create-task");
-    let ip = match attach(ctx, id, created, Left::Nothing).await {
-        Ok(ip) => ip,
-        Err(e) => return network_failed(instance, ctx, id, e).await,
-    };
-    failpoint::hit("after-network");
-    let pid = ctx.containerd.start_task(id).await?;
-    failpoint::hit("after-start-task");
-    info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
-    let container = ctx
-        .containerd
-        .get_container(id)
-        .await?
-        .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
-    report_running(instance, ctx, &container, pid, false, ip).await?;
-    supervise(instance, ctx, id);
-    Ok(Action::requeue(RESYNC))
+    }
 }
 
 /// Takes a UID range (when the instance has a user namespace) and an MCS pair for `owner`.
