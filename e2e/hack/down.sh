@@ -237,6 +237,25 @@ remove_cgroups() {
       printf '%s\n' "${kept[@]#*/"$BULKHEAD_CGROUP_PARENT"/}" | sort -u | tr '\n' ' ')"
 }
 
+# The network walls of a bridge (node-agent/src/walls/render.rs): the mangle jumps to its
+# chains BE-/BI-/BH-<bridge>, then those chains and the per-instance ones under them. Names
+# end at the bridge name or a dash, so bh1's walls never take bh12's.
+remove_walls() {
+  local bridge=$1 rule chain re
+  re="^B[EIH]-$bridge(-[0-9a-f]+)?\$"
+  while read -r rule; do
+    [[ -n "$rule" ]] || continue
+    # shellcheck disable=SC2086 # the rule's words are iptables arguments
+    iptables -w -t mangle ${rule/-A /-D } 2>/dev/null || true
+  done < <(iptables -w -t mangle -S 2>/dev/null | grep -E -- "^-A (FORWARD|INPUT) .*-j B[EIH]-$bridge\$" || true)
+  for chain in $(iptables -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
+    iptables -w -t mangle -F "$chain" 2>/dev/null || true
+  done
+  for chain in $(iptables -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
+    iptables -w -t mangle -X "$chain" 2>/dev/null || true
+  done
+}
+
 # The bridges of this system's agents (the local one, and the e2e tests' agents, which list
 # theirs in agents/*/bridge), the firewall plugin's FORWARD rules for the addresses whose ADD
 # results the agents kept (instances whose agent was gone before their DEL), and the guard
@@ -245,6 +264,7 @@ remove_network() {
   local bridge ip rule
   for bridge in "$AGENT_BRIDGE" $(cat "$STATE_DIR"/agents/*/bridge 2>/dev/null); do
     ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge" 2>/dev/null
+    remove_walls "$bridge"
   done
   for ip in $(cat "$AGENT_DIR"/cni/results/*.json "$STATE_DIR"/agents/*/cni/results/*.json 2>/dev/null |
     jq -r '.ips[]?.address // empty' 2>/dev/null | cut -d/ -f1 | sort -u); do

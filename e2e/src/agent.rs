@@ -305,6 +305,49 @@ impl Drop for Agent {
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        remove_walls(&self.bridge);
+    }
+}
+
+/// Removes the network walls of a bridge (the agent leaves them in the kernel on exit, so
+/// that a restart has no open window): the jumps to its chains, then the chains.
+pub fn remove_walls(bridge: &str) {
+    let iptables = |args: &[&str]| {
+        Command::new("iptables")
+            .args(["-w", "-t", "mangle"])
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+    };
+    let Ok(out) = iptables(&["-S"]) else { return };
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ours = |chain: &str| {
+        ["BE-", "BI-", "BH-"].iter().any(|p| {
+            chain
+                .strip_prefix(p)
+                .and_then(|rest| rest.strip_prefix(bridge))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+        })
+    };
+    for line in listing.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["-A", chain @ ("FORWARD" | "INPUT"), .., "-j", target] = words.as_slice()
+            && ours(target)
+        {
+            let mut args = vec!["-D", *chain];
+            args.extend(&words[2..]);
+            let _ = iptables(&args);
+        }
+    }
+    for chain in listing.lines().filter_map(|l| l.strip_prefix("-N ")) {
+        if ours(chain) {
+            let _ = iptables(&["-F", chain]);
+        }
+    }
+    for chain in listing.lines().filter_map(|l| l.strip_prefix("-N ")) {
+        if ours(chain) {
+            let _ = iptables(&["-X", chain]);
+        }
     }
 }
 

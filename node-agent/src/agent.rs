@@ -248,6 +248,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             ),
         })
     };
+    // Walls only on the agent's own bridge: a node's own CNI configuration brings its own
+    // policy agent. Rules a previous agent left stay until this sync replaces them at once.
+    let walls = (!cfg.no_network && cfg.cni_conf_dir.is_none())
+        .then(|| crate::walls::Walls::start(&client, &cfg.cni_bridge, &cfg.state_dir));
+    if let Some(walls) = &walls {
+        walls
+            .sync(true)
+            .await
+            .context("applying the network walls")?;
+    }
     let (wake_tx, wake_rx) = mpsc::unbounded();
     let (first_seen_tx, first_seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
@@ -268,6 +278,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         restart_backoff_base: cfg.restart_backoff_base,
         deregistration: cfg.deregistration,
         cni,
+        walls,
         probing: Mutex::default(),
         metrics: Arc::default(),
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
