@@ -149,6 +149,16 @@ async fn namespaces_are_walled_and_a_policy_opens_exactly_its_port_until_deleted
         !connects(&agent, &client, &server.ip, 9090),
         "the policy opened more than its port"
     );
+    // The applied walls are read back into the server's status.
+    let network = bulkhead_e2e::poll_until(CHANGE, || async {
+        let api: Api<bulkhead_crds::Instance> = b.api();
+        let i = api.get("server").await.ok()?;
+        let n = i.status?.isolation?.network?;
+        (n.policies == [format!("{}/from-a", b.name)]).then_some(n)
+    })
+    .await
+    .expect("status.isolation.network never named the policy");
+    assert!(network.rules >= 4, "{network:?}");
 
     let api: Api<NetworkPolicy> = Api::namespaced(b.client.clone(), &b.name);
     api.delete("from-a", &DeleteParams::default())
@@ -159,6 +169,32 @@ async fn namespaces_are_walled_and_a_policy_opens_exactly_its_port_until_deleted
         "deleting the policy did not close 8080 again"
     );
     assert!(connects(&agent, &peer, &server.ip, 8080), "control after");
+
+    // An instance's walls go with it.
+    assert_eq!(
+        instance_chains(&agent.bridge),
+        3,
+        "one ingress chain per instance"
+    );
+    bulkhead_e2e::fixtures::delete_and_wait(&b, "server", START).await;
+    let gone = bulkhead_e2e::poll_until(CHANGE, || async {
+        (instance_chains(&agent.bridge) == 2).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the deleted instance's chains stayed");
+}
+
+/// How many per-instance ingress chains the bridge has in the kernel.
+fn instance_chains(bridge: &str) -> usize {
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "-t", "mangle", "-S"])
+        .output()
+        .unwrap();
+    let prefix = format!("-N BI-{bridge}-");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .count()
 }
 
 #[tokio::test]

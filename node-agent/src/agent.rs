@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub instance_subnet: String,
     /// Run instances without a network.
     pub no_network: bool,
+    /// Wall instances on the agent's own bridge (`--no-network-walls` turns it off).
+    pub network_walls: bool,
     /// Address of /metrics and /healthz.
     pub metrics_address: String,
     /// Peers kept off /metrics and /healthz (the instance subnet among them).
@@ -250,7 +252,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     // Walls only on the agent's own bridge: a node's own CNI configuration brings its own
     // policy agent. Rules a previous agent left stay until this sync replaces them at once.
-    let walls = (!cfg.no_network && cfg.cni_conf_dir.is_none())
+    let walls = (cfg.network_walls && !cfg.no_network && cfg.cni_conf_dir.is_none())
         .then(|| crate::walls::Walls::start(&client, &cfg.cni_bridge, &cfg.state_dir));
     if let Some(walls) = &walls {
         walls
