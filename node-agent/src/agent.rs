@@ -252,8 +252,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     // Walls only on the agent's own bridge: a node's own CNI configuration brings its own
     // policy agent. Rules a previous agent left stay until this sync replaces them at once.
-    let walls = (cfg.network_walls && !cfg.no_network && cfg.cni_conf_dir.is_none())
-        .then(|| crate::walls::Walls::start(&client, &cfg.cni_bridge, &cfg.state_dir));
+    let walls_on = cfg.network_walls && !cfg.no_network && cfg.cni_conf_dir.is_none();
+    if walls_on {
+        crate::walls::Walls::check_bridge_netfilter()?;
+    }
+    let walls =
+        walls_on.then(|| crate::walls::Walls::start(&client, &cfg.cni_bridge, &cfg.state_dir));
     if let Some(walls) = &walls {
         walls
             .sync(true)

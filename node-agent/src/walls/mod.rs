@@ -47,6 +47,19 @@ pub enum WallsError {
         /// Its error.
         message: String,
     },
+    /// Bridged traffic does not pass iptables, so walls between instances on one bridge
+    /// would not hold.
+    #[error(
+        "bridge netfilter is off ({path} is {value:?}): instances on one bridge would bypass \
+         the network walls; run `modprobe br_netfilter` and `sysctl -w \
+         net.bridge.bridge-nf-call-iptables=1`, or start the agent with --no-network-walls"
+    )]
+    BridgeNetfilterOff {
+        /// The sysctl file.
+        path: &'static str,
+        /// What it holds ("" when missing).
+        value: String,
+    },
     /// The policy, namespace or instance watch has not listed yet.
     #[error(
         "the NetworkPolicy, Namespace and Instance watches have not synced: check the agent's \
@@ -127,6 +140,19 @@ impl Walls {
     /// What the kernel holds for a container, once synced.
     pub fn applied(&self, container_id: &str) -> Option<Applied> {
         self.applied.lock().ok()?.get(container_id).cloned()
+    }
+
+    /// Checks that bridged IPv4 traffic passes iptables (else the walls would hold only
+    /// between bridges).
+    pub fn check_bridge_netfilter() -> Result<(), WallsError> {
+        const PATH: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+        let value = std::fs::read_to_string(PATH).unwrap_or_default();
+        bridge_netfilter_on(&value)
+            .then_some(())
+            .ok_or(WallsError::BridgeNetfilterOff {
+                path: PATH,
+                value: value.trim().to_string(),
+            })
     }
 
     /// Plans and applies the bridge's walls; `force` re-applies an unchanged plan.
@@ -274,6 +300,11 @@ impl Walls {
     }
 }
 
+/// Whether the sysctl's content says bridged traffic is passed to iptables.
+fn bridge_netfilter_on(value: &str) -> bool {
+    value.trim() == "1"
+}
+
 /// Writes an instance's applied walls into `status.isolation.network` (a field manager of
 /// its own, so the agent's full status writes never drop it).
 async fn report(client: Client, namespace: String, name: String, a: Applied) {
@@ -368,6 +399,22 @@ fn host_veth(result: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_netfilter_must_be_on() {
+        assert!(bridge_netfilter_on("1\n"));
+        assert!(!bridge_netfilter_on("0\n"));
+        assert!(!bridge_netfilter_on(""), "module not loaded: no file");
+        let e = WallsError::BridgeNetfilterOff {
+            path: "/x",
+            value: "0".into(),
+        }
+        .to_string();
+        assert!(
+            e.contains("sysctl -w net.bridge.bridge-nf-call-iptables=1"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn reads_attached_containers_and_their_veths_from_cni_results() {
