@@ -238,21 +238,24 @@ remove_cgroups() {
 }
 
 # The network walls of a bridge (node-agent/src/walls/render.rs): the mangle jumps to its
-# chains BE-/BI-/BH-<bridge>, then those chains and the per-instance ones under them. Names
-# end at the bridge name or a dash, so bh1's walls never take bh12's.
+# chains BE-/BI-/BH-<bridge> (and B6-<bridge> for IPv6), then those chains and the
+# per-instance ones under them. Names end at the bridge name or a dash, so bh1's walls never
+# take bh12's.
 remove_walls() {
-  local bridge=$1 rule chain re
-  re="^B[EIH]-$bridge(-[0-9a-f]+)?\$"
-  while read -r rule; do
-    [[ -n "$rule" ]] || continue
-    # shellcheck disable=SC2086 # the rule's words are iptables arguments
-    iptables -w -t mangle ${rule/-A /-D } 2>/dev/null || true
-  done < <(iptables -w -t mangle -S 2>/dev/null | grep -E -- "^-A (FORWARD|INPUT) .*-j B[EIH]-$bridge\$" || true)
-  for chain in $(iptables -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
-    iptables -w -t mangle -F "$chain" 2>/dev/null || true
-  done
-  for chain in $(iptables -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
-    iptables -w -t mangle -X "$chain" 2>/dev/null || true
+  local bridge=$1 tables rule chain re
+  re="^B[EIH6]-$bridge(-[0-9a-f]+)?\$"
+  for tables in iptables ip6tables; do
+    while read -r rule; do
+      [[ -n "$rule" ]] || continue
+      # shellcheck disable=SC2086 # the rule's words are iptables arguments
+      "$tables" -w -t mangle ${rule/-A /-D } 2>/dev/null || true
+    done < <("$tables" -w -t mangle -S 2>/dev/null | grep -E -- "^-A (FORWARD|INPUT) .*-j B[EIH6]-$bridge\$" || true)
+    for chain in $("$tables" -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
+      "$tables" -w -t mangle -F "$chain" 2>/dev/null || true
+    done
+    for chain in $("$tables" -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
+      "$tables" -w -t mangle -X "$chain" 2>/dev/null || true
+    done
   done
 }
 

@@ -15,6 +15,7 @@
 #include <linux/bpf.h>
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <linux/keyctl.h>
@@ -60,20 +61,44 @@ static int write_file(const char *path, const char *data) {
     return rc;
 }
 
+/* An IPv4 address, or an IPv6 one with an optional %interface scope (link-local). */
+static int parse_address(const char *ip, int port, struct sockaddr_storage *to, socklen_t *len) {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)to;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)to;
+    memset(to, 0, sizeof *to);
+    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    char host[64];
+    snprintf(host, sizeof host, "%s", ip);
+    char *scope = strchr(host, '%');
+    if (scope) *scope++ = 0;
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) != 1) { errno = EINVAL; return -1; }
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    v6->sin6_scope_id = scope ? if_nametoindex(scope) : 0;
+    *len = sizeof *v6;
+    return 0;
+}
+
 /* A TCP connection to ip:port within timeout_ms: 0 when it was made, -1 (errno set) when
  * refused, dropped (timed out: ETIMEDOUT) or unreachable. */
 static int tcp_connect(const char *ip, int port, int timeout_ms) {
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
-    if (inet_pton(AF_INET, ip, &to.sin_addr) != 1) { errno = EINVAL; return -1; }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_storage to;
+    socklen_t len;
+    if (parse_address(ip, port, &to, &len) < 0) return -1;
+    int fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) return -1;
-    int rc = connect(fd, (struct sockaddr *)&to, sizeof to);
+    int rc = connect(fd, (struct sockaddr *)&to, len);
     if (rc < 0 && errno == EINPROGRESS) {
         struct pollfd p = {.fd = fd, .events = POLLOUT};
         if (poll(&p, 1, timeout_ms) != 1) { close(fd); errno = ETIMEDOUT; return -1; }
         int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        socklen_t elen = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
         rc = err ? -1 : 0;
         if (err) errno = err;
     }
@@ -81,18 +106,27 @@ static int tcp_connect(const char *ip, int port, int timeout_ms) {
     return rc;
 }
 
+/* A socket of `type` on every address, IPv4 and IPv6 (dual stack), at port. */
+static int listen_any(int type, int port) {
+    struct sockaddr_in6 at = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT};
+    int one = 1, zero = 0;
+    int fd = socket(AF_INET6, type, 0);
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, (struct sockaddr *)&at, sizeof at) < 0) return -1;
+    if (type == SOCK_STREAM && listen(fd, 64) < 0) return -1;
+    return fd;
+}
+
 /* Serves TCP (accept, write "ok", close) and UDP (print each datagram) on every port given,
- * forever. */
+ * over IPv4 and IPv6, forever. */
 static int serve(int n, char **ports) {
     struct pollfd fds[32];
     int kinds[32], count = 0;
     for (int i = 0; i < n && count < 30; i++) {
-        struct sockaddr_in at = {.sin_family = AF_INET, .sin_port = htons(atoi(ports[i]))};
-        int one = 1;
-        int t = socket(AF_INET, SOCK_STREAM, 0), u = socket(AF_INET, SOCK_DGRAM, 0);
-        setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(t, (struct sockaddr *)&at, sizeof at) < 0 || listen(t, 64) < 0 ||
-            bind(u, (struct sockaddr *)&at, sizeof at) < 0) {
+        int t = listen_any(SOCK_STREAM, atoi(ports[i])), u = listen_any(SOCK_DGRAM, atoi(ports[i]));
+        if (t < 0 || u < 0) {
             perror("serve: bind");
             return 2;
         }
@@ -109,13 +143,14 @@ static int serve(int n, char **ports) {
                 int c = accept(fds[i].fd, NULL, NULL);
                 if (c >= 0) { (void)!write(c, "ok\n", 3); close(c); }
             } else {
-                char buf[128];
-                struct sockaddr_in from;
+                char buf[128], from_text[64] = "";
+                struct sockaddr_in6 from;
                 socklen_t len = sizeof from;
                 ssize_t got = recvfrom(fds[i].fd, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &len);
                 if (got < 0) continue;
                 buf[got] = 0;
-                printf("datagram from %s: %s\n", inet_ntoa(from.sin_addr), buf);
+                inet_ntop(AF_INET6, &from.sin6_addr, from_text, sizeof from_text);
+                printf("datagram from %s: %s\n", from_text, buf);
                 fflush(stdout);
             }
         }

@@ -310,10 +310,17 @@ impl Drop for Agent {
 }
 
 /// Removes the network walls of a bridge (the agent leaves them in the kernel on exit, so
-/// that a restart has no open window): the jumps to its chains, then the chains.
+/// that a restart has no open window): the jumps to its chains, then the chains, in the
+/// IPv4 and IPv6 tables.
 pub fn remove_walls(bridge: &str) {
+    for binary in ["iptables", "ip6tables"] {
+        remove_walls_of(binary, bridge);
+    }
+}
+
+fn remove_walls_of(binary: &str, bridge: &str) {
     let iptables = |args: &[&str]| {
-        Command::new("iptables")
+        Command::new(binary)
             .args(["-w", "-t", "mangle"])
             .args(args)
             .stderr(Stdio::null())
@@ -322,7 +329,7 @@ pub fn remove_walls(bridge: &str) {
     let Ok(out) = iptables(&["-S"]) else { return };
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     let ours = |chain: &str| {
-        ["BE-", "BI-", "BH-"].iter().any(|p| {
+        ["BE-", "BI-", "BH-", "B6-"].iter().any(|p| {
             chain
                 .strip_prefix(p)
                 .and_then(|rest| rest.strip_prefix(bridge))
@@ -339,14 +346,14 @@ pub fn remove_walls(bridge: &str) {
             let _ = iptables(&args);
         }
     }
-    for chain in listing.lines().filter_map(|l| l.strip_prefix("-N ")) {
-        if ours(chain) {
-            let _ = iptables(&["-F", chain]);
-        }
-    }
-    for chain in listing.lines().filter_map(|l| l.strip_prefix("-N ")) {
-        if ours(chain) {
-            let _ = iptables(&["-X", chain]);
+    let chains: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .filter(|c| ours(c))
+        .collect();
+    for op in ["-F", "-X"] {
+        for chain in &chains {
+            let _ = iptables(&[op, chain]);
         }
     }
 }

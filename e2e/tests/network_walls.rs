@@ -418,6 +418,16 @@ async fn network_escape_attempts_from_inside_an_instance_all_fail() {
     );
     assert!(out.contains("SUCCEEDED send"), "{out}");
     attempts += 3;
+    // 12: around the IPv4 walls over IPv6: every interface has a link-local address, and
+    // the victim's server listens on IPv6 too. Control: the victim reaches itself there.
+    let link_local = format!("{}%eth0", link_local(&victim));
+    let (code, out) = probe(&agent, &victim, &["connect", &link_local, "8080"]);
+    assert_eq!(code, 1, "control: the victim over IPv6: {out}");
+    assert!(
+        !connects(&agent, &attacker, &link_local, 8080),
+        "IPv6 link-local reached the victim"
+    );
+    attempts += 1;
     let (_, out) = probe(
         &agent,
         &peer,
@@ -441,6 +451,32 @@ async fn network_escape_attempts_from_inside_an_instance_all_fail() {
     );
     eprintln!("{attempts} network escape attempts, all failed");
     assert!(attempts >= 8);
+}
+
+/// The IPv6 link-local address of an instance's eth0.
+fn link_local(p: &Probe) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &p.pid.to_string(),
+            "-n",
+            "ip",
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .args(["scope", "link"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with("fe80:"))
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no link-local address on eth0: {text}"))
+        .to_string()
 }
 
 /// An IPv4 address of this host outside the agent's subnet (the loopback if none).

@@ -5,15 +5,43 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{WallsError, render};
+use super::WallsError;
 
-/// Whether each of the bridge's jump rules is in the kernel; the missing ones.
-pub async fn missing_jumps(bridge: &str) -> Vec<(&'static str, String)> {
+/// IPv4 or IPv6: the binaries of one family.
+#[derive(Debug, Clone, Copy)]
+pub enum Family {
+    /// `iptables`, `iptables-restore`.
+    V4,
+    /// `ip6tables`, `ip6tables-restore`.
+    V6,
+}
+
+impl Family {
+    fn tables(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables",
+            Self::V6 => "ip6tables",
+        }
+    }
+
+    fn restore(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-restore",
+            Self::V6 => "ip6tables-restore",
+        }
+    }
+}
+
+/// Which of `jumps` are not in the kernel.
+pub async fn missing_jumps(
+    family: Family,
+    jumps: [(&'static str, String); 3],
+) -> Vec<(&'static str, String)> {
     let mut missing = vec![];
-    for (chain, rule) in render::jumps(bridge) {
+    for (chain, rule) in jumps {
         let mut args = vec!["-w", "-t", "mangle", "-C", chain];
         args.extend(rule.split_whitespace());
-        let present = tokio::process::Command::new("iptables")
+        let present = tokio::process::Command::new(family.tables())
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -28,12 +56,12 @@ pub async fn missing_jumps(bridge: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Applies one transaction (all or nothing: `iptables-restore` commits it at once).
-pub async fn restore(text: &str) -> Result<(), WallsError> {
+pub async fn restore(family: Family, text: &str) -> Result<(), WallsError> {
     let fail = |message: String| WallsError::Iptables {
-        command: "iptables-restore --noflush",
+        command: family.restore(),
         message,
     };
-    let mut child = tokio::process::Command::new("iptables-restore")
+    let mut child = tokio::process::Command::new(family.restore())
         .args(["-w", "--noflush"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -41,7 +69,8 @@ pub async fn restore(text: &str) -> Result<(), WallsError> {
         .spawn()
         .map_err(|e| {
             fail(format!(
-                "cannot run iptables-restore: {e} (install iptables)"
+                "cannot run {}: {e} (install iptables)",
+                family.restore()
             ))
         })?;
     if let Some(mut stdin) = child.stdin.take() {

@@ -33,6 +33,7 @@ use kube::{
 use serde_json::Value;
 use tracing::{info, warn};
 
+use iptables::Family::{V4, V6};
 use plan::{Direction, Member};
 use render::Local;
 
@@ -52,7 +53,7 @@ pub enum WallsError {
     #[error(
         "bridge netfilter is off ({path} is {value:?}): instances on one bridge would bypass \
          the network walls; run `modprobe br_netfilter` and `sysctl -w \
-         net.bridge.bridge-nf-call-iptables=1`, or start the agent with --no-network-walls"
+         net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1`, or start the agent with --no-network-walls"
     )]
     BridgeNetfilterOff {
         /// The sysctl file.
@@ -142,17 +143,22 @@ impl Walls {
         self.applied.lock().ok()?.get(container_id).cloned()
     }
 
-    /// Checks that bridged IPv4 traffic passes iptables (else the walls would hold only
-    /// between bridges).
+    /// Checks that bridged IPv4 and IPv6 traffic passes iptables (else the walls would hold
+    /// only between bridges).
     pub fn check_bridge_netfilter() -> Result<(), WallsError> {
-        const PATH: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-        let value = std::fs::read_to_string(PATH).unwrap_or_default();
-        bridge_netfilter_on(&value)
-            .then_some(())
-            .ok_or(WallsError::BridgeNetfilterOff {
-                path: PATH,
-                value: value.trim().to_string(),
-            })
+        for path in [
+            "/proc/sys/net/bridge/bridge-nf-call-iptables",
+            "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+        ] {
+            let value = std::fs::read_to_string(path).unwrap_or_default();
+            if !bridge_netfilter_on(&value) {
+                return Err(WallsError::BridgeNetfilterOff {
+                    path,
+                    value: value.trim().to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Plans and applies the bridge's walls; `force` re-applies an unchanged plan.
@@ -171,8 +177,12 @@ impl Walls {
         if !force && last.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        let missing = iptables::missing_jumps(&self.bridge).await;
-        iptables::restore(&render::render(&self.bridge, &locals, &missing)).await?;
+        let missing = iptables::missing_jumps(V4, render::jumps(&self.bridge)).await;
+        iptables::restore(V4, &render::render(&self.bridge, &locals, &missing)).await?;
+        if force || last.is_none() {
+            let missing = iptables::missing_jumps(V6, render::jumps6(&self.bridge)).await;
+            iptables::restore(V6, &render::render6(&self.bridge, &missing)).await?;
+        }
         let keep: Vec<String> = locals
             .iter()
             .flat_map(|l| ['E', 'I'].map(|d| render::instance_chain(&self.bridge, d, &l.id)))

@@ -61,6 +61,37 @@ pub fn jumps(bridge: &str) -> [(&'static str, String); 3] {
     ]
 }
 
+/// The IPv6 wall of a bridge: the instance network is IPv4 only, so every IPv6 packet
+/// from or to an instance is dropped (otherwise link-local addresses, which every interface
+/// gets, would be a way around the IPv4 walls), except replies to the host's own
+/// connections.
+pub fn ipv6_chain(bridge: &str) -> String {
+    format!("B6-{bridge}")
+}
+
+/// The jumps to the IPv6 wall.
+pub fn jumps6(bridge: &str) -> [(&'static str, String); 3] {
+    let c = ipv6_chain(bridge);
+    [
+        ("FORWARD", format!("-i {bridge} -j {c}")),
+        ("FORWARD", format!("-o {bridge} -j {c}")),
+        ("INPUT", format!("-i {bridge} -j {c}")),
+    ]
+}
+
+/// The `ip6tables-restore --noflush` transaction of the IPv6 wall.
+pub fn render6(bridge: &str, missing: &[(&str, String)]) -> String {
+    let c = ipv6_chain(bridge);
+    let mut out = format!(
+        "*mangle\n:{c} - [0:0]\n-A {c} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n-A {c} -j DROP\n"
+    );
+    for (chain, rule) in missing {
+        let _ = writeln!(out, "-A {chain} {rule}");
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
 /// The transaction: every chain of the bridge rewritten at once, plus the jumps in
 /// `missing` (those not in the kernel yet).
 pub fn render(bridge: &str, locals: &[Local], missing: &[(&str, String)]) -> String {
@@ -176,6 +207,18 @@ mod tests {
         assert!(a.len() <= 28, "{a}");
         assert_ne!(a, instance_chain("bh250-99998", 'I', "bh-0f1e2d3c-aaaa"));
         assert_ne!(a, instance_chain("bh250-99999", 'I', "bh-0f1e2d3c-aaab"));
+    }
+
+    #[test]
+    fn ipv6_is_dropped_both_ways_but_for_replies() {
+        let missing: Vec<(&str, String)> = jumps6("bh1").into_iter().collect();
+        assert_eq!(
+            render6("bh1", &missing),
+            "*mangle\n:B6-bh1 - [0:0]\n\
+             -A B6-bh1 -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n-A B6-bh1 -j DROP\n\
+             -A FORWARD -i bh1 -j B6-bh1\n-A FORWARD -o bh1 -j B6-bh1\n-A INPUT -i bh1 -j B6-bh1\n\
+             COMMIT\n"
+        );
     }
 
     #[test]
