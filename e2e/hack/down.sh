@@ -265,7 +265,13 @@ remove_walls() {
 # routes of the primary system (offset 0).
 remove_network() {
   local bridge ip rule
-  for bridge in "$AGENT_BRIDGE" $(cat "$STATE_DIR"/agents/*/bridge 2>/dev/null); do
+  # Each file holds one name without a newline: read them one by one (a plain `cat` of all
+  # of them would run the names together).
+  local file bridges=("$AGENT_BRIDGE")
+  for file in "$STATE_DIR"/agents/*/bridge; do
+    [[ -f "$file" ]] && bridges+=("$(<"$file")")
+  done
+  for bridge in "${bridges[@]}"; do
     ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge" 2>/dev/null
     remove_walls "$bridge"
   done
