@@ -203,9 +203,24 @@ pub struct IsolationStatus {
     /// Whether the root filesystem is mounted read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only_root_filesystem: Option<bool>,
+    /// The network walls the kernel holds for the instance on its host's bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
     /// When the agent read these values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<Time>,
+}
+
+/// An instance's network walls as applied (iptables rules on its host's bridge).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    /// Rules in the kernel for this instance (its ingress and egress chains and dispatch).
+    pub rules: i32,
+    /// `namespace/name` of the NetworkPolicies selecting it; empty: the defaults (only its
+    /// own namespace gets in, egress open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
 }
 
 /// The SELinux label of an instance.

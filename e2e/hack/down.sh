@@ -237,14 +237,43 @@ remove_cgroups() {
       printf '%s\n' "${kept[@]#*/"$BULKHEAD_CGROUP_PARENT"/}" | sort -u | tr '\n' ' ')"
 }
 
+# The network walls of a bridge (node-agent/src/walls/render.rs): the mangle jumps to its
+# chains BE-/BI-/BH-<bridge> (and B6-<bridge> for IPv6), then those chains and the
+# per-instance ones under them. Names end at the bridge name or a dash, so bh1's walls never
+# take bh12's.
+remove_walls() {
+  local bridge=$1 tables rule chain re
+  re="^B[EIH6]-$bridge(-[0-9a-f]+)?\$"
+  for tables in iptables ip6tables; do
+    while read -r rule; do
+      [[ -n "$rule" ]] || continue
+      # shellcheck disable=SC2086 # the rule's words are iptables arguments
+      "$tables" -w -t mangle ${rule/-A /-D } 2>/dev/null || true
+    done < <("$tables" -w -t mangle -S 2>/dev/null | grep -E -- "^-A (FORWARD|INPUT) .*-j B[EIH6]-$bridge\$" || true)
+    for chain in $("$tables" -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
+      "$tables" -w -t mangle -F "$chain" 2>/dev/null || true
+    done
+    for chain in $("$tables" -w -t mangle -S 2>/dev/null | sed -n 's/^-N //p' | grep -E "$re" || true); do
+      "$tables" -w -t mangle -X "$chain" 2>/dev/null || true
+    done
+  done
+}
+
 # The bridges of this system's agents (the local one, and the e2e tests' agents, which list
 # theirs in agents/*/bridge), the firewall plugin's FORWARD rules for the addresses whose ADD
 # results the agents kept (instances whose agent was gone before their DEL), and the guard
 # routes of the primary system (offset 0).
 remove_network() {
   local bridge ip rule
-  for bridge in "$AGENT_BRIDGE" $(cat "$STATE_DIR"/agents/*/bridge 2>/dev/null); do
+  # Each file holds one name without a newline: read them one by one (a plain `cat` of all
+  # of them would run the names together).
+  local file bridges=("$AGENT_BRIDGE")
+  for file in "$STATE_DIR"/agents/*/bridge; do
+    [[ -f "$file" ]] && bridges+=("$(<"$file")")
+  done
+  for bridge in "${bridges[@]}"; do
     ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge" 2>/dev/null
+    remove_walls "$bridge"
   done
   for ip in $(cat "$AGENT_DIR"/cni/results/*.json "$STATE_DIR"/agents/*/cni/results/*.json 2>/dev/null |
     jq -r '.ips[]?.address // empty' 2>/dev/null | cut -d/ -f1 | sort -u); do

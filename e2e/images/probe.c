@@ -6,13 +6,18 @@
  * Exit status: 0 when the attempt was DENIED (the wall held), 1 when it SUCCEEDED (the wall
  * failed), 2 on a usage or setup error. One line on stdout says what happened, with errno.
  * Built statically into the e2e "tools" image (e2e/hack/images.sh); used by
- * e2e/tests/isolation_*.rs through `ctr task exec` inside a running instance.
+ * e2e/tests/isolation_*.rs and network_walls.rs through `ctr task exec` inside a running
+ * instance. `probe serve PORT...` is the walls tests' server (TCP and UDP).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <linux/keyctl.h>
 #include <linux/perf_event.h>
 #include <linux/reboot.h>
@@ -54,6 +59,120 @@ static int write_file(const char *path, const char *data) {
     int rc = write(fd, data, strlen(data)) < 0 ? -1 : 0;
     close(fd);
     return rc;
+}
+
+/* An IPv4 address, or an IPv6 one with an optional %interface scope (link-local). */
+static int parse_address(const char *ip, int port, struct sockaddr_storage *to, socklen_t *len) {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)to;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)to;
+    memset(to, 0, sizeof *to);
+    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    char host[64];
+    snprintf(host, sizeof host, "%s", ip);
+    char *scope = strchr(host, '%');
+    if (scope) *scope++ = 0;
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) != 1) { errno = EINVAL; return -1; }
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    v6->sin6_scope_id = scope ? if_nametoindex(scope) : 0;
+    *len = sizeof *v6;
+    return 0;
+}
+
+/* A TCP connection to ip:port within timeout_ms: 0 when it was made, -1 (errno set) when
+ * refused, dropped (timed out: ETIMEDOUT) or unreachable. */
+static int tcp_connect(const char *ip, int port, int timeout_ms) {
+    struct sockaddr_storage to;
+    socklen_t len;
+    if (parse_address(ip, port, &to, &len) < 0) return -1;
+    int fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    int rc = connect(fd, (struct sockaddr *)&to, len);
+    if (rc < 0 && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, timeout_ms) != 1) { close(fd); errno = ETIMEDOUT; return -1; }
+        int err = 0;
+        socklen_t elen = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+        rc = err ? -1 : 0;
+        if (err) errno = err;
+    }
+    close(fd);
+    return rc;
+}
+
+/* A socket of `type` on every address, IPv4 and IPv6 (dual stack), at port. */
+static int listen_any(int type, int port) {
+    struct sockaddr_in6 at = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT};
+    int one = 1, zero = 0;
+    int fd = socket(AF_INET6, type, 0);
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, (struct sockaddr *)&at, sizeof at) < 0) return -1;
+    if (type == SOCK_STREAM && listen(fd, 64) < 0) return -1;
+    return fd;
+}
+
+/* Serves TCP (accept, write "ok", close) and UDP (print each datagram) on every port given,
+ * over IPv4 and IPv6, forever. */
+static int serve(int n, char **ports) {
+    struct pollfd fds[32];
+    int kinds[32], count = 0;
+    for (int i = 0; i < n && count < 30; i++) {
+        int t = listen_any(SOCK_STREAM, atoi(ports[i])), u = listen_any(SOCK_DGRAM, atoi(ports[i]));
+        if (t < 0 || u < 0) {
+            perror("serve: bind");
+            return 2;
+        }
+        fds[count] = (struct pollfd){.fd = t, .events = POLLIN}; kinds[count++] = 0;
+        fds[count] = (struct pollfd){.fd = u, .events = POLLIN}; kinds[count++] = 1;
+    }
+    printf("serving\n");
+    fflush(stdout);
+    for (;;) {
+        if (poll(fds, count, -1) < 0) continue;
+        for (int i = 0; i < count; i++) {
+            if (!(fds[i].revents & POLLIN)) continue;
+            if (kinds[i] == 0) {
+                int c = accept(fds[i].fd, NULL, NULL);
+                if (c >= 0) { (void)!write(c, "ok\n", 3); close(c); }
+            } else {
+                char buf[128], from_text[64] = "";
+                struct sockaddr_in6 from;
+                socklen_t len = sizeof from;
+                ssize_t got = recvfrom(fds[i].fd, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &len);
+                if (got < 0) continue;
+                buf[got] = 0;
+                inet_ntop(AF_INET6, &from.sin6_addr, from_text, sizeof from_text);
+                printf("datagram from %s: %s\n", from_text, buf);
+                fflush(stdout);
+            }
+        }
+    }
+}
+
+/* Sends one UDP datagram to ip:port from source address src ("-" for the own one), bound
+ * with IP_FREEBIND (which needs no capability) and, where CAP_NET_ADMIN or CAP_NET_RAW
+ * allow it, IP_TRANSPARENT, so that src may be a neighbour's address. Without the
+ * capability the kernel refuses to route a foreign source (ENETUNREACH). */
+static int udp_send(const char *src, const char *ip, int port, const char *payload) {
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, ip, &to.sin_addr) != 1) return 2;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0), one = 1;
+    if (strcmp(src, "-")) {
+        struct sockaddr_in from = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, src, &from.sin_addr) != 1) return 2;
+        setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one);
+        setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&from, sizeof from) < 0) return denied("bind a neighbour's address");
+    }
+    return verdict(sendto(fd, payload, strlen(payload), 0, (struct sockaddr *)&to, sizeof to), "send a datagram");
 }
 
 int main(int argc, char **argv) {
@@ -168,6 +287,29 @@ int main(int argc, char **argv) {
             memset(p, 1, 1 << 20);
         }
         return allowed("allocate memory beyond the limit");
+    }
+    if (!strcmp(a, "connect") && argc > 3)
+        return verdict(tcp_connect(argv[2], atoi(argv[3]), 2000), "tcp connect");
+    if (!strcmp(a, "serve") && argc > 2) return serve(argc - 2, argv + 2);
+    if (!strcmp(a, "udp-send") && argc > 5) return udp_send(argv[2], argv[3], atoi(argv[4]), argv[5]);
+    if (!strcmp(a, "hammer") && argc > 4) {
+        /* Connects to ip:port every 20 ms for the given seconds; prints attempts and
+         * connections made. Exit 1 when any connection was made. */
+        time_t end = time(NULL) + atoi(argv[4]);
+        long tries = 0, made = 0;
+        while (time(NULL) < end) {
+            tries++;
+            if (tcp_connect(argv[2], atoi(argv[3]), 200) == 0) made++;
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        printf("attempts %ld connections %ld\n", tries, made);
+        return made ? 1 : 0;
+    }
+    if (!strcmp(a, "packet-socket")) return verdict(socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ARP)), "packet socket (ARP)");
+    if (!strcmp(a, "ip-transparent")) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        return verdict(setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one), "IP_TRANSPARENT (any source address)");
     }
     if (!strcmp(a, "sleep")) {
         for (;;) pause();

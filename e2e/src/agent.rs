@@ -305,6 +305,56 @@ impl Drop for Agent {
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        remove_walls(&self.bridge);
+    }
+}
+
+/// Removes the network walls of a bridge (the agent leaves them in the kernel on exit, so
+/// that a restart has no open window): the jumps to its chains, then the chains, in the
+/// IPv4 and IPv6 tables.
+pub fn remove_walls(bridge: &str) {
+    for binary in ["iptables", "ip6tables"] {
+        remove_walls_of(binary, bridge);
+    }
+}
+
+fn remove_walls_of(binary: &str, bridge: &str) {
+    let iptables = |args: &[&str]| {
+        Command::new(binary)
+            .args(["-w", "-t", "mangle"])
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+    };
+    let Ok(out) = iptables(&["-S"]) else { return };
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ours = |chain: &str| {
+        ["BE-", "BI-", "BH-", "B6-"].iter().any(|p| {
+            chain
+                .strip_prefix(p)
+                .and_then(|rest| rest.strip_prefix(bridge))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+        })
+    };
+    for line in listing.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["-A", chain @ ("FORWARD" | "INPUT"), .., "-j", target] = words.as_slice()
+            && ours(target)
+        {
+            let mut args = vec!["-D", *chain];
+            args.extend(&words[2..]);
+            let _ = iptables(&args);
+        }
+    }
+    let chains: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .filter(|c| ours(c))
+        .collect();
+    for op in ["-F", "-X"] {
+        for chain in &chains {
+            let _ = iptables(&[op, chain]);
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::TestNamespace;
 pub struct InstanceBuilder {
     name: String,
     spec: InstanceSpec,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts building an Instance named `name`, running web:v1.
@@ -36,10 +37,17 @@ pub fn instance(name: &str) -> InstanceBuilder {
             isolation: Isolation::default(),
             seccomp_profile_digest: None,
         },
+        labels: Default::default(),
     }
 }
 
 impl InstanceBuilder {
+    /// Adds a label (what NetworkPolicy pod selectors match).
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
     /// Binds it to a host.
     pub fn on(mut self, host: &str) -> Self {
         self.spec.host_name = Some(host.to_string());
@@ -108,7 +116,11 @@ impl InstanceBuilder {
     }
     /// The Instance.
     pub fn build(self) -> Instance {
-        Instance::new(&self.name, self.spec)
+        let mut instance = Instance::new(&self.name, self.spec);
+        if !self.labels.is_empty() {
+            instance.metadata.labels = Some(self.labels);
+        }
+        instance
     }
     /// Creates it in `ns`.
     pub async fn create(self, ns: &TestNamespace) -> Instance {

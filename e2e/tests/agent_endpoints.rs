@@ -58,6 +58,9 @@ async fn instances_cannot_reach_the_agents_endpoints() {
             &registry(),
             "--metrics-address",
             &address,
+            // The agent's own refusal is under test here, behind the network walls (which
+            // drop every connection from an instance to the host: network_walls.rs).
+            "--no-network-walls",
         ],
     );
     let ns = TestNamespace::new("endpoints").await;

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub instance_subnet: String,
     /// Run instances without a network.
     pub no_network: bool,
+    /// Wall instances on the agent's own bridge (`--no-network-walls` turns it off).
+    pub network_walls: bool,
     /// Address of /metrics and /healthz.
     pub metrics_address: String,
     /// Peers kept off /metrics and /healthz (the instance subnet among them).
@@ -248,6 +250,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             ),
         })
     };
+    // Walls only on the agent's own bridge: a node's own CNI configuration brings its own
+    // policy agent. Rules a previous agent left stay until this sync replaces them at once.
+    let walls_on = cfg.network_walls && !cfg.no_network && cfg.cni_conf_dir.is_none();
+    if walls_on {
+        crate::walls::Walls::check_bridge_netfilter()?;
+    }
+    let walls =
+        walls_on.then(|| crate::walls::Walls::start(&client, &cfg.cni_bridge, &cfg.state_dir));
+    if let Some(walls) = &walls {
+        walls
+            .sync(true)
+            .await
+            .context("applying the network walls")?;
+    }
     let (wake_tx, wake_rx) = mpsc::unbounded();
     let (first_seen_tx, first_seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
@@ -268,6 +284,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         restart_backoff_base: cfg.restart_backoff_base,
         deregistration: cfg.deregistration,
         cni,
+        walls,
         probing: Mutex::default(),
         metrics: Arc::default(),
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),

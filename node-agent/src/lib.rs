@@ -16,6 +16,7 @@ pub mod network;
 pub mod preflight;
 pub mod runtime;
 pub mod spec;
+pub mod walls;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -120,6 +120,11 @@ struct Args {
     /// Run instances without a network (an empty network namespace).
     #[arg(long, global = true, env = "BULKHEAD_NO_NETWORK")]
     no_network: bool,
+    /// Leave instances on the agent's own bridge unwalled: every instance reaches every
+    /// other and the host (no default deny across namespaces, no NetworkPolicy). For tests of
+    /// the layers behind the walls; never in production.
+    #[arg(long, global = true, env = "BULKHEAD_NO_NETWORK_WALLS")]
+    no_network_walls: bool,
     /// Address of /metrics and /healthz.
     #[arg(
         long,
@@ -284,6 +289,7 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         cni_bridge: args.cni_bridge,
         instance_subnet: args.instance_subnet,
         no_network: args.no_network,
+        network_walls: !args.no_network_walls,
         metrics_address: args.metrics_address,
         isolation_floor: args.isolation_floor,
         log_max_bytes: args.log_max_bytes,

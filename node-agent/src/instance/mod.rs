@@ -96,6 +96,8 @@ pub struct Context {
     pub deregistration: Duration,
     /// The instance network; None runs instances without one (an empty network namespace).
     pub cni: Option<crate::network::Cni>,
+    /// Network walls on the agent's own bridge (None with `--cni-conf-dir` or no network).
+    pub walls: Option<std::sync::Arc<crate::walls::Walls>>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Probe loops by `<container>/<pid>`.

@@ -798,6 +798,12 @@ async fn report_running(
             return status::write(ctx, instance, &s).await;
         }
     }
+    iso.network = ctx
+        .walls
+        .as_ref()
+        .and_then(|w| w.applied(&container.id))
+        .map(|a| crate::walls::network_status(&a))
+        .or(iso.network);
     s.isolation = Some(iso);
     if instance.spec.template.readiness_probe.is_none() {
         status::set_condition(
@@ -930,7 +936,19 @@ async fn attach(
     if left == Left::Maybe {
         let _ = cni.del(id, Some(&netns)).await;
     }
-    cni.add(id, &netns).await.map(Some)
+    let ip = cni.add(id, &netns).await?;
+    // The walls hold before the task starts, so before the instance can be Ready.
+    if let Some(walls) = &ctx.walls {
+        walls
+            .sync(false)
+            .await
+            .map_err(|e| crate::network::CniError::Plugin {
+                plugin: "network walls".into(),
+                command: "ADD",
+                message: e.to_string(),
+            })?;
+    }
+    Ok(Some(ip))
 }
 
 /// An instance whose network could not be set up: removed and failed with the reason.

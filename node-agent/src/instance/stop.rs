@@ -129,6 +129,12 @@ pub async fn teardown(
     {
         warn!(container = id, error = %e, "releasing the instance's network failed");
     }
+    // Its walls go with it (its address may be handed to another instance).
+    if let Some(walls) = &ctx.walls
+        && let Err(e) = walls.sync(false).await
+    {
+        warn!(container = id, error = %e, "removing the instance's network walls failed");
+    }
     failpoint::hit("delete-after-delete-task");
     ctr.delete_container(id).await?;
     failpoint::hit("delete-after-delete-container");
