@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image kind-tools test-selinux
+.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image selinux-host selinux-host-down kind-tools test-selinux
 
 all: build
 
@@ -57,6 +57,13 @@ images: ## container images without Docker: target/images/*.tar from release bin
 
 selinux-image: ## the SELinux-enforcing test host's disk image (debootstrap + refpolicy container module + e2e/selinux/bulkhead_glue.te), cached by content (~10 min cold)
 	bash e2e/selinux/image.sh
+
+selinux-host: ## boot the SELinux-enforcing VM selinux-1 (qemu TCG) with this checkout's release agent, registered with the local system (make up first)
+	$(CARGO) build --release -p bulkhead-node-agent
+	bash e2e/selinux/host.sh up
+
+selinux-host-down: ## stop the VM selinux-1 by its PID and delete its Host
+	bash e2e/selinux/host.sh down
 
 test-selinux: ## boot the SELinux-enforcing VM selinux-1 (make selinux-image, cached) with this checkout's agent and run the tests that need it
 	bash e2e/selinux/test.sh

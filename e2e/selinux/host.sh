@@ -23,6 +23,9 @@ HOST=selinux-1
 vm_dir="$STATE_DIR/$HOST"
 pidfile="$vm_dir/qemu.pid"
 console="$vm_dir/console.log"
+# The tests' channel into the guest (e2e/selinux/probe.sh): this loopback port, forwarded to
+# the guest's 7070. e2e/tests/selinux_host.rs computes it the same way.
+PROBE_PORT=$((7070 + PORT_OFFSET))
 kc=(kubectl --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s)
 
 vm_pid() {
@@ -50,6 +53,7 @@ make_payload() {
   rm -rf "$payload"
   mkdir -p "$payload"
   cp "$bin" "$payload/bulkhead-node-agent"
+  cp "$HACK_DIR/../selinux/probe.sh" "$payload/probe.sh"
   [[ -s "$AGENT_KUBECONFIG" ]] || die "$AGENT_KUBECONFIG missing: run make up first"
   sed "s/node-name: \[$AGENT_HOST\]/node-name: [$HOST]/" "$AGENT_KUBECONFIG" >"$payload/kubeconfig"
   grep -q "node-name: \[$HOST\]" "$payload/kubeconfig" || die "could not write the agent's kubeconfig"
@@ -67,12 +71,14 @@ fi
 echo "bulkhead-boot: \$(ip -4 -o addr show | tr '\\n' ' ')"
 socat TCP-LISTEN:$APISERVER_PORT,bind=127.0.0.1,fork,reuseaddr TCP:10.0.2.100:$APISERVER_PORT &
 socat TCP-LISTEN:$REGISTRY_PORT,bind=127.0.0.1,fork,reuseaddr TCP:10.0.2.100:$REGISTRY_PORT &
+# The tests' channel (probe.sh), from qemu's host side only: not from the instances' bridge.
+socat TCP-LISTEN:7070,fork,reuseaddr,range=10.0.2.2/32 EXEC:"/bin/sh /opt/bulkhead/probe.sh" &
 sleep 2
 echo "bulkhead-boot: listening: \$(ss -Hltn | awk '{print \$4}' | tr '\\n' ' ')"
 echo "bulkhead-boot: the API server through the forward: \$(printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' | timeout 60 socat -T30 - OPENSSL:127.0.0.1:$APISERVER_PORT,verify=0 2>&1 | head -1)"
-# SELinux denials so far (bring-up: each names a rule the glue module may lack).
-echo "bulkhead-boot: denials: \$(grep -c denied /var/log/audit/audit.log 2>/dev/null)"
-grep denied /var/log/audit/audit.log 2>/dev/null | tail -5
+# Every SELinux denial, as it happens, on the console (each names a rule the glue may lack).
+tail -n +1 -F /var/log/audit/audit.log 2>/dev/null | grep --line-buffered -e denied -e SELINUX_ERR |
+  sed -u 's/^/bulkhead-avc: /' &
 i=0
 while [ ! -S /run/containerd/containerd.sock ] && [ \$i -lt 120 ]; do sleep 1; i=\$((i + 1)); done
 mkdir -p /var/lib/bulkhead
@@ -116,9 +122,9 @@ up() {
       -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
       -drive "file=$image/root.img,if=virtio,format=raw" \
       -drive "file=$vm_dir/payload.img,if=virtio,format=raw" \
-      -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$APISERVER_PORT-cmd:socat - TCP:127.0.0.1:$APISERVER_PORT,guestfwd=tcp:10.0.2.100:$REGISTRY_PORT-cmd:socat - TCP:127.0.0.1:$REGISTRY_PORT" \
+      -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$APISERVER_PORT-cmd:socat - TCP:127.0.0.1:$APISERVER_PORT,guestfwd=tcp:10.0.2.100:$REGISTRY_PORT-cmd:socat - TCP:127.0.0.1:$REGISTRY_PORT,hostfwd=tcp:127.0.0.1:$PROBE_PORT-:7070" \
       -device virtio-net-pci,netdev=n0 \
-      -append "root=/dev/vda rw console=ttyS0 security=selinux enforcing=1 audit=1 panic=-1" ||
+      -append "root=/dev/vda rw console=ttyS0 security=selinux enforcing=${BULKHEAD_SELINUX_ENFORCING:-1} audit=1 panic=-1" ||
       die "qemu failed to start"
     pid=$(vm_pid) || die "qemu recorded no pid in $pidfile"
     log "VM started (pid $pid); console $console"

@@ -18,7 +18,7 @@ suite=bookworm
 mirror="${BULKHEAD_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 packages=(
   systemd-sysv udev linux-image-amd64 initramfs-tools kmod e2fsprogs
-  policycoreutils selinux-utils semodule-utils selinux-policy-dev selinux-policy-src checkpolicy
+  policycoreutils selinux-utils semodule-utils selinux-policy-dev selinux-policy-src checkpolicy setools
   auditd make zstd
   containerd runc containernetworking-plugins iproute2 iptables socat busybox-static ca-certificates
   libseccomp2
@@ -141,15 +141,24 @@ in_root passwd -d root >/dev/null
 # The agent and its configuration arrive on a second disk at boot (e2e/selinux/host.sh).
 mkdir -p "$rootfs/opt/bulkhead"
 
+# containerd's snapshot directory, made now so that setfiles labels it container_ro_file_t
+# (container.fc) and every snapshot containerd unpacks there inherits the type. Overlayfs
+# checks the instance's read of a lower file against that file's own label too, and the
+# default (var_lib_t) is one no container may read.
+mkdir -p "$rootfs/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+
 log "labelling every file (setfiles inside the chroot, /proc mounted)"
 policy=$(ls "$rootfs"/etc/selinux/default/policy/policy.* | head -1)
 in_root setfiles -F -c "/etc/selinux/default/policy/${policy##*/}" \
   /etc/selinux/default/contexts/files/file_contexts / 2>"$work/setfiles.log" || true
 umount "$rootfs/proc"
 mounted=()
-python3 -c 'import os,sys; sys.stdout.write(os.getxattr(sys.argv[1], "security.selinux").decode())' \
-  "$rootfs/usr/sbin/runc" 2>/dev/null | grep -q container_engine_exec_t ||
+label_of() { python3 -c 'import os,sys; sys.stdout.write(os.getxattr(sys.argv[1], "security.selinux").decode())' "$1" 2>/dev/null; }
+label_of "$rootfs/usr/sbin/runc" | grep -q container_engine_exec_t ||
   die "runc is not labelled container_engine_exec_t: labelling failed (see $work/setfiles.log)"
+label_of "$rootfs/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots" |
+  grep -q container_ro_file_t ||
+  die "containerd's snapshots are not labelled container_ro_file_t (see $work/setfiles.log)"
 
 mkdir -p "$out.tmp"
 cp -L "$rootfs/vmlinuz" "$out.tmp/vmlinuz"
@@ -165,4 +174,6 @@ mkfs.ext4 -q -F -L selinux-1 -d "$rootfs" "$out.tmp/root.img" 4G ||
 } >"$out.tmp/manifest.txt"
 rm -rf "$out"
 mv "$out.tmp" "$out"
+# Images of earlier keys are never used again: only the current one stays.
+find "$cache_root/selinux" -mindepth 1 -maxdepth 1 -type d ! -path "$out" -exec rm -rf {} +
 log "image ready in $((SECONDS - started))s: $out"

@@ -191,6 +191,10 @@ async fn observe(
                 .get(labels::LOG_PATH)
                 .cloned()
                 .unwrap_or_default();
+            let mounts = rootfs::with_mount_label(
+                mounts,
+                rootfs_label(ctx, mcs_of(&container.labels)).as_deref(),
+            );
             let created = ctx
                 .containerd
                 .create_task(id, mounts, &ctx.log_writer.uri(std::path::Path::new(&log)))
@@ -626,6 +630,7 @@ async fn create(
         return Err(e.into());
     }
     failpoint::hit("after-create-container");
+    let mounts = rootfs::with_mount_label(mounts, rootfs_label(ctx, Some(allocated.1)).as_deref());
     match ctx
         .containerd
         .create_task(id, mounts, &ctx.log_writer.uri(&log_path))
@@ -1088,6 +1093,12 @@ fn supervise(instance: &Instance, ctx: &Arc<Context>, id: &str) {
         }
         let _ = ctx.wake.unbounded_send(oref);
     });
+}
+
+/// The rootfs's mount label: the instance's, where SELinux is on (as the spec's mountLabel).
+fn rootfs_label(ctx: &Context, mcs: Option<McsPair>) -> Option<String> {
+    mcs.filter(|_| ctx.features.selinux != SELinuxHostMode::Disabled)
+        .map(spec::mount_label)
 }
 
 /// The MCS pair of a container, from its labels (used when rebuilding allocators).

@@ -37,9 +37,76 @@ pub fn make_mount_points(mounts: &[Mount], paths: &[String]) -> std::io::Result<
     Ok(())
 }
 
+/// The snapshot's mounts with the instance's SELinux mount label on the overlay root:
+/// `context=` makes every file of the rootfs carry the label (the image's files are stored
+/// with the snapshot directory's type, which no container may execute), the way runc labels
+/// the tmpfs mounts it makes from the spec's mountLabel. Without a label the mounts are
+/// unchanged.
+pub fn with_mount_label(mut mounts: Vec<Mount>, label: Option<&str>) -> Vec<Mount> {
+    if let Some(label) = label {
+        for m in mounts.iter_mut().filter(|m| m.r#type == "overlay") {
+            m.options.retain(|o| !o.starts_with("context="));
+            // Quoted: the categories' comma would otherwise end the option.
+            m.options.push(format!("context=\"{label}\""));
+        }
+    }
+    mounts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn overlay() -> Mount {
+        Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "lowerdir=/x".into(),
+                "upperdir=/u".into(),
+                "workdir=/w".into(),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_overlay_root_carries_the_mount_label_quoted() {
+        let label = "system_u:object_r:container_file_t:s0:c1,c2";
+        let m = with_mount_label(vec![overlay()], Some(label));
+        assert_eq!(
+            m[0].options.last().map(String::as_str),
+            Some("context=\"system_u:object_r:container_file_t:s0:c1,c2\"")
+        );
+        // Once only, whatever was there.
+        let again = with_mount_label(m, Some(label));
+        assert_eq!(
+            again[0]
+                .options
+                .iter()
+                .filter(|o| o.starts_with("context="))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn without_a_label_or_an_overlay_the_mounts_are_unchanged() {
+        assert_eq!(with_mount_label(vec![overlay()], None), vec![overlay()]);
+        let bind = Mount {
+            r#type: "bind".into(),
+            source: "/s".into(),
+            options: vec!["rbind".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            with_mount_label(
+                vec![bind.clone()],
+                Some("system_u:object_r:container_file_t:s0:c1,c2")
+            ),
+            vec![bind]
+        );
+    }
 
     #[test]
     fn creates_mount_points_in_the_upper_dir() {
