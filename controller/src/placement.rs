@@ -65,6 +65,28 @@ impl Placement {
         }
     }
 
+    /// The instances of Workload `namespace/workload`, from the shared store (never a list:
+    /// reconciles and the cutover read it without a round trip).
+    pub async fn workload_instances(
+        &self,
+        namespace: &str,
+        workload: &str,
+    ) -> Result<Vec<std::sync::Arc<Instance>>, crate::Error> {
+        self.instances
+            .wait_until_ready()
+            .await
+            .map_err(|_| crate::Error::StoreGone("Instance"))?;
+        Ok(self
+            .instances
+            .state()
+            .into_iter()
+            .filter(|i| {
+                i.metadata.namespace.as_deref() == Some(namespace)
+                    && i.labels().get(LABEL_WORKLOAD).map(String::as_str) == Some(workload)
+            })
+            .collect())
+    }
+
     /// Places each request (instance key, requirements) in order, each decision counting
     /// the ones before it, and assumes the bindings made. An error is the reason nothing
     /// fits.

@@ -112,7 +112,13 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         .get_opt(&svc.spec.workload_name)
         .await?;
     let instances = match &workload {
-        Some(_) => instances_of(ctx, &ns, &svc.spec.workload_name).await?,
+        Some(_) => ctx
+            .placement
+            .workload_instances(&ns, &svc.spec.workload_name)
+            .await?
+            .iter()
+            .map(|i| Instance::clone(i))
+            .collect(),
         None => Vec::new(),
     };
     let wl_status = workload
@@ -188,25 +194,6 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(
         if plan.conflicts.is_empty() { 300 } else { 30 },
     )))
-}
-
-/// The instances of a Workload, from the shared store (a fresh list would cost a round trip
-/// on the cutover's path).
-async fn instances_of(ctx: &Context, ns: &str, workload: &str) -> Result<Vec<Instance>, Error> {
-    let store = &ctx.placement.instances;
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreGone("Instance"))?;
-    Ok(store
-        .state()
-        .iter()
-        .filter(|i| {
-            i.metadata.namespace.as_deref() == Some(ns)
-                && i.labels().get(LABEL_WORKLOAD).map(String::as_str) == Some(workload)
-        })
-        .map(|i| Instance::clone(i))
-        .collect())
 }
 
 /// What the four names hold now.

@@ -127,7 +127,7 @@ async fn observe_workload(ctx: &Context, wl: &Workload, now: Timestamp) -> Resul
         &wl.spec.isolation,
         profile.as_deref(),
     );
-    let owned = owned_instances(ctx, &ns, &name).await?;
+    let owned = ctx.placement.workload_instances(&ns, &name).await?;
     let draining = draining_hosts(ctx).await?;
     let mut observed: Vec<_> = owned
         .iter()
@@ -566,23 +566,6 @@ fn summary(verb: &str, names: &[String], suffix: &str) -> String {
         listed.push_str(&format!(" and {} more", names.len() - NAMED));
     }
     format!("{verb} {} {noun}{suffix}: {listed}", names.len())
-}
-
-/// The Workload's instances, from the shared store (never a list).
-async fn owned_instances(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Arc<Instance>>, Error> {
-    let store = &ctx.placement.instances;
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreGone("Instance"))?;
-    Ok(store
-        .state()
-        .into_iter()
-        .filter(|i| {
-            i.metadata.namespace.as_deref() == Some(ns)
-                && i.labels().get(LABEL_WORKLOAD).map(String::as_str) == Some(name)
-        })
-        .collect())
 }
 
 /// The Hosts annotated `bulkhead.dev/drain: "true"`.
