@@ -92,32 +92,44 @@ pub fn rolled_back(mut wl: Workload, entry: &Entry) -> anyhow::Result<Workload> 
     Ok(wl)
 }
 
-/// Finds the revision and replaces the Workload's spec (refused if it changed meanwhile).
+/// Finds the revision and replaces the Workload's spec. A conflict caused only by a status write
+/// (the generation is unchanged) is retried on the fresh object; a spec change meanwhile refuses.
 pub async fn run(kube: &Kube, args: &UndoArgs) -> anyhow::Result<()> {
+    const TRIES: usize = 5;
     let name = &args.workload;
-    let wl = kube.workload(name).await?;
+    let mut wl = kube.workload(name).await?;
+    let generation = wl.metadata.generation;
     let lp = ListParams::default().labels(&format!("{LABEL_WORKLOAD}={name}"));
     let revisions = kube.api::<ControllerRevision>().list(&lp).await?.items;
     let history = history(&revisions);
     let current = wl.status.as_ref().and_then(|s| s.update_revision.clone());
     let entry = pick(name, &history, current.as_deref(), args.to_revision)?;
-    let wl = rolled_back(wl, entry)?;
-    match kube
-        .api::<Workload>()
-        .replace(name, &PostParams::default(), &wl)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            anyhow::bail!("workload {name} changed while undoing it: run the command again")
+    for _ in 0..TRIES {
+        let desired = rolled_back(wl, entry)?;
+        match kube
+            .api::<Workload>()
+            .replace(name, &PostParams::default(), &desired)
+            .await
+        {
+            Ok(_) => {
+                println!(
+                    "workload {name}: rolling back to revision {} ({})",
+                    entry.number, entry.revision
+                );
+                return Ok(());
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                wl = kube.workload(name).await?;
+                if wl.metadata.generation != generation {
+                    anyhow::bail!(
+                        "workload {name} changed while undoing it: run the command again"
+                    )
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     }
-    println!(
-        "workload {name}: rolling back to revision {} ({})",
-        entry.number, entry.revision
-    );
-    Ok(())
+    anyhow::bail!("workload {name} kept changing status while undoing it ({TRIES} tries): run the command again")
 }
 
 #[cfg(test)]
