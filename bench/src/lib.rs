@@ -16,6 +16,7 @@
 pub mod cmd;
 pub mod cutover;
 pub mod fanout;
+pub mod goals;
 pub mod machine;
 pub mod procfs;
 pub mod report;

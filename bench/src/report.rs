@@ -41,6 +41,7 @@ pub fn render(run: &Run) -> String {
     if let Some(note) = &run.note {
         let _ = writeln!(o, "> **Note:** {note}\n");
     }
+    goals_table(&mut o, run);
     let _ = writeln!(o, "## Machine\n");
     let _ = writeln!(o, "| | |\n|---|---|");
     let _ = writeln!(o, "| CPUs (nproc) | {} × {} |", m.nproc, m.cpu_model);
@@ -86,6 +87,22 @@ pub fn render(run: &Run) -> String {
          the ratios much less (both sides run in the same run, interleaved)."
     );
     o
+}
+
+/// The issue's goals first: each with its figure, baseline, ratio and verdict.
+fn goals_table(o: &mut String, run: &Run) {
+    let _ = writeln!(o, "## Goals (issue #16)\n");
+    let _ = writeln!(o, "| goal | this run | verdict |\n|---|---|---|");
+    for g in crate::goals::judge(run) {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            g.goal,
+            g.measured,
+            g.verdict.as_str()
+        );
+    }
+    let _ = writeln!(o);
 }
 
 fn summary_table(o: &mut String, run: &Run) {

@@ -1,0 +1,216 @@
+//! The goals of issue #16, each a ratio (or a bound) against a baseline of the same run,
+//! judged met, not met, or not measured (a figure or its baseline is missing).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Run, cutover::Outcome, stats::ratio};
+
+/// A goal's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The figure meets the goal.
+    Met,
+    /// It does not.
+    NotMet,
+    /// The figure or its baseline is missing from this run.
+    NotMeasured,
+}
+
+impl Verdict {
+    fn of(ok: Option<bool>) -> Self {
+        match ok {
+            Some(true) => Verdict::Met,
+            Some(false) => Verdict::NotMet,
+            None => Verdict::NotMeasured,
+        }
+    }
+
+    /// How the report prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::NotMet => "**not met**",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One goal: what it asks, what this run measured, and the verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Goal {
+    /// The goal as the issue words it.
+    pub goal: &'static str,
+    /// The figure, its baseline and their ratio, in words.
+    pub measured: String,
+    /// Met or not.
+    pub verdict: Verdict,
+}
+
+fn goal(goal: &'static str, measured: String, ok: Option<bool>) -> Goal {
+    Goal {
+        goal,
+        measured,
+        verdict: Verdict::of(ok),
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
+}
+
+/// Every goal of the issue, judged from a run (pure).
+pub fn judge(run: &Run) -> Vec<Goal> {
+    let mut goals = fanout_goals(run);
+    goals.push(start_goal(run));
+    goals.push(cutover_goal(run));
+    goals.push(goal(
+        "`make bench` ≤ 15 min after the build",
+        format!("{:.0} s", run.wall_s),
+        Some(run.wall_s <= 900.0),
+    ));
+    goals
+}
+
+fn fanout_goals(run: &Run) -> Vec<Goal> {
+    let f = run.fanout.as_ref();
+    let first = f.and_then(|f| f.steps.first());
+    let raw = f
+        .and_then(|f| f.raw_instances.as_ref())
+        .and_then(|r| r.done_s);
+    let bound = first.and_then(|s| s.all_bound_s);
+    let bound_ratio = bound.zip(raw).and_then(|(b, r)| ratio(b, r));
+    let kcm = f.and_then(|f| f.kcm.as_ref()).and_then(|k| k.done_s);
+    let available = first.and_then(|s| s.available_s);
+    let faster = kcm.zip(available).and_then(|(k, a)| ratio(k, a));
+    let last = f.and_then(|f| f.steps.last()).filter(|s| s.to >= 10000);
+    let peak = last.map(|s| s.controller.peak_rss);
+    let n = first.map_or(0, |s| s.to);
+    vec![
+        goal(
+            "fan-out 0 → 1000: all bound ≤ 1.25× the raw create ceiling (bound Instances, 32 in flight)",
+            format!(
+                "{} vs raw {}: {}",
+                secs(bound),
+                secs(raw),
+                fmt_ratio(bound_ratio)
+            ),
+            bound_ratio.map(|r| r <= 1.25),
+        ),
+        goal(
+            "fan-out 0 → 1000: Available ≥ 5× faster than kcm's Deployment controller at its defaults",
+            format!(
+                "Available {} vs kcm {n} Pods created {}: {} faster",
+                secs(available),
+                secs(kcm),
+                fmt_ratio(faster)
+            ),
+            faster.map(|r| r >= 5.0),
+        ),
+        goal(
+            "fan-out: faster than kcm given --kube-api-qps 500 --kube-api-burst 1000",
+            "this baseline is not run yet".into(),
+            None,
+        ),
+        goal(
+            "fan-out 0 → 10000: all bound ≤ 1.25× the raw create ceiling",
+            format!(
+                "{} (no raw create loop of 10000 in this run)",
+                secs(last.and_then(|s| s.all_bound_s))
+            ),
+            None,
+        ),
+        goal(
+            "controller peak RSS ≤ 100 MB at 10000 instances",
+            peak.map_or_else(
+                || "not reached".into(),
+                |p| format!("{:.1} MB ({:.1} MiB)", p as f64 / 1e6, p as f64 / 1048576.0),
+            ),
+            peak.map(|p| p <= 100_000_000),
+        ),
+    ]
+}
+
+fn start_goal(run: &Run) -> Goal {
+    let s = run.start.as_ref();
+    let (a, c) = (s.and_then(|s| s.agent), s.and_then(|s| s.ctr));
+    let measured = match (a, c) {
+        (Some(a), Some(c)) => format!(
+            "p50 {:.1} / p99 {:.1} ms; against `ctr run` without network {:.1} / {:.1} ms: {} / {}",
+            a.p50,
+            a.p99,
+            c.p50,
+            c.p99,
+            fmt_ratio(ratio(a.p50, c.p50)),
+            fmt_ratio(ratio(a.p99, c.p99))
+        ),
+        _ => "not measured".into(),
+    };
+    goal(
+        "start p50 ≤ 1.15× and p99 ≤ 1.5× `ctr run --cni` with the same CNI chain",
+        format!("{measured} (the `ctr run --cni` baseline is not run yet)"),
+        None,
+    )
+}
+
+fn cutover_goal(run: &Run) -> Goal {
+    match &run.cutover {
+        Outcome::Measured(r) => {
+            let p50 = r.switch.map(|s| s.p50);
+            goal(
+                "blue/green cutover p50 ≤ 30 ms (release build), 0 failed requests",
+                format!(
+                    "p50 {}, {} of {} requests failed",
+                    p50.map_or_else(|| "–".into(), |v| format!("{v:.1} ms")),
+                    r.failed_requests,
+                    r.total_requests
+                ),
+                p50.map(|v| v <= 30.0 && r.failed_requests == 0),
+            )
+        }
+        Outcome::NotMeasured { reason } => goal(
+            "blue/green cutover p50 ≤ 30 ms (release build), 0 failed requests",
+            reason.clone(),
+            None,
+        ),
+        Outcome::Failed { error } => goal(
+            "blue/green cutover p50 ≤ 30 ms (release build), 0 failed requests",
+            format!("failed: {error}"),
+            Some(false),
+        ),
+    }
+}
+
+fn secs(s: Option<f64>) -> String {
+    s.map_or_else(|| "not reached".into(), |s| format!("{s:.2} s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_run_measures_nothing_but_its_length() {
+        let run = Run {
+            began: String::new(),
+            wall_s: 1000.0,
+            machine: Default::default(),
+            note: None,
+            start: None,
+            start_error: None,
+            fanout: None,
+            fanout_error: None,
+            cutover: Outcome::NotMeasured {
+                reason: "not selected".into(),
+            },
+        };
+        let goals = judge(&run);
+        let last = goals.last().map(|g| g.verdict);
+        assert_eq!(last, Some(Verdict::NotMet), "1000 s is over 15 minutes");
+        assert!(
+            goals[..goals.len() - 1]
+                .iter()
+                .all(|g| g.verdict == Verdict::NotMeasured),
+            "{goals:?}"
+        );
+    }
+}
