@@ -4,6 +4,7 @@
 //! unit-tested (`workload::plan`, `workload::status`, `scheduler::filter`).
 
 pub mod hosts;
+pub mod image_updates;
 pub mod leader;
 pub mod metrics;
 pub mod scheduler;
@@ -41,6 +42,8 @@ pub struct Context {
     pub recorder: kube::runtime::events::Recorder,
     /// Every Host, from a watch (which hosts are draining, without a list per reconcile).
     pub hosts: kube::runtime::reflector::Store<bulkhead_crds::Host>,
+    /// Followed tags: the registry client and the pushes the registry announced.
+    pub image_updates: image_updates::ImageUpdates,
 }
 
 impl std::fmt::Debug for Context {

@@ -84,6 +84,18 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     let name = wl.name_any();
     let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
     let workloads: Api<Workload> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = Timestamp::now();
+
+    // Image updates (issue #17): a followed tag is pinned to its accepted digest, which makes
+    // the revision. Until a digest is accepted nothing is started.
+    let followed = crate::image_updates::follow::follow(&ctx, &wl, now).await;
+    if let Some((warning, reason, note)) = &followed.event {
+        emit(&ctx, &wl, reason, "ImageUpdate", note.clone(), *warning).await;
+    }
+    let Some(pinned) = followed.workload.clone() else {
+        return crate::image_updates::follow::write_waiting(&workloads, &wl, &followed, now).await;
+    };
+    let wl = Arc::new(pinned);
 
     // Observe.
     let profile = super::seccomp::resolve(&ctx, &wl).await?;
@@ -96,7 +108,6 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         .list(&ListParams::default().labels(&format!("{LABEL_WORKLOAD}={name}")))
         .await?
         .items;
-    let now = Timestamp::now();
     let draining = draining_hosts(&ctx).await?;
     let observed: Vec<_> = owned
         .iter()
@@ -171,6 +182,9 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         wl.metadata.generation,
         Time(now),
     );
+    if let Some(s) = &followed.status {
+        crate::image_updates::follow::report(&mut next, s, now);
+    }
     if let Some((p, settings)) = &blue_green {
         status::report_blue_green(
             &mut next,
@@ -274,6 +288,7 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         refused.as_ref().map(|_| CREATE_RETRY_SECONDS),
         deadline_in,
         blue_green.as_ref().and_then(|(p, _)| p.wake_in),
+        followed.wake_in,
     ]
     .into_iter()
     .flatten()
@@ -449,7 +464,7 @@ async fn event(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: S
     emit(ctx, wl, reason, action, note, false).await;
 }
 
-async fn emit(
+pub(crate) async fn emit(
     ctx: &Context,
     wl: &Workload,
     reason: &str,
