@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod namespace;
 pub mod plugin;
 pub mod rollout;
+pub mod signing;
 pub mod traffic;
 pub mod wait;
 
