@@ -61,18 +61,27 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     };
     let tag = image.to_string();
     let key = super::key(wl);
-    let previous = wl.status.as_ref().and_then(|s| s.image_updates.as_ref());
+    // The status as last written, not as the watch cache has it: a reconcile that runs on a
+    // cached copy from before the previous reconcile's write must not take the accepted
+    // digest back.
+    let current = fresh_status(ctx, wl).await;
+    let previous = current.image_updates.as_ref();
     let input = plan::Input {
         previous,
         tag: &tag,
         interval: i64::from(settings.check_interval_seconds),
-        pushed: ctx.image_updates.pushes.take(&key),
+        pushed: ctx.image_updates.pushes.take(&key) | ctx.image_updates.looked.first(&key),
+        rollout_in_progress: rollout_in_progress(&current),
         now: now.as_second(),
     };
     let (status, event) = if plan::check_in(&input) > 0 {
         (previous.cloned().unwrap_or_default(), None)
     } else {
-        let outcome = look(ctx, wl, &image).await;
+        let outcome = look(ctx, wl, &current, &image).await;
+        if matches!(outcome, Outcome::Accepted { .. }) {
+            // Crash-safety tests stop here: a digest accepted, nothing recorded or started yet.
+            bulkhead_telemetry::failpoint::hit("controller-after-image-accepted");
+        }
         let status = plan::record(previous, &tag, &outcome, now);
         (status, event_of(previous, &outcome, &tag))
     };
@@ -95,7 +104,7 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
 }
 
 /// Asks the registry and, for a new digest, verifies it.
-async fn look(ctx: &Context, wl: &Workload, image: &ImageRef) -> Outcome {
+async fn look(ctx: &Context, wl: &Workload, status: &WorkloadStatus, image: &ImageRef) -> Outcome {
     let registry = &ctx.image_updates.registry;
     let looked = match tokio::time::timeout(LOOK_TIMEOUT, registry.tag_digest(image)).await {
         Ok(Ok(digest)) => Looked::Digest(digest),
@@ -109,14 +118,13 @@ async fn look(ctx: &Context, wl: &Workload, image: &ImageRef) -> Outcome {
             return Outcome::Failed(message);
         }
     };
-    let status = wl.status.clone().unwrap_or_default();
     let previous = status.image_updates.as_ref();
     let required = !wl
         .spec
         .image_updates
         .as_ref()
         .is_some_and(|u| u.allow_unsigned);
-    match plan::next(previous, &digest, rollout_in_progress(&status), required) {
+    match plan::next(previous, &digest, rollout_in_progress(status), required) {
         Next::Keep => Outcome::Unchanged,
         Next::Wait => Outcome::Waiting(digest),
         Next::Accept => Outcome::Accepted {
@@ -130,6 +138,19 @@ async fn look(ctx: &Context, wl: &Workload, image: &ImageRef) -> Outcome {
             message: String::new(),
         },
         Next::Verify => verify(ctx, wl, image, digest).await,
+    }
+}
+
+/// The Workload's status read from the API server; the cached one if that fails.
+async fn fresh_status(ctx: &Context, wl: &Workload) -> WorkloadStatus {
+    let api: Api<Workload> =
+        Api::namespaced(ctx.client.clone(), &wl.namespace().unwrap_or_default());
+    match api.get(&wl.name_any()).await {
+        Ok(fresh) => fresh.status.unwrap_or_default(),
+        Err(e) => {
+            warn!(workload = %wl.name_any(), error = %e, "reading the workload status failed; using the cached one");
+            wl.status.clone().unwrap_or_default()
+        }
     }
 }
 

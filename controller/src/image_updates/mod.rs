@@ -24,6 +24,10 @@ pub struct ImageUpdates {
     pub registry: Registry,
     /// Workloads whose followed repository the registry announced a push to.
     pub pushes: Pushes,
+    /// Workloads looked at since this process started: the first reconcile of each looks at
+    /// the registry whatever the interval, since a push announced while no controller ran
+    /// (or to one that died before recording it) is not announced again.
+    pub looked: Pushes,
 }
 
 impl ImageUpdates {
@@ -32,6 +36,7 @@ impl ImageUpdates {
         Self {
             registry: Registry::new(allowed),
             pushes: Pushes::default(),
+            looked: Pushes::default(),
         }
     }
 }
@@ -44,6 +49,14 @@ impl Pushes {
     /// Marks a Workload.
     pub fn mark(&self, key: String) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+    }
+
+    /// Marks a Workload; whether it was not marked before.
+    pub fn first(&self, key: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string())
     }
 
     /// Whether a Workload was marked, unmarking it.

@@ -236,7 +236,11 @@ async fn handle(
         Err(refused) => return Ok(Err(refused)),
     };
     let matched = on_push(&repos);
-    info!(repositories = ?repos, workloads = matched, "registry push notification");
+    if matched > 0 {
+        info!(repositories = ?repos, workloads = matched, "registry push notification");
+    } else {
+        debug!(repositories = ?repos, "registry notification for no followed repository");
+    }
     Ok(Ok(matched))
 }
 

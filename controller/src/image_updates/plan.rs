@@ -31,6 +31,8 @@ pub struct Input<'a> {
     pub interval: i64,
     /// The registry announced a push to the followed repository since the last check.
     pub pushed: bool,
+    /// A rollout is under way (a newer digest waits for it).
+    pub rollout_in_progress: bool,
     /// Now, in seconds.
     pub now: i64,
 }
@@ -50,6 +52,10 @@ pub fn check_in(input: &Input) -> i64 {
         return 0;
     };
     if input.pushed {
+        return 0;
+    }
+    // A digest that waited for a rollout is taken up as soon as the rollout is over.
+    if prev.pending_digest.is_some() && refusal(prev).is_none() && !input.rollout_in_progress {
         return 0;
     }
     let Some(checked) = &prev.checked_time else {
@@ -237,6 +243,7 @@ mod tests {
             tag: TAG,
             interval: 60,
             pushed,
+            rollout_in_progress: false,
             now,
         }
     }
@@ -253,6 +260,26 @@ mod tests {
             ..input(Some(&s), 130, false)
         };
         assert_eq!(check_in(&other), 0, "the spec names another tag");
+    }
+
+    #[test]
+    fn a_digest_that_waited_is_looked_at_again_once_the_rollout_is_over() {
+        let s = record(
+            Some(&accepted("sha256:a", 100)),
+            TAG,
+            &Outcome::Waiting("sha256:b".into()),
+            at(110),
+        );
+        let during = Input {
+            rollout_in_progress: true,
+            ..input(Some(&s), 120, false)
+        };
+        assert_eq!(check_in(&during), 50, "it waits for the rollout");
+        assert_eq!(
+            check_in(&input(Some(&s), 120, false)),
+            0,
+            "the rollout is over"
+        );
     }
 
     #[test]
