@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod chart;
 pub mod control_plane;
+pub mod controller;
 pub mod fixtures;
 pub mod manifest;
 pub mod namespace;

@@ -1,0 +1,92 @@
+//! The controller dies right after it accepted a pushed digest, before it recorded it or
+//! started anything (failpoint `controller-after-image-accepted`). Nothing is lost: the next
+//! controller looks at every followed tag once when it starts, finds the digest again and
+//! rolls it out.
+//!
+//! The local system's controller is stopped (by its PID) for the duration and started again
+//! by up.sh at the end, also when the test fails.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use bulkhead_crds::workload::WorkloadPhase;
+use bulkhead_e2e::{
+    TestNamespace,
+    agent::registry,
+    controller::{LocalControllerStopped, TestController},
+    rollout::*,
+    signing::{self, KeyPair},
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::PostParams;
+
+#[tokio::test]
+async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
+    let ns = TestNamespace::new("iu-crash").await;
+    let repo = format!("bulkhead/iu-{}", ns.name);
+    let key = KeyPair::generate();
+    let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
+    key.sign(&repo, &d1);
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "trusted-keys"},
+        "data": {"release.pub": key.public_pem()},
+    }))
+    .unwrap();
+    ns.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let yaml = web_yaml(&format!("{}/{repo}:live", registry()), true, 600).replacen(
+        "  strategy:\n",
+        "  imageUpdates: {checkIntervalSeconds: 3600, trustedKeys: {configMapName: trusted-keys}}\n  strategy:\n",
+        1,
+    );
+    create(&ns, &yaml).await;
+    let wl = wait_for(&ns, "v1 healthy", |wl| {
+        status_of(wl).phase == Some(WorkloadPhase::Healthy)
+    })
+    .await;
+    let v1 = status_of(&wl).active_revision.unwrap();
+
+    // The signed v2 is pushed while no controller runs (its notification reaches nobody).
+    let _local = LocalControllerStopped::stop();
+    let d2 = signing::copy("bulkhead/web:v2", &repo, "candidate");
+    key.sign(&repo, &d2);
+    signing::copy("bulkhead/web:v2", &repo, "live");
+
+    // A controller that looks once at start, accepts v2 and dies before recording it.
+    let mut first = TestController::start("iu-crash-first", "controller-after-image-accepted", &[]);
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !first.exited() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller never reached the acceptance failpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = status_of(&workload(&ns).await);
+    assert_eq!(
+        s.image_updates.unwrap().digest.as_deref(),
+        Some(d1.as_str()),
+        "nothing was recorded before the crash"
+    );
+    assert_eq!(s.preview_revision, None);
+    assert_eq!(alive_revisions(&ns).await, [v1.clone(), v1.clone()]);
+
+    // The next controller finds the digest again and rolls it out.
+    drop(first);
+    let _second = TestController::start("iu-crash-second", "", &[]);
+    let wl = wait_for(&ns, "v2 rolled out after the restart", |wl| {
+        let s = status_of(wl);
+        s.phase == Some(WorkloadPhase::Healthy)
+            && s.active_revision.as_deref() != Some(v1.as_str())
+            && s.image_updates.and_then(|u| u.digest) == Some(d2.clone())
+    })
+    .await;
+    let v2 = status_of(&wl).active_revision.unwrap();
+    only_two_of(&ns, &v2)
+        .await
+        .expect("only v2 instances remain");
+    ns.delete().await;
+}
