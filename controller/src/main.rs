@@ -211,8 +211,17 @@ async fn push_notifications(
         let mut matched = 0;
         for repo in repos {
             for wl in image_updates::following(state.iter().map(|w| w.as_ref()), repo) {
-                ctx.image_updates.pushes.mark(image_updates::key(wl));
-                let _ = tx.unbounded_send(reflector::ObjectRef::from_obj(wl));
+                // docker-registry announces a manifest push before it moves the tag, so the
+                // tag is looked at now and once more a moment later.
+                let (key, obj) = (image_updates::key(wl), reflector::ObjectRef::from_obj(wl));
+                ctx.image_updates.pushes.mark(key.clone());
+                let _ = tx.unbounded_send(obj.clone());
+                let (ctx, tx) = (ctx.clone(), tx.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(image_updates::notify::LOOK_AGAIN_AFTER).await;
+                    ctx.image_updates.pushes.mark(key);
+                    let _ = tx.unbounded_send(obj);
+                });
                 matched += 1;
             }
         }

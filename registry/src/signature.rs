@@ -221,7 +221,7 @@ pub async fn verify(
             continue;
         };
         count += 1;
-        let size = u64::try_from(layer.size()).unwrap_or(u64::MAX);
+        let size = layer.size();
         if size > MAX_PAYLOAD_BYTES {
             continue;
         }

@@ -25,8 +25,15 @@ pub const MAX_HEAD_BYTES: usize = 8 << 10;
 pub const MAX_BODY_BYTES: usize = 256 << 10;
 /// The longest a client may take to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A followed tag is looked at when a push is announced and again this much later:
+/// docker-registry announces a manifest push just before it moves the tag.
+pub const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(1000);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
+
+/// What a notification is handed to: the repositories pushed to, returning how many
+/// Workloads follow them.
+pub type OnPush = dyn Fn(&[String]) -> usize + Send + Sync;
 
 /// Why a request is refused, as an HTTP status and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,11 +157,7 @@ pub fn pushed_repositories(body: &[u8]) -> Result<Vec<String>, Refused> {
 
 /// Serves the endpoint on `listener`; `on_push` gets the repositories of each notification
 /// and returns how many Workloads follow them.
-pub async fn serve(
-    listener: TcpListener,
-    token: String,
-    on_push: Arc<dyn Fn(&[String]) -> usize + Send + Sync>,
-) {
+pub async fn serve(listener: TcpListener, token: String, on_push: Arc<OnPush>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let token: Arc<str> = token.into();
     loop {
@@ -175,11 +178,7 @@ pub async fn serve(
     }
 }
 
-async fn answer(
-    mut socket: TcpStream,
-    token: &str,
-    on_push: &(dyn Fn(&[String]) -> usize + Send + Sync),
-) -> std::io::Result<()> {
+async fn answer(mut socket: TcpStream, token: &str, on_push: &OnPush) -> std::io::Result<()> {
     let result = handle(&mut socket, token, on_push).await?;
     let (status, body) = match result {
         Ok(matched) => (200, format!("{{\"matched\":{matched}}}")),
@@ -200,7 +199,7 @@ async fn answer(
 async fn handle(
     socket: &mut TcpStream,
     token: &str,
-    on_push: &(dyn Fn(&[String]) -> usize + Send + Sync),
+    on_push: &OnPush,
 ) -> std::io::Result<Result<usize, Refused>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];

@@ -460,7 +460,7 @@ mod tests {
                 "rootfs": {"type": "layers", "diff_ids": [diff]}}))
             .unwrap()
         };
-        parse_config("web", &config(&d('a'))).unwrap();
+        parse_config("web", &config(&format!("sha256:{}", "a".repeat(64)))).unwrap();
         for bad in ["x", "sha512:00", "sha256:../../snapshots"] {
             let err = parse_config("web", &config(bad)).unwrap_err();
             assert!(
