@@ -136,11 +136,7 @@ pub fn notify_token() -> String {
 
 /// The controller's notification endpoint of the local system.
 pub fn notify_address() -> String {
-    let offset: u16 = std::env::var("BULKHEAD_PORT_OFFSET")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    format!("127.0.0.1:{}", 9466 + offset)
+    format!("127.0.0.1:{}", 9466 + crate::agent::port_offset())
 }
 
 fn registry_url(path: &str) -> String {
@@ -287,4 +283,29 @@ pub fn notify(token: &str, body: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A BlueGreen Workload `web` (see [`crate::rollout::web_yaml`]) following `image`'s tag every
+/// `interval` seconds, trusting the keys of ConfigMap `trusted-keys`.
+pub fn follow_yaml(image: &str, auto_promote: bool, interval: i32) -> String {
+    crate::rollout::web_yaml(image, auto_promote, 600).replacen(
+        "  strategy:\n",
+        &format!(
+            "  imageUpdates: {{policy: Follow, checkIntervalSeconds: {interval}, trustedKeys: {{configMapName: trusted-keys}}}}\n  strategy:\n"
+        ),
+        1,
+    )
+}
+
+/// Creates ConfigMap `trusted-keys` holding `key`'s public key.
+pub async fn trust(ns: &crate::TestNamespace, key: &KeyPair) {
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "trusted-keys"},
+        "data": {"release.pub": key.public_pem()},
+    }))
+    .expect("a ConfigMap");
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(&Default::default(), &cm)
+        .await
+        .expect("the trusted-keys ConfigMap is created");
 }

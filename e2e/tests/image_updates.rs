@@ -20,35 +20,10 @@ use bulkhead_e2e::{
     rollout::*,
     signing::{self, KeyPair},
 };
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
 
 /// Check interval of the tests' Workloads: far longer than any wait below, so that a rollout
 /// seen within a wait was started by the registry's push notification, not by the interval.
 const LONG_INTERVAL: i32 = 3600;
-
-fn follow_yaml(image: &str, auto_promote: bool, interval: i32) -> String {
-    let yaml = web_yaml(image, auto_promote, 600);
-    yaml.replacen(
-        "  strategy:\n",
-        &format!(
-            "  imageUpdates: {{policy: Follow, checkIntervalSeconds: {interval}, trustedKeys: {{configMapName: trusted-keys}}}}\n  strategy:\n"
-        ),
-        1,
-    )
-}
-
-async fn trust(ns: &TestNamespace, key: &KeyPair) {
-    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "trusted-keys"},
-        "data": {"release.pub": key.public_pem()},
-    }))
-    .unwrap();
-    ns.api::<ConfigMap>()
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-}
 
 /// A repository of the test's own, its tag `live` pointing to a signed web:v1; a Workload
 /// following it, healthy. Returns (repository, key, digest of v1, revision of v1).
@@ -60,10 +35,10 @@ async fn follow_signed_v1(
     let key = KeyPair::generate();
     let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
     key.sign(&repo, &d1);
-    trust(ns, &key).await;
+    signing::trust(ns, &key).await;
     create(
         ns,
-        &follow_yaml(
+        &signing::follow_yaml(
             &format!("{}/{repo}:live", registry()),
             auto_promote,
             LONG_INTERVAL,

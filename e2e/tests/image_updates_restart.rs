@@ -18,8 +18,6 @@ use bulkhead_e2e::{
     rollout::*,
     signing::{self, KeyPair},
 };
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
 
 #[tokio::test]
 async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
@@ -28,20 +26,8 @@ async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
     let key = KeyPair::generate();
     let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
     key.sign(&repo, &d1);
-    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "trusted-keys"},
-        "data": {"release.pub": key.public_pem()},
-    }))
-    .unwrap();
-    ns.api::<ConfigMap>()
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-    let yaml = web_yaml(&format!("{}/{repo}:live", registry()), true, 600).replacen(
-        "  strategy:\n",
-        "  imageUpdates: {checkIntervalSeconds: 3600, trustedKeys: {configMapName: trusted-keys}}\n  strategy:\n",
-        1,
-    );
+    signing::trust(&ns, &key).await;
+    let yaml = signing::follow_yaml(&format!("{}/{repo}:live", registry()), true, 3600);
     create(&ns, &yaml).await;
     let wl = wait_for(&ns, "v1 healthy", |wl| {
         status_of(wl).phase == Some(WorkloadPhase::Healthy)
