@@ -218,9 +218,11 @@ async fn push_notifications(
                 let _ = tx.unbounded_send(obj.clone());
                 let (ctx, tx) = (ctx.clone(), tx.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(image_updates::notify::LOOK_AGAIN_AFTER).await;
-                    ctx.image_updates.pushes.mark(key);
-                    let _ = tx.unbounded_send(obj);
+                    for after in image_updates::notify::LOOK_AGAIN_AFTER {
+                        tokio::time::sleep(after).await;
+                        ctx.image_updates.pushes.mark(key.clone());
+                        let _ = tx.unbounded_send(obj.clone());
+                    }
                 });
                 matched += 1;
             }

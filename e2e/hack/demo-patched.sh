@@ -150,7 +150,8 @@ for round in $(seq 1 "$rounds"); do
   copy "$repo@$src" "$repo:stable"
   wait_switched "$src" || die "round $round did not finish"
   p=$(span "$t_push" "$(event_time PreviewStarted)")
-  w=$(span "$t_push" "$(event_time Promoted)")
+  # Going back to the revision that had traffic before is reported as RolledBack.
+  w=$(span "$t_push" "$(printf '%s\n' "$(event_time Promoted)" "$(event_time RolledBack)" | sort -n | tail -n 1)")
   echo "  round $round: push -> preview started $p, push -> traffic switched $w"
   previews+=("${p%s}") switches+=("${w%s}")
 done

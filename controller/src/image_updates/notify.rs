@@ -25,9 +25,10 @@ pub const MAX_HEAD_BYTES: usize = 8 << 10;
 pub const MAX_BODY_BYTES: usize = 256 << 10;
 /// The longest a client may take to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// A followed tag is looked at when a push is announced and again this much later:
-/// docker-registry announces a manifest push just before it moves the tag.
-pub const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(1000);
+/// A followed tag is looked at when a push is announced and again after each of these
+/// pauses: docker-registry announces a manifest push just before it moves the tag.
+pub const LOOK_AGAIN_AFTER: [Duration; 2] =
+    [Duration::from_millis(300), Duration::from_millis(1200)];
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
 
