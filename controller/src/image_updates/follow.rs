@@ -215,7 +215,10 @@ async fn trusted_keys(ctx: &Context, wl: &Workload) -> Result<TrustedKeys, Strin
                 "configmap {ns}/{name} (spec.imageUpdates.trustedKeys) does not exist; create it with the cosign public keys"
             ));
         }
-        Err(e) => return Err(format!("reading configmap {ns}/{name}: {e}")),
+        Err(e) => {
+            warn!(workload = %wl.name_any(), namespace = %ns, error = %e, "reading the trusted keys failed");
+            return Err(format!("reading configmap {ns}/{name}: {e}"));
+        }
     };
     let data = cm.data.unwrap_or_default();
     let keys = TrustedKeys::parse(data.iter().map(|(k, v)| (k.as_str(), v.as_str())))
