@@ -1,7 +1,8 @@
-//! The controller dies right after it accepted a pushed digest, before it recorded it or
-//! started anything (failpoint `controller-after-image-accepted`). Nothing is lost: the next
-//! controller looks at every followed tag once when it starts, finds the digest again and
-//! rolls it out.
+//! Controllers without the registry's notifications: one dies right after it accepted a pushed
+//! digest, before it recorded it or started anything (failpoint
+//! `controller-after-image-accepted`), and nothing is lost: the next controller looks at every
+//! followed tag once when it starts, finds the digest again and rolls it out. Another finds a
+//! push by its check interval alone.
 //!
 //! The local system's controller is stopped (by its PID) for the duration and started again
 //! by up.sh at the end, also when the test fails.
@@ -19,8 +20,12 @@ use bulkhead_e2e::{
     signing::{self, KeyPair},
 };
 
+/// The tests here stop the local system's controller: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("iu-crash").await;
     let repo = format!("bulkhead/iu-{}", ns.name);
     let key = KeyPair::generate();
@@ -64,6 +69,53 @@ async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
     drop(first);
     let _second = TestController::start("iu-crash-second", "", &[]);
     let wl = wait_for(&ns, "v2 rolled out after the restart", |wl| {
+        let s = status_of(wl);
+        s.phase == Some(WorkloadPhase::Healthy)
+            && s.active_revision.as_deref() != Some(v1.as_str())
+            && s.image_updates.and_then(|u| u.digest) == Some(d2.clone())
+    })
+    .await;
+    let v2 = status_of(&wl).active_revision.unwrap();
+    only_two_of(&ns, &v2)
+        .await
+        .expect("only v2 instances remain");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn without_notifications_the_check_interval_finds_a_push() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("iu-interval").await;
+    let repo = format!("bulkhead/iu-{}", ns.name);
+    let key = KeyPair::generate();
+    let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
+    key.sign(&repo, &d1);
+    signing::trust(&ns, &key).await;
+    let yaml = signing::follow_yaml(&format!("{}/{repo}:live", registry()), true, 5);
+    create(&ns, &yaml).await;
+    let wl = wait_for(&ns, "v1 healthy", |wl| {
+        status_of(wl).phase == Some(WorkloadPhase::Healthy)
+    })
+    .await;
+    let v1 = status_of(&wl).active_revision.unwrap();
+
+    // A controller with no notification endpoint; it has looked at the tag (v1) once it leads.
+    let _local = LocalControllerStopped::stop();
+    let _quiet = TestController::start("iu-interval", "", &[]);
+    let started = status_of(&workload(&ns).await)
+        .image_updates
+        .unwrap()
+        .checked_time;
+    bulkhead_e2e::poll_until(CONVERGE, || async {
+        let s = status_of(&workload(&ns).await).image_updates?;
+        (s.checked_time != started).then_some(())
+    })
+    .await
+    .expect("the new controller looks at the tag");
+    let d2 = signing::copy("bulkhead/web:v2", &repo, "candidate");
+    key.sign(&repo, &d2);
+    signing::copy("bulkhead/web:v2", &repo, "live");
+    let wl = wait_for(&ns, "the interval found v2 and rolled it out", |wl| {
         let s = status_of(wl);
         s.phase == Some(WorkloadPhase::Healthy)
             && s.active_revision.as_deref() != Some(v1.as_str())
