@@ -4,7 +4,14 @@
 
 use std::{path::PathBuf, process::Command};
 
-use crate::{agent::registry, control_plane::repo_root};
+use bulkhead_crds::workload::WorkloadPhase;
+
+use crate::{
+    TestNamespace,
+    agent::registry,
+    control_plane::repo_root,
+    rollout::{create, status_of, wait_for},
+};
 
 /// The password of every test key (cosign encrypts private keys).
 const PASSWORD: &str = "bulkhead-e2e";
@@ -298,7 +305,7 @@ pub fn follow_yaml(image: &str, auto_promote: bool, interval: i32) -> String {
 }
 
 /// Creates ConfigMap `trusted-keys` holding `key`'s public key.
-pub async fn trust(ns: &crate::TestNamespace, key: &KeyPair) {
+pub async fn trust(ns: &TestNamespace, key: &KeyPair) {
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "trusted-keys"},
         "data": {"release.pub": key.public_pem()},
@@ -308,4 +315,46 @@ pub async fn trust(ns: &crate::TestNamespace, key: &KeyPair) {
         .create(&Default::default(), &cm)
         .await
         .expect("the trusted-keys ConfigMap is created");
+}
+
+/// A repository of the test's own, its tag `live` pointing to a signed web:v1; a Workload
+/// following it, healthy. Returns (repository, key, digest of v1, revision of v1).
+pub async fn follow_signed_v1(
+    ns: &TestNamespace,
+    auto_promote: bool,
+    interval: i32,
+) -> (String, KeyPair, String, String) {
+    let repo = format!("bulkhead/iu-{}", ns.name);
+    let key = KeyPair::generate();
+    let d1 = copy("bulkhead/web:v1", &repo, "live");
+    key.sign(&repo, &d1);
+    trust(ns, &key).await;
+    create(
+        ns,
+        &follow_yaml(
+            &format!("{}/{repo}:live", registry()),
+            auto_promote,
+            interval,
+        ),
+    )
+    .await;
+    let wl = wait_for(ns, "the signed v1 is accepted and healthy", |wl| {
+        let s = status_of(wl);
+        s.phase == Some(WorkloadPhase::Healthy)
+            && s.image_updates.as_ref().and_then(|u| u.digest.as_deref()) == Some(d1.as_str())
+    })
+    .await;
+    let v1 = status_of(&wl).active_revision.expect("an active revision");
+    (repo, key, d1, v1)
+}
+
+/// Pushes `src` under `repo:candidate`, signs it with `key` when given, then moves `live` to
+/// it (the push the controller is notified of). Returns its digest.
+pub fn push(src: &str, repo: &str, key: Option<&KeyPair>) -> String {
+    let digest = copy(src, repo, "candidate");
+    if let Some(key) = key {
+        key.sign(repo, &digest);
+    }
+    copy(src, repo, "live");
+    digest
 }

@@ -25,47 +25,6 @@ use bulkhead_e2e::{
 /// seen within a wait was started by the registry's push notification, not by the interval.
 const LONG_INTERVAL: i32 = 3600;
 
-/// A repository of the test's own, its tag `live` pointing to a signed web:v1; a Workload
-/// following it, healthy. Returns (repository, key, digest of v1, revision of v1).
-async fn follow_signed_v1(
-    ns: &TestNamespace,
-    auto_promote: bool,
-) -> (String, KeyPair, String, String) {
-    let repo = format!("bulkhead/iu-{}", ns.name);
-    let key = KeyPair::generate();
-    let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
-    key.sign(&repo, &d1);
-    signing::trust(ns, &key).await;
-    create(
-        ns,
-        &signing::follow_yaml(
-            &format!("{}/{repo}:live", registry()),
-            auto_promote,
-            LONG_INTERVAL,
-        ),
-    )
-    .await;
-    let wl = wait_for(ns, "the signed v1 is accepted and healthy", |wl| {
-        let s = status_of(wl);
-        s.phase == Some(WorkloadPhase::Healthy)
-            && s.image_updates.as_ref().and_then(|u| u.digest.as_deref()) == Some(d1.as_str())
-    })
-    .await;
-    let v1 = status_of(&wl).active_revision.unwrap();
-    (repo, key, d1, v1)
-}
-
-/// Pushes `src` under `repo:candidate`, signs it with `key` when given, then moves `live` to
-/// it (the push the controller is notified of). Returns its digest.
-fn push(src: &str, repo: &str, key: Option<&KeyPair>) -> String {
-    let digest = signing::copy(src, repo, "candidate");
-    if let Some(key) = key {
-        key.sign(repo, &digest);
-    }
-    signing::copy(src, repo, "live");
-    digest
-}
-
 /// The image each alive instance of the Workload runs, as containerd records it.
 async fn containerd_images(ns: &TestNamespace) -> Vec<String> {
     let instances: Vec<Instance> = ns
@@ -94,7 +53,7 @@ fn condition(wl: &Workload) -> Option<(String, String, String)> {
 #[tokio::test]
 async fn a_signed_push_under_the_same_tag_rolls_out_blue_green_with_no_failed_request() {
     let ns = TestNamespace::new("iu-follow").await;
-    let (repo, key, d1, v1) = follow_signed_v1(&ns, true).await;
+    let (repo, key, d1, v1) = signing::follow_signed_v1(&ns, true, LONG_INTERVAL).await;
     let pinned_v1 = format!("{}/{repo}@{d1}", registry());
     let images = containerd_images(&ns).await;
     assert_eq!(
@@ -104,7 +63,7 @@ async fn a_signed_push_under_the_same_tag_rolls_out_blue_green_with_no_failed_re
     );
     let poller = start_traffic(&ns).await;
 
-    let d2 = push("bulkhead/web:v2", &repo, Some(&key));
+    let d2 = signing::push("bulkhead/web:v2", &repo, Some(&key));
     assert_ne!(d1, d2);
     let wl = wait_for(&ns, "the pushed v2 is active and v1 retired", |wl| {
         let s = status_of(wl);
@@ -152,7 +111,7 @@ async fn a_signed_push_under_the_same_tag_rolls_out_blue_green_with_no_failed_re
 #[tokio::test]
 async fn untrusted_pushes_are_refused_with_the_reason_and_nothing_rolls_out() {
     let ns = TestNamespace::new("iu-refuse").await;
-    let (repo, key, d1, v1) = follow_signed_v1(&ns, true).await;
+    let (repo, key, d1, v1) = signing::follow_signed_v1(&ns, true, LONG_INTERVAL).await;
     let refused = |digest: String, reason: &'static str| {
         move |wl: &Workload| {
             condition(wl).is_some_and(|(status, r, message)| {
@@ -162,7 +121,7 @@ async fn untrusted_pushes_are_refused_with_the_reason_and_nothing_rolls_out() {
     };
 
     // Unsigned.
-    let d2 = push("bulkhead/web:v2", &repo, None);
+    let d2 = signing::push("bulkhead/web:v2", &repo, None);
     wait_for(
         &ns,
         "the unsigned push is refused",
@@ -230,24 +189,24 @@ async fn untrusted_pushes_are_refused_with_the_reason_and_nothing_rolls_out() {
 async fn the_notification_endpoint_wants_its_token_bounds_bodies_and_ignores_unknown_repositories()
 {
     let token = signing::notify_token();
-    let push = |repo: &str| {
+    let envelope = |repo: &str| {
         serde_json::json!({"events": [{"action": "push", "target": {"repository": repo, "tag": "live"}}]})
             .to_string()
     };
-    let (status, body) = signing::notify("wrong-token", &push("bulkhead/web"));
+    let (status, body) = signing::notify("wrong-token", &envelope("bulkhead/web"));
     assert_eq!(status, 401, "{body}");
     let (status, body) = signing::notify(
         &token,
-        &format!("{}{}", push("bulkhead/web"), " ".repeat(300 << 10)),
+        &format!("{}{}", envelope("bulkhead/web"), " ".repeat(300 << 10)),
     );
     assert_eq!(status, 413, "{body}");
-    let (status, body) = signing::notify(&token, &push("bulkhead/nobody-follows-this"));
+    let (status, body) = signing::notify(&token, &envelope("bulkhead/nobody-follows-this"));
     assert_eq!((status, body.as_str()), (200, "{\"matched\":0}"));
 
     // A followed repository is matched (and looked at: nothing changed, nothing rolls out).
     let ns = TestNamespace::new("iu-notify").await;
-    let (repo, _key, d1, v1) = follow_signed_v1(&ns, true).await;
-    let (status, body) = signing::notify(&token, &push(&repo));
+    let (repo, _key, d1, v1) = signing::follow_signed_v1(&ns, true, LONG_INTERVAL).await;
+    let (status, body) = signing::notify(&token, &envelope(&repo));
     assert_eq!((status, body.as_str()), (200, "{\"matched\":1}"));
     let checked = status_of(&workload(&ns).await)
         .image_updates
@@ -271,8 +230,8 @@ async fn the_notification_endpoint_wants_its_token_bounds_bodies_and_ignores_unk
 #[tokio::test]
 async fn a_push_during_a_rollout_waits_for_it_and_never_makes_a_second_preview() {
     let ns = TestNamespace::new("iu-during").await;
-    let (repo, key, _d1, v1) = follow_signed_v1(&ns, false).await;
-    let d2 = push("bulkhead/web:v2", &repo, Some(&key));
+    let (repo, key, _d1, v1) = signing::follow_signed_v1(&ns, false, LONG_INTERVAL).await;
+    let d2 = signing::push("bulkhead/web:v2", &repo, Some(&key));
     let wl = wait_for(&ns, "v2's preview awaits promotion", |wl| {
         progressing_reason(wl) == "AwaitingPromotion"
     })
@@ -280,7 +239,7 @@ async fn a_push_during_a_rollout_waits_for_it_and_never_makes_a_second_preview()
     let v2 = status_of(&wl).preview_revision.unwrap();
 
     // A later signed push while v2 is previewed: it waits as the pending digest.
-    let d3 = push("bulkhead/tamper:v1", &repo, Some(&key));
+    let d3 = signing::push("bulkhead/tamper:v1", &repo, Some(&key));
     let wl = wait_for(&ns, "the later digest waits", |wl| {
         status_of(wl).image_updates.and_then(|u| u.pending_digest) == Some(d3.clone())
     })

@@ -14,10 +14,9 @@ use std::time::Duration;
 use bulkhead_crds::workload::WorkloadPhase;
 use bulkhead_e2e::{
     TestNamespace,
-    agent::registry,
     controller::{LocalControllerStopped, TestController},
     rollout::*,
-    signing::{self, KeyPair},
+    signing,
 };
 
 /// The tests here stop the local system's controller: one at a time.
@@ -27,18 +26,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("iu-crash").await;
-    let repo = format!("bulkhead/iu-{}", ns.name);
-    let key = KeyPair::generate();
-    let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
-    key.sign(&repo, &d1);
-    signing::trust(&ns, &key).await;
-    let yaml = signing::follow_yaml(&format!("{}/{repo}:live", registry()), true, 3600);
-    create(&ns, &yaml).await;
-    let wl = wait_for(&ns, "v1 healthy", |wl| {
-        status_of(wl).phase == Some(WorkloadPhase::Healthy)
-    })
-    .await;
-    let v1 = status_of(&wl).active_revision.unwrap();
+    let (repo, key, d1, v1) = signing::follow_signed_v1(&ns, true, 3600).await;
 
     // The signed v2 is pushed while no controller runs (its notification reaches nobody).
     let _local = LocalControllerStopped::stop();
@@ -86,18 +74,7 @@ async fn a_controller_killed_after_accepting_a_digest_loses_nothing() {
 async fn without_notifications_the_check_interval_finds_a_push() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("iu-interval").await;
-    let repo = format!("bulkhead/iu-{}", ns.name);
-    let key = KeyPair::generate();
-    let d1 = signing::copy("bulkhead/web:v1", &repo, "live");
-    key.sign(&repo, &d1);
-    signing::trust(&ns, &key).await;
-    let yaml = signing::follow_yaml(&format!("{}/{repo}:live", registry()), true, 5);
-    create(&ns, &yaml).await;
-    let wl = wait_for(&ns, "v1 healthy", |wl| {
-        status_of(wl).phase == Some(WorkloadPhase::Healthy)
-    })
-    .await;
-    let v1 = status_of(&wl).active_revision.unwrap();
+    let (repo, key, _d1, v1) = signing::follow_signed_v1(&ns, true, 5).await;
 
     // A controller with no notification endpoint; it has looked at the tag (v1) once it leads.
     let _local = LocalControllerStopped::stop();
