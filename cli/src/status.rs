@@ -58,6 +58,9 @@ pub fn tree(s: &Snapshot, now: Timestamp) -> String {
     if let Some(reason) = progressing_message(wl) {
         let _ = writeln!(out, "  {reason}");
     }
+    if let Some(line) = image_updates_line(&st) {
+        let _ = writeln!(out, "  {line}");
+    }
     let name = wl.name_any();
     let ns = wl.namespace();
     let ours: Vec<&Instance> = s
@@ -129,6 +132,24 @@ fn role(rev: &str, st: &bulkhead_crds::WorkloadStatus) -> String {
     } else {
         format!(" ({})", roles.join(", "))
     }
+}
+
+/// The followed tag, the running digest and the pending one (spec.imageUpdates).
+fn image_updates_line(st: &bulkhead_crds::WorkloadStatus) -> Option<String> {
+    let u = st.image_updates.as_ref()?;
+    let short = |d: &Option<String>| d.clone().unwrap_or_else(|| "-".into());
+    let mut line = format!(
+        "follows {}   running {}   pending {}",
+        u.tag,
+        short(&u.digest),
+        short(&u.pending_digest)
+    );
+    if let Some(c) = bulkhead_crds::conditions::find(&st.conditions, types::IMAGE_NOT_TRUSTED)
+        .filter(|c| c.status == bulkhead_crds::conditions::status::TRUE)
+    {
+        let _ = write!(line, " (not trusted: {})", c.reason);
+    }
+    Some(line)
 }
 
 fn progressing_message(wl: &Workload) -> Option<String> {
@@ -387,5 +408,38 @@ Events:
             events: vec![],
         };
         assert!(tree(&s, fixtures::now()).contains("└─ revision aaa (active)   0/0 ready\n"));
+    }
+
+    #[test]
+    fn a_followed_tag_shows_the_running_and_the_refused_pending_digest() {
+        let mut workload = fixtures::blue_green("aaa", None);
+        let st = workload.status.get_or_insert_with(Default::default);
+        st.image_updates = Some(bulkhead_crds::workload::ImageUpdatesStatus {
+            tag: "localhost:5000/shop/web:live".into(),
+            digest: Some("sha256:d1".into()),
+            pending_digest: Some("sha256:d2".into()),
+            ..Default::default()
+        });
+        st.conditions.push(bulkhead_crds::conditions::new(
+            types::IMAGE_NOT_TRUSTED,
+            "True",
+            "Unsigned",
+            "",
+            None,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(fixtures::now()),
+        ));
+        let s = Snapshot {
+            workload,
+            instances: vec![],
+            services: vec![],
+            events: vec![],
+        };
+        assert!(
+            tree(&s, fixtures::now()).contains(
+                "  follows localhost:5000/shop/web:live   running sha256:d1   pending sha256:d2 (not trusted: Unsigned)\n"
+            ),
+            "{}",
+            tree(&s, fixtures::now())
+        );
     }
 }

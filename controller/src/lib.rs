@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod hosts;
+pub mod image_updates;
 pub mod leader;
 pub mod metrics;
 pub mod placement;
@@ -46,6 +47,8 @@ pub struct Context {
     pub placement: placement::Placement,
     /// Creates and deletes of the Workload reconciler the Instance store may not show yet.
     pub expectations: workload::expectations::Expectations,
+    /// Followed tags: the registry client and the pushes the registry announced.
+    pub image_updates: image_updates::ImageUpdates,
 }
 
 impl std::fmt::Debug for Context {

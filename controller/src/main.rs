@@ -2,8 +2,8 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use bulkhead_controller::{
-    Context, cache, hosts, leader, metrics::Metrics, placement::Placement, scheduler, service,
-    workload,
+    Context, cache, hosts, image_updates, leader, metrics::Metrics, placement::Placement,
+    scheduler, service, workload,
 };
 use bulkhead_crds::{Host, SeccompProfile, Workload};
 use clap::Parser;
@@ -38,6 +38,17 @@ struct Args {
     /// marked Lost and replaced elsewhere.
     #[arg(long, env = "BULKHEAD_HOST_LOST_GRACE_SECONDS", default_value_t = 30)]
     host_lost_grace_seconds: u64,
+    /// Registries (host[:port]) the controller may ask about followed tags
+    /// (spec.imageUpdates); empty allows any. Comma-separated.
+    #[arg(long, env = "BULKHEAD_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    allowed_registries: Vec<String>,
+    /// Address for the registry's push notifications (POST /registry/notifications); off
+    /// when unset. Needs --registry-notifications-token-file.
+    #[arg(long, env = "BULKHEAD_REGISTRY_NOTIFICATIONS_ADDRESS")]
+    registry_notifications_address: Option<String>,
+    /// File holding the token the registry presents (Authorization: Bearer <token>).
+    #[arg(long, env = "BULKHEAD_REGISTRY_NOTIFICATIONS_TOKEN_FILE")]
+    registry_notifications_token_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +117,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         recorder,
         placement: Placement::new(hosts, caches.leases, caches.instances),
         expectations: Default::default(),
+        image_updates: bulkhead_controller::image_updates::ImageUpdates::new(
+            args.allowed_registries.clone(),
+        ),
     });
     let workloads = Controller::new(
         Api::<Workload>::all(client.clone()),
@@ -125,10 +139,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Default::default(),
     )
     .filter_map(|h| futures::future::ready(h.ok().map(|_| ())));
+    // A push the registry announces to a followed repository: look at the tag at once.
+    let pushes = push_notifications(&args, workloads.store(), ctx.clone()).await?;
     // A changed SeccompProfile is a new revision of every Workload that names it.
     let store = workloads.store();
     let workloads = workloads
         .reconcile_all_on(drains)
+        .reconcile_on(pushes)
         .watches(Api::<SeccompProfile>::all(client.clone()), watcher::Config::default(), move |p| {
             workload::seccomp::workloads_using(&store, &p)
         })
@@ -160,6 +177,65 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Serves the registry's push notifications (when configured) and returns the Workloads to
+/// reconcile at once: those following a pushed repository.
+async fn push_notifications(
+    args: &Args,
+    store: reflector::Store<Workload>,
+    ctx: Arc<Context>,
+) -> anyhow::Result<futures::channel::mpsc::UnboundedReceiver<reflector::ObjectRef<Workload>>> {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let Some(address) = &args.registry_notifications_address else {
+        return Ok(rx);
+    };
+    let path = args
+        .registry_notifications_token_file
+        .as_ref()
+        .context("--registry-notifications-address needs --registry-notifications-token-file")?;
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the notification token {}", path.display()))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the notification token file {} is empty; put a random token in it",
+        path.display()
+    );
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the registry notification endpoint to {address}"))?;
+    let on_push = move |repos: &[String]| {
+        let state = store.state();
+        let mut matched = 0;
+        for repo in repos {
+            for wl in image_updates::following(state.iter().map(|w| w.as_ref()), repo) {
+                // docker-registry announces a manifest push before it moves the tag, so the
+                // tag is looked at now and once more a moment later.
+                let (key, obj) = (image_updates::key(wl), reflector::ObjectRef::from_obj(wl));
+                ctx.image_updates.pushes.mark(key.clone());
+                let _ = tx.unbounded_send(obj.clone());
+                let (ctx, tx) = (ctx.clone(), tx.clone());
+                tokio::spawn(async move {
+                    for after in image_updates::notify::LOOK_AGAIN_AFTER {
+                        tokio::time::sleep(after).await;
+                        ctx.image_updates.pushes.mark(key.clone());
+                        let _ = tx.unbounded_send(obj.clone());
+                    }
+                });
+                matched += 1;
+            }
+        }
+        matched
+    };
+    info!(%address, "serving registry push notifications");
+    tokio::spawn(image_updates::notify::serve(
+        listener,
+        token,
+        Arc::new(on_push),
+    ));
+    Ok(rx)
 }
 
 /// /metrics, /healthz and /readyz (ready once leading).

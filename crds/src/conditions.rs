@@ -15,6 +15,9 @@ pub mod types {
     pub const DEGRADED: &str = "Degraded";
     /// Workload: the API server refuses its instances (isolation level, quota).
     pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+    /// Workload: the newest digest under a followed tag is not rolled out because its
+    /// signature is missing or not from a trusted key.
+    pub const IMAGE_NOT_TRUSTED: &str = "ImageNotTrusted";
     /// Instance: bound to a host.
     pub const SCHEDULED: &str = "Scheduled";
     /// Instance: passes its readiness probe. Host: its agent renews its Lease.

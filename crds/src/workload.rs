@@ -55,15 +55,34 @@ use crate::{isolation::Isolation, template::InstanceTemplate};
         priority = 1
     ),
     printcolumn(
+        name = "Digest",
+        type_ = "string",
+        json_path = ".status.imageUpdates.digest",
+        description = "digest accepted from the followed tag (spec.imageUpdates)",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Pending",
+        type_ = "string",
+        json_path = ".status.imageUpdates.pendingDigest",
+        description = "newer digest under the followed tag, waiting or not trusted",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("self.progressDeadlineSeconds > self.minReadySeconds")
-    .message("progressDeadlineSeconds must be greater than minReadySeconds")
-    .field_path(".progressDeadlineSeconds"))]
+#[x_kube(
+    validation = kube::core::Rule::new("self.progressDeadlineSeconds > self.minReadySeconds")
+        .message("progressDeadlineSeconds must be greater than minReadySeconds")
+        .field_path(".progressDeadlineSeconds"),
+    validation = kube::core::Rule::new("!has(self.imageUpdates) || !self.template.image.contains('@')")
+        .message("imageUpdates follows a tag: template.image must name a tag, not a digest")
+        .field_path(".imageUpdates")
+)]
 pub struct WorkloadSpec {
     /// The team or person responsible for this workload: who gets paged, who patches it.
     #[schemars(length(min = 1, max = 253))]
@@ -104,6 +123,57 @@ pub struct WorkloadSpec {
     /// How instances of a new revision replace the old ones.
     #[serde(default)]
     pub strategy: Strategy,
+
+    /// Follow the template's image tag: each new digest pushed under it becomes a new
+    /// revision, rolled out by the strategy once its signature is verified. Omitted: the
+    /// image is run as written and never followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_updates: Option<ImageUpdates>,
+}
+
+/// Following an image tag (see docs/image-updates.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.trustedKeys) != (has(self.allowUnsigned) && self.allowUnsigned)")
+    .message("imageUpdates needs exactly one of trustedKeys (a ConfigMap of cosign public keys) or allowUnsigned: true")
+    .field_path(".trustedKeys"))]
+pub struct ImageUpdates {
+    /// Follow: roll out whatever digest the template's tag points to.
+    #[serde(default)]
+    pub policy: ImageUpdatePolicy,
+    /// Seconds between two looks at the registry. A push notification from the registry
+    /// makes the controller look at once.
+    #[serde(default = "default_check_interval")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub check_interval_seconds: i32,
+    /// The public keys a digest must be signed by (cosign's format) before it is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_keys: Option<TrustedKeysRef>,
+    /// Roll out digests without checking any signature. Off unless set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
+}
+
+fn default_check_interval() -> i32 {
+    60
+}
+
+/// How a followed tag is resolved.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageUpdatePolicy {
+    /// The digest the template's tag points to.
+    #[default]
+    Follow,
+}
+
+/// Where the trusted public keys are.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedKeysRef {
+    /// A ConfigMap in the Workload's namespace; every value is a PEM public key
+    /// (the content of a `cosign.pub`).
+    #[schemars(length(min = 1, max = 253), pattern(crate::patterns::DNS_SUBDOMAIN))]
+    pub config_map_name: String,
 }
 
 fn one() -> i32 {
@@ -283,6 +353,9 @@ pub struct WorkloadStatus {
     /// Where a blue/green rollout stands (BlueGreen only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStatus>,
+    /// The followed tag and the digests seen under it (spec.imageUpdates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_updates: Option<ImageUpdatesStatus>,
     /// Available, Progressing and Degraded, as for a Deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
@@ -335,4 +408,52 @@ pub enum WorkloadPhase {
     Paused,
     /// A rollout failed or was aborted, or replicas are missing.
     Degraded,
+}
+
+/// The followed tag, the digest rolled out from it and the verdicts on the digests seen.
+/// With the instances, this is all a restarted controller needs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUpdatesStatus {
+    /// The followed reference, `registry/repository:tag`.
+    pub tag: String,
+    /// The accepted digest: instances of the update revision run `registry/repository@digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// A newer digest under the tag that is not rolled out yet: it waits for the rollout in
+    /// progress, or it is not trusted (see the ImageNotTrusted condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_digest: Option<String>,
+    /// When the registry was last asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_time: Option<Time>,
+    /// When the accepted digest last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_time: Option<Time>,
+    /// Failed looks at the registry in a row; the next look backs off accordingly.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: i32,
+    /// Verdicts on the digests seen under the tag, newest first (at most 10). A digest is
+    /// verified once; its verdict is kept here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<DigestVerdict>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// What was decided about one digest.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DigestVerdict {
+    /// The digest.
+    pub digest: String,
+    /// Trusted, Unsigned, NoTrustedSignature, SignedForAnotherDigest or AllowUnsigned.
+    pub verdict: String,
+    /// Why, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When it was decided.
+    pub time: Time,
 }

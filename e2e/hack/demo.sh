@@ -184,6 +184,9 @@ spec:
     capabilities: {add: [SYS_ADMIN]}
 YAML
 
+step "act two: patched images roll out by themselves (e2e/hack/demo-patched.sh)"
+bash e2e/hack/demo-patched.sh
+
 cat <<EOT
 
 The system keeps running. Look around:

@@ -74,7 +74,9 @@ KCM_PORT=$((10257 + PORT_OFFSET))
 REGISTRY_PORT=$((5000 + PORT_OFFSET))
 CONTROLLER_METRICS_PORT=$((9464 + PORT_OFFSET))
 AGENT_METRICS_PORT=$((9465 + PORT_OFFSET))
-BULKHEAD_PORTS=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$REGISTRY_PORT" "$CONTROLLER_METRICS_PORT" "$AGENT_METRICS_PORT")
+# The controller's registry push-notification endpoint (image updates, issue #17).
+NOTIFY_PORT=$((9466 + PORT_OFFSET))
+BULKHEAD_PORTS=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$REGISTRY_PORT" "$CONTROLLER_METRICS_PORT" "$AGENT_METRICS_PORT" "$NOTIFY_PORT")
 APISERVER_URL="https://$LOOPBACK:$APISERVER_PORT"
 # The registry as image references name it (images.sh pushes there; tests pull from there).
 REGISTRY_HOST="localhost:$REGISTRY_PORT"
@@ -99,6 +101,8 @@ BULKHEAD_CGROUP_PARENT=bulkhead
 
 REGISTRY_DIR="$STATE_DIR/registry"
 REGISTRY_CONFIG="$REGISTRY_DIR/config.yml"
+# The token the registry presents to the controller's notification endpoint.
+NOTIFY_TOKEN_FILE="$REGISTRY_DIR/notify-token"
 
 # Built test images are cached outside the state directory (like tools.sh's binaries), so an
 # up.sh after a down.sh only pushes them again.

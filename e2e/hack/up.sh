@@ -253,6 +253,7 @@ write_registry_config() {
   mkdir -p "$REGISTRY_DIR/data"
   # The secret signs upload state; one per state directory.
   [[ -s "$REGISTRY_DIR/http-secret" ]] || openssl rand -hex 16 >"$REGISTRY_DIR/http-secret"
+  [[ -s "$NOTIFY_TOKEN_FILE" ]] || (umask 077 && openssl rand -hex 16 >"$NOTIFY_TOKEN_FILE")
   cat >"$REGISTRY_CONFIG.tmp" <<EOF
 # Written by e2e/hack/up.sh: the test system's registry (no auth, loopback only).
 version: 0.1
@@ -268,6 +269,18 @@ storage:
 http:
   addr: $LOOPBACK:$REGISTRY_PORT
   secret: $(cat "$REGISTRY_DIR/http-secret")
+# Pushes are announced to the controller (image updates follow tags, docs/image-updates.md).
+notifications:
+  endpoints:
+    - name: bulkhead-controller
+      url: http://$LOOPBACK:$NOTIFY_PORT/registry/notifications
+      headers:
+        Authorization: [Bearer $(cat "$NOTIFY_TOKEN_FILE")]
+      timeout: 2s
+      threshold: 3
+      backoff: 1s
+      ignoredmediatypes:
+        - application/octet-stream
 EOF
   mv "$REGISTRY_CONFIG.tmp" "$REGISTRY_CONFIG"
 }
@@ -380,7 +393,10 @@ start_controller() {
     --kubeconfig "$CONTROLLER_KUBECONFIG" \
     --identity "local-$CONTROLLER_METRICS_PORT" \
     --metrics-address "127.0.0.1:$CONTROLLER_METRICS_PORT" \
-    --host-lost-grace-seconds "${BULKHEAD_HOST_LOST_GRACE_SECONDS:-10}"
+    --host-lost-grace-seconds "${BULKHEAD_HOST_LOST_GRACE_SECONDS:-10}" \
+    --allowed-registries "$REGISTRY_HOST" \
+    --registry-notifications-address "$LOOPBACK:$NOTIFY_PORT" \
+    --registry-notifications-token-file "$NOTIFY_TOKEN_FILE"
 }
 
 # Unreachable routes over the instance and service ranges (a higher metric than the bridges'

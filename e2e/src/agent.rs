@@ -16,11 +16,15 @@ use crate::{repo_root, state_dir};
 /// The registry the harness runs on loopback, and the images it pushes there.
 /// `localhost:5000`, moved by BULKHEAD_PORT_OFFSET as up.sh moves it.
 pub fn registry() -> String {
-    let offset: u16 = std::env::var("BULKHEAD_PORT_OFFSET")
+    format!("localhost:{}", 5000 + port_offset())
+}
+
+/// BULKHEAD_PORT_OFFSET: what the local system's ports are shifted by.
+pub fn port_offset() -> u16 {
+    std::env::var("BULKHEAD_PORT_OFFSET")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    format!("localhost:{}", 5000 + offset)
+        .unwrap_or(0)
 }
 
 /// An image the harness built, e.g. `image("web:v1")`.

@@ -8,11 +8,13 @@
 pub mod agent;
 pub mod chart;
 pub mod control_plane;
+pub mod controller;
 pub mod fixtures;
 pub mod manifest;
 pub mod namespace;
 pub mod plugin;
 pub mod rollout;
+pub mod signing;
 pub mod traffic;
 pub mod wait;
 

@@ -77,6 +77,19 @@ macro_rules! refused {
 }
 
 refused! {
+    image_updates_without_trusted_keys:
+        workload_with("imageUpdates", "{policy: Follow}") => "spec.imageUpdates.trustedKeys", "exactly one of trustedKeys";
+    image_updates_with_keys_and_allow_unsigned:
+        workload_with("imageUpdates", "{trustedKeys: {configMapName: keys}, allowUnsigned: true}")
+            => "spec.imageUpdates.trustedKeys", "exactly one of trustedKeys";
+    image_updates_of_a_digest:
+        workload_with("imageUpdates", "{allowUnsigned: true}").replace(
+            "localhost:5000/bulkhead/web:v1",
+            "localhost:5000/bulkhead/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ) => "spec.imageUpdates", "must name a tag, not a digest";
+    image_updates_checked_every_second:
+        workload_with("imageUpdates", "{allowUnsigned: true, checkIntervalSeconds: 1}")
+            => "spec.imageUpdates.checkIntervalSeconds", "greater than or equal to 5";
     negative_replicas:
         workload_with("replicas", "-1") => "spec.replicas", "greater than or equal to 0";
     replicas_above_the_bound:

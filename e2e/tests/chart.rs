@@ -491,6 +491,10 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
             "    type: BlueGreen\n    blueGreen: {autoPromote: true, scaleDownDelaySeconds: 0}",
         );
     let _ = manifest::create(&ns.client, &ns.name, &workload).await;
+    // A Workload following its tag: the controller reads the trusted keys it names (the
+    // ConfigMap is missing, which only a forbidden read tells apart in the log).
+    let follow = "apiVersion: bulkhead.dev/v1alpha1\nkind: Workload\nmetadata: {name: follow}\nspec:\n  owner: team-proof\n  replicas: 0\n  template: {image: \"IMAGE\"}\n  imageUpdates: {trustedKeys: {configMapName: proof-keys}}\n".replace("IMAGE", &image("web:v1"));
+    let _ = manifest::create(&ns.client, &ns.name, &follow).await;
     let service = "apiVersion: bulkhead.dev/v1alpha1\nkind: WorkloadService\nmetadata: {name: web}\nspec:\n  workloadName: web\n  ports: [{port: 80, targetPort: 8080}]\n";
     let _ = manifest::create(&ns.client, &ns.name, service).await;
     // A host whose Lease expired long ago: the controller marks it not ready at once.

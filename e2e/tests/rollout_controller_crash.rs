@@ -8,101 +8,24 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use bulkhead_crds::{WorkloadService, workload::WorkloadPhase};
 use bulkhead_e2e::{
     TestNamespace,
-    agent::{binary, image},
-    repo_root,
+    agent::image,
+    controller::{LocalControllerStopped, TestController},
     rollout::*,
-    state_dir,
     traffic::addresses,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 
-/// A controller of this test, killed (by its PID) and reaped when dropped.
-struct TestController(Child);
-
-impl TestController {
-    fn start(identity: &str, failpoints: &str) -> Self {
-        let log = std::fs::File::create(
-            state_dir()
-                .join("logs")
-                .join(format!("controller-{identity}.log")),
-        )
-        .unwrap();
-        let child = Command::new(binary("bulkhead-controller"))
-            .arg("--kubeconfig")
-            .arg(state_dir().join("kubeconfig"))
-            .args(["--identity", identity, "--metrics-address", "127.0.0.1:0"])
-            .env("BULKHEAD_FAILPOINTS", failpoints)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        TestController(child)
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for TestController {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Stops the local system's controller by its recorded PID; starts it again (up.sh is
-/// idempotent) when dropped.
-struct LocalControllerStopped;
-
-impl LocalControllerStopped {
-    fn stop() -> Self {
-        let pidfile = state_dir().join("pids").join("controller.pid");
-        let pid: i32 = std::fs::read_to_string(pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Command::new("kill").arg(pid.to_string()).status().unwrap();
-        for _ in 0..100 {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        LocalControllerStopped
-    }
-}
-
-impl Drop for LocalControllerStopped {
-    fn drop(&mut self) {
-        let out = Command::new("bash")
-            .arg(repo_root().join("e2e/hack/up.sh"))
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            eprintln!(
-                "restarting the local controller: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_controller_killed_during_promotion_leaves_traffic_on_one_revision() {
     let ns = TestNamespace::new("bg-crash").await;
     let _local = LocalControllerStopped::stop();
-    let mut first = TestController::start("crash-first", "controller-after-promote");
+    let mut first = TestController::start("crash-first", "controller-after-promote", &[]);
 
     let v1 = deploy_v1(&ns, true, 600).await;
     let poller = start_traffic(&ns).await;
@@ -131,7 +54,7 @@ async fn a_controller_killed_during_promotion_leaves_traffic_on_one_revision() {
     assert_eq!(during.sequence(), ["v1"]);
 
     // A new controller (after the dead one's leader Lease expires) finishes the rollout.
-    let _second = TestController::start("crash-second", "");
+    let _second = TestController::start("crash-second", "", &[]);
     wait_for(&ns, "the rollout completes after the restart", |wl| {
         let s = status_of(wl);
         s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)

@@ -82,16 +82,36 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
 
 async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
+    // A followed tag is pinned to its accepted digest, which makes the revision; until a
+    // digest is accepted nothing is started (docs/image-updates.md).
+    let followed = crate::image_updates::follow::follow(&ctx, &wl, now).await;
+    if let Some((warning, reason, note)) = &followed.event {
+        emit(&ctx, &wl, reason, "ImageUpdate", note.clone(), *warning);
+    }
+    let Some(wl) = followed.workload.clone() else {
+        let workloads = Api::namespaced(ctx.client.clone(), &wl.namespace().unwrap_or_default());
+        return crate::image_updates::follow::write_waiting(&workloads, &wl, &followed, now).await;
+    };
     let seen = observe_workload(&ctx, &wl, now).await?;
     let planned = plan_workload(&ctx, &wl, &seen, now).await?;
     let refused = apply(&ctx, &wl, &seen, &planned).await?;
-    let next = report(&ctx, &wl, &seen, &planned, refused.as_deref(), now).await?;
+    let image_updates = followed.status.as_ref();
+    let next = report(
+        &ctx,
+        &wl,
+        &seen,
+        &planned,
+        image_updates,
+        refused.as_deref(),
+        now,
+    )
+    .await?;
     Ok(Action::requeue(wake_in(
         &wl,
         &seen,
         &planned,
         &next,
-        refused.is_some(),
+        (refused.is_some(), followed.wake_in),
         now,
     )))
 }
@@ -233,6 +253,7 @@ async fn report(
     wl: &Workload,
     seen: &Seen,
     planned: &Planned,
+    image_updates: Option<&bulkhead_crds::workload::ImageUpdatesStatus>,
     refused: Option<&str>,
     now: Timestamp,
 ) -> Result<bulkhead_crds::WorkloadStatus, Error> {
@@ -246,6 +267,9 @@ async fn report(
         Time(now),
     );
     status::report_create_refusal(&mut next, refused, wl.metadata.generation, Time(now));
+    if let Some(s) = image_updates {
+        crate::image_updates::follow::report(&mut next, s, now);
+    }
     if let Some((p, settings)) = &planned.blue_green {
         status::report_blue_green(
             &mut next,
@@ -347,7 +371,7 @@ fn wake_in(
     seen: &Seen,
     planned: &Planned,
     next: &bulkhead_crds::WorkloadStatus,
-    refused: bool,
+    (refused, followed_wake_in): (bool, Option<i64>),
     now: Timestamp,
 ) -> Duration {
     let deadline_in = next
@@ -368,6 +392,7 @@ fn wake_in(
         refused.then_some(CREATE_RETRY_SECONDS),
         deadline_in,
         planned.blue_green.as_ref().and_then(|(p, _)| p.wake_in),
+        followed_wake_in,
     ]
     .into_iter()
     .flatten()
@@ -671,7 +696,14 @@ fn event(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String)
     emit(ctx, wl, reason, action, note, false);
 }
 
-fn emit(ctx: &Context, wl: &Workload, reason: &str, action: &str, note: String, warning: bool) {
+pub(crate) fn emit(
+    ctx: &Context,
+    wl: &Workload,
+    reason: &str,
+    action: &str,
+    note: String,
+    warning: bool,
+) {
     let ev = kube::runtime::events::Event {
         type_: if warning {
             kube::runtime::events::EventType::Warning
