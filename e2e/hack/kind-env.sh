@@ -26,7 +26,13 @@ KIND_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
 export KUBECONFIG="$KIND_STATE/kubeconfig"
 export KIND_EXPERIMENTAL_PROVIDER=podman
 export KIND_EXPERIMENTAL_PODMAN_NETWORK="$KIND_NETWORK"
-export CONTAINERS_CONF="$KIND_STATE/containers.conf"
+# podman reads this instead of /etc/containers (prepare_host writes it); only once it exists,
+# since podman refuses a CONTAINERS_CONF that names no file.
+if [[ -f "$KIND_STATE/containers.conf" ]]; then
+  export CONTAINERS_CONF="$KIND_STATE/containers.conf"
+else
+  unset CONTAINERS_CONF
+fi
 PATH="$(bash "$KIND_HACK/kind-tools.sh" --print-bin-dir):$(bash "$KIND_HACK/tools.sh" --print-bin-dir):$PATH"
 export PATH
 
@@ -35,6 +41,7 @@ prepare_host() {
   local hard
   hard=$(ulimit -Hn)
   [[ "$hard" == unlimited ]] && hard=1048576
+  export CONTAINERS_CONF="$KIND_STATE/containers.conf"
   printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n' "$hard" "$hard" >"$CONTAINERS_CONF"
   if [[ ! -f "$KIND_STATE/sysctls.saved" ]]; then
     local k
@@ -69,7 +76,8 @@ undo_host() {
     rmdir /lib/modules 2>/dev/null || true
     rm -f "$KIND_STATE/created-lib-modules"
   fi
-  rm -f "$CONTAINERS_CONF"
+  rm -f "$KIND_STATE/containers.conf"
+  unset CONTAINERS_CONF
 }
 
 # render_config: kind's cluster configuration for this machine.

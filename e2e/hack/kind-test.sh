@@ -17,6 +17,7 @@
 #
 # Ends with kind-down.sh (also on failure, unless KIND_KEEP=1). Every wait has a deadline.
 set -euo pipefail
+USER_PATH=$PATH
 hack="$(cd "$(dirname "$0")" && pwd)"
 source "$hack/versions.env"
 source "$hack/kind-lib.sh"
@@ -54,12 +55,18 @@ wait_for() {
   done
 }
 
+# A fresh cluster: whatever an earlier kind-up left goes first.
+bash "$hack/kind-down.sh"
+
 # 1. The walkthrough, verbatim.
 log "docs/install.md's kind walkthrough"
 walkthrough=$(sed -n '/<!-- kind-walkthrough:begin -->/,/<!-- kind-walkthrough:end -->/p' "$REPO_ROOT/docs/install.md" |
   sed -n '/^```sh$/,/^```$/p' | grep -v '^```')
 [[ -n "$walkthrough" ]] || fail "docs/install.md has no kind-walkthrough block"
-(cd "$REPO_ROOT" && bash -euo pipefail -c "$walkthrough")
+# As a user would: none of this script's environment (kubeconfig, podman settings).
+(cd "$REPO_ROOT" && env -u KUBECONFIG -u CONTAINERS_CONF -u KIND_EXPERIMENTAL_PROVIDER \
+  -u KIND_EXPERIMENTAL_PODMAN_NETWORK PATH="$USER_PATH" bash -euo pipefail -c "$walkthrough")
+export CONTAINERS_CONF="$KIND_STATE/containers.conf"
 pass "walkthrough ran ($((SECONDS - started))s)"
 
 # 2. The chart's pods and the Host.

@@ -35,6 +35,13 @@ done
 env -u CONTAINERS_CONF bash "$hack/kind-image.sh"
 mkdir -p "$KIND_STATE"
 prepare_host
+# Node images of an older recipe go (podman keeps one a container still runs).
+for old in "$KIND_CACHE"/node-*.tar; do
+  [[ "$old" == *"-$KIND_IMAGE_KEY.tar" ]] || rm -f "$old"
+done
+for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/kindest/node:.*-bulkhead-' | grep -v -- "-$KIND_IMAGE_KEY\$" || true); do
+  podman rmi "$old" >/dev/null 2>&1 || true
+done
 
 if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER_NAME"; then
   render_config >"$KIND_STATE/kind.yaml"
