@@ -143,12 +143,17 @@ new_agent_ready() {
   [[ -n "$name" && "$name" != "$old_agent" ]] && check_pods node-agent 1
 }
 wait_for 120 "a new agent pod Ready" new_agent_ready
-# The v1 instances still there are the same processes.
+# The v1 instances (they retire only scaleDownDelaySeconds after the switch) are the same
+# processes: the new agent adopted them.
+adopted=0
 while read -r id pid; do
   [[ -z "$id" ]] && continue
   now=$(in_node ctr -n bulkhead task ls | awk -v id="$id" '$1 == id {print $2}')
-  [[ -z "$now" || "$now" == "$pid" ]] || fail "instance task $id was pid $pid, now $now: not adopted"
+  [[ "$now" == "$pid" ]] || fail "instance task $id was pid $pid, now '$now': not adopted"
+  adopted=$((adopted + 1))
 done <<<"$before"
+[[ $adopted -ge 2 ]] || fail "only $adopted v1 tasks to check for adoption"
+log "the new agent pod adopted $adopted v1 instances (same PIDs)"
 rev2=$(kubectl get wl web -o jsonpath='{.status.updateRevision}')
 promoted() {
   [[ $(kubectl get wl web -o jsonpath='{.status.activeRevision}') == "$rev2" ]] &&
