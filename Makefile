@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image selinux-host selinux-host-down kind-tools test-selinux
+.PHONY: all build deps crds lint unit fuzz fuzz-brief integration test up down demo bench images help selinux-image selinux-host selinux-host-down kind-tools test-selinux kind-image kind-up kind-down test-kind
 
 all: build
 
@@ -70,3 +70,16 @@ test-selinux: ## boot the SELinux-enforcing VM selinux-1 (make selinux-image, ca
 
 kind-tools: ## kubelet, kubeadm, kubectl, kube-scheduler, kind and coredns for a registry-free kind node image, cached by version
 	bash e2e/hack/kind-tools.sh
+
+kind-image: ## the registry-free kind node image (Debian packages + Go-built Kubernetes and its images), cached by version in ~/.cache/bulkhead/kind
+	bash e2e/hack/install-deps.sh --kind
+	bash e2e/hack/kind-image.sh
+
+kind-up: images ## a kind cluster (podman provider) with the chart installed and the examples applied; KUBECONFIG=.bulkhead/kind/kubeconfig
+	bash e2e/hack/kind-up.sh
+
+kind-down: ## delete the kind cluster and undo kind-up's host preparation
+	bash e2e/hack/kind-down.sh
+
+test-kind: images ## the chart on a real kind node (podman): the install.md walkthrough verbatim, isolation read back in the node, blue/green under a 20 ms client with an agent restart, helm upgrade/uninstall
+	bash e2e/hack/kind-test.sh

@@ -3,6 +3,10 @@
 # tests: Debian packages (the container runtime, CNI plugins, registry and image tools,
 # protoc, openssl, iproute2), then the pinned Go-built control plane (see tools.sh).
 # Safe to run repeatedly: it installs only what is missing.
+#
+# Usage: e2e/hack/install-deps.sh [--kind]
+#   --kind  also what the kind cluster needs (make kind-image, kind-up, test-kind: podman,
+#           debootstrap, gcc for the static pause binary) and its Go-built tools
 set -euo pipefail
 
 log() { printf '[deps] %s\n' "$*" >&2; }
@@ -15,6 +19,15 @@ packages=(
   libseccomp-dev pkg-config
   python3 python3-venv # make bench: its charts (matplotlib in a venv, see bench/hack/bench.sh)
 )
+kind=0
+case "${1:-}" in
+  --kind) kind=1 ;;
+  "") ;;
+  *) log "unknown argument $1 (only --kind)"; exit 1 ;;
+esac
+# kind's podman provider (Debian's docker.io cannot run privileged containers in sandboxes
+# without CAP_SYS_RESOURCE; see e2e/hack/kind-image.sh) and the node image's build.
+[[ $kind == 1 ]] && packages+=(podman debootstrap gcc libc6-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -37,4 +50,5 @@ for tool in go cargo; do
 done
 
 bash "$(dirname "$0")/tools.sh"
+[[ $kind == 1 ]] && bash "$(dirname "$0")/kind-tools.sh"
 log "all dependencies present"

@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub cni_bin_dir: PathBuf,
     /// A node's own CNI configuration directory; the agent's own bridge network when None.
     pub cni_conf_dir: Option<PathBuf>,
+    /// The root the CNI plugins run in (chroot), the agent's own when None.
+    pub cni_root: Option<PathBuf>,
     /// The agent's bridge.
     pub cni_bridge: String,
     /// The agent's instance subnet.
@@ -240,15 +242,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let cni = if cfg.no_network {
         None
     } else {
-        Some(match &cfg.cni_conf_dir {
-            Some(dir) => crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir, &cfg.state_dir)?,
-            None => crate::network::Cni::bridge(
-                &cfg.cni_bin_dir,
-                &cfg.cni_bridge,
-                &cfg.instance_subnet,
-                &cfg.state_dir,
-            ),
-        })
+        Some(
+            match &cfg.cni_conf_dir {
+                Some(dir) => {
+                    crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir, &cfg.state_dir)?
+                }
+                None => crate::network::Cni::bridge(
+                    &cfg.cni_bin_dir,
+                    &cfg.cni_bridge,
+                    &cfg.instance_subnet,
+                    &cfg.state_dir,
+                ),
+            }
+            .with_root(cfg.cni_root.clone()),
+        )
     };
     // Walls only on the agent's own bridge: a node's own CNI configuration brings its own
     // policy agent. Rules a previous agent left stay until this sync replaces them at once.

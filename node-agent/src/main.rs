@@ -100,6 +100,12 @@ struct Args {
     /// agent's bridge network.
     #[arg(long, global = true, env = "BULKHEAD_CNI_CONF_DIR")]
     cni_conf_dir: Option<PathBuf>,
+    /// Run the CNI plugins with this directory as their root (chroot): /proc/1/root when the
+    /// agent runs in a pod with the host PID namespace (the Helm chart), so that plugins use
+    /// the node's own iptables and paths rather than the agent image's. --cni-bin-dir, the
+    /// state directory and network namespace paths are then the node's.
+    #[arg(long, env = "BULKHEAD_CNI_ROOT")]
+    cni_root: Option<PathBuf>,
     /// The agent's own network: bridge name.
     #[arg(
         long,
@@ -197,6 +203,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     // containerd's shim runs this binary as an instance's log writer (see logs.rs).
     let raw: Vec<String> = std::env::args().skip(1).collect();
+    // The agent runs CNI plugins in the node's root this way (--cni-root).
+    if let Some(e) = bulkhead_node_agent::network::cni::chroot_exec(&raw) {
+        anyhow::bail!("{} {}: {e}", raw[0], raw[2]);
+    }
     if let Some(writer) = bulkhead_node_agent::logs::WriterArgs::parse(&raw) {
         let writer = writer.map_err(anyhow::Error::msg)?;
         return Ok(bulkhead_node_agent::logs::run_writer(&writer)?);
@@ -286,6 +296,7 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         deregistration: std::time::Duration::from_secs(args.deregistration_seconds),
         cni_bin_dir: args.cni_bin_dir,
         cni_conf_dir: args.cni_conf_dir,
+        cni_root: args.cni_root,
         cni_bridge: args.cni_bridge,
         instance_subnet: args.instance_subnet,
         no_network: args.no_network,

@@ -43,6 +43,8 @@ pub struct Cni {
     /// Where the result of each ADD is kept until its DEL, which passes it to every plugin as
     /// `prevResult` (CNI 1.0: the firewall plugin removes its rules by the addresses in it).
     results: PathBuf,
+    /// The root the plugins run in (chroot), when it is not the agent's own.
+    root: Option<PathBuf>,
 }
 
 impl Cni {
@@ -77,6 +79,7 @@ impl Cni {
             bin_dir: bin_dir.to_path_buf(),
             list,
             results: state_dir.join("cni/results"),
+            root: None,
         }
     }
 
@@ -116,7 +119,15 @@ impl Cni {
             bin_dir: bin_dir.to_path_buf(),
             list,
             results: state_dir.join("cni/results"),
+            root: None,
         })
+    }
+
+    /// Runs the plugins chrooted into `root` (the node's root file system seen from a pod,
+    /// /proc/1/root): they then find the node's iptables, plugin directory and state.
+    pub fn with_root(mut self, root: Option<PathBuf>) -> Self {
+        self.root = root;
+        self
     }
 
     /// The plugin types the configuration runs, IPAM plugins included, each once (what
@@ -210,7 +221,19 @@ impl Cni {
         if let Some(prev) = prev {
             config["prevResult"] = prev.clone();
         }
-        let mut child = tokio::process::Command::new(self.bin_dir.join(&kind))
+        let plugin_path = self.bin_dir.join(&kind);
+        let mut cmd = match &self.root {
+            // This binary again, as `cni-chroot <root> <plugin>` (see chroot_exec).
+            Some(root) => {
+                let me = std::env::current_exe()
+                    .map_err(|e| fail(format!("cannot find the agent's own binary: {e}")))?;
+                let mut c = tokio::process::Command::new(me);
+                c.arg(CHROOT_EXEC).arg(root).arg(&plugin_path);
+                c
+            }
+            None => tokio::process::Command::new(&plugin_path),
+        };
+        let mut child = cmd
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container_id)
@@ -225,12 +248,7 @@ impl Cni {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                fail(format!(
-                    "cannot run {}: {e}",
-                    self.bin_dir.join(&kind).display()
-                ))
-            })?;
+            .map_err(|e| fail(format!("cannot run {}: {e}", plugin_path.display())))?;
         if let Some(mut stdin) = child.stdin.take() {
             let bytes = serde_json::to_vec(&config).unwrap_or_default();
             stdin
@@ -256,6 +274,27 @@ impl Cni {
     }
 }
 
+/// The agent's first argument when it runs a CNI plugin in another root:
+/// `bulkhead-node-agent cni-chroot <root> <plugin>`.
+pub const CHROOT_EXEC: &str = "cni-chroot";
+
+/// `cni-chroot <root> <plugin>`: changes root to `root` and executes `plugin` there, with this
+/// process's environment, stdin and stdout (the CNI protocol passes through). None when
+/// `args` (argv without argv[0]) is not that command; otherwise returns only on failure.
+pub fn chroot_exec(args: &[String]) -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    let [cmd, root, plugin] = args else {
+        return None;
+    };
+    if cmd != CHROOT_EXEC {
+        return None;
+    }
+    if let Err(e) = std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/")) {
+        return Some(std::io::Error::new(e.kind(), format!("chroot {root}: {e}")));
+    }
+    Some(std::process::Command::new(plugin).exec())
+}
+
 /// The first IP address of a CNI result (`ips[].address`, "10.89.0.5/24").
 pub fn first_ip(result: &Value) -> Option<String> {
     result["ips"]
@@ -269,6 +308,18 @@ pub fn first_ip(result: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_cni_chroot_command_is_taken_as_one() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(chroot_exec(&args(&["preflight"])).is_none());
+        assert!(chroot_exec(&args(&["logs", "/", "/bin/true"])).is_none());
+        assert!(chroot_exec(&args(&[CHROOT_EXEC, "/"])).is_none());
+        // A root that does not exist fails before anything is executed, naming it.
+        let err = chroot_exec(&args(&[CHROOT_EXEC, "/nonexistent-root", "/bin/true"]))
+            .expect("the command is recognised");
+        assert!(err.to_string().contains("/nonexistent-root"), "{err}");
+    }
 
     #[test]
     fn reads_the_address_of_a_result() {
