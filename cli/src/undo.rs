@@ -121,15 +121,15 @@ pub async fn run(kube: &Kube, args: &UndoArgs) -> anyhow::Result<()> {
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 wl = kube.workload(name).await?;
                 if wl.metadata.generation != generation {
-                    anyhow::bail!(
-                        "workload {name} changed while undoing it: run the command again"
-                    )
+                    anyhow::bail!("workload {name} changed while undoing it: run the command again")
                 }
             }
             Err(e) => return Err(e.into()),
         }
     }
-    anyhow::bail!("workload {name} kept changing status while undoing it ({TRIES} tries): run the command again")
+    anyhow::bail!(
+        "workload {name} kept changing status while undoing it ({TRIES} tries): run the command again"
+    )
 }
 
 #[cfg(test)]

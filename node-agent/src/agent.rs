@@ -263,8 +263,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if walls_on {
         crate::walls::Walls::check_bridge_netfilter()?;
     }
-    let walls =
-        walls_on.then(|| crate::walls::Walls::start(&client, &cfg.cni_bridge, &cfg.state_dir));
+    let walls = walls_on.then(|| {
+        crate::walls::Walls::start(
+            &client,
+            &cfg.cni_bridge,
+            &cfg.state_dir,
+            cfg.cni_root.clone(),
+        )
+    });
     if let Some(walls) = &walls {
         walls
             .sync(true)

@@ -222,17 +222,8 @@ impl Cni {
             config["prevResult"] = prev.clone();
         }
         let plugin_path = self.bin_dir.join(&kind);
-        let mut cmd = match &self.root {
-            // This binary again, as `cni-chroot <root> <plugin>` (see chroot_exec).
-            Some(root) => {
-                let me = std::env::current_exe()
-                    .map_err(|e| fail(format!("cannot find the agent's own binary: {e}")))?;
-                let mut c = tokio::process::Command::new(me);
-                c.arg(CHROOT_EXEC).arg(root).arg(&plugin_path);
-                c
-            }
-            None => tokio::process::Command::new(&plugin_path),
-        };
+        let mut cmd =
+            node_command(self.root.as_deref(), &plugin_path).map_err(|e| fail(e.to_string()))?;
         let mut child = cmd
             .env_clear()
             .env("CNI_COMMAND", command)
@@ -274,16 +265,37 @@ impl Cni {
     }
 }
 
-/// The agent's first argument when it runs a CNI plugin in another root:
-/// `bulkhead-node-agent cni-chroot <root> <plugin>`.
+/// The agent's first argument when it runs a program of the node in another root:
+/// `bulkhead-node-agent cni-chroot <root> <program> [args...]`.
 pub const CHROOT_EXEC: &str = "cni-chroot";
 
-/// `cni-chroot <root> <plugin>`: changes root to `root` and executes `plugin` there, with this
-/// process's environment, stdin and stdout (the CNI protocol passes through). None when
-/// `args` (argv without argv[0]) is not that command; otherwise returns only on failure.
+/// A command for `program` of the node: run directly, or, with `root` (the node's root file
+/// system seen from a pod, /proc/1/root), through this binary again as
+/// `cni-chroot <root> <program>` so that it finds the node's libraries, iptables and state.
+pub fn node_command(
+    root: Option<&Path>,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> std::io::Result<tokio::process::Command> {
+    Ok(match root {
+        Some(root) => {
+            let me = std::env::current_exe().map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot find the agent's own binary: {e}"))
+            })?;
+            let mut c = tokio::process::Command::new(me);
+            c.arg(CHROOT_EXEC).arg(root).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    })
+}
+
+/// `cni-chroot <root> <program> [args...]`: changes root to `root` and executes `program`
+/// there with `args`, this process's environment, stdin and stdout (the CNI protocol passes
+/// through). None when `args` (argv without argv[0]) is not that command; otherwise returns
+/// only on failure.
 pub fn chroot_exec(args: &[String]) -> Option<std::io::Error> {
     use std::os::unix::process::CommandExt;
-    let [cmd, root, plugin] = args else {
+    let [cmd, root, program, rest @ ..] = args else {
         return None;
     };
     if cmd != CHROOT_EXEC {
@@ -292,7 +304,7 @@ pub fn chroot_exec(args: &[String]) -> Option<std::io::Error> {
     if let Err(e) = std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/")) {
         return Some(std::io::Error::new(e.kind(), format!("chroot {root}: {e}")));
     }
-    Some(std::process::Command::new(plugin).exec())
+    Some(std::process::Command::new(program).args(rest).exec())
 }
 
 /// The first IP address of a CNI result (`ips[].address`, "10.89.0.5/24").

@@ -1,7 +1,7 @@
 //! The thin executor: the standard `iptables` binaries (the same backend as the CNI
 //! firewall plugin and kube-proxy use on the host).
 
-use std::process::Stdio;
+use std::{path::Path, process::Stdio};
 
 use tokio::io::AsyncWriteExt;
 
@@ -32,8 +32,15 @@ impl Family {
     }
 }
 
+/// `program` of the node: in the agent's root, or in `root` (--cni-root, the node's root seen
+/// from a pod whose image has no iptables).
+fn command(root: Option<&Path>, program: &str) -> std::io::Result<tokio::process::Command> {
+    crate::network::cni::node_command(root, program)
+}
+
 /// Which of `jumps` are not in the kernel.
 pub async fn missing_jumps(
+    root: Option<&Path>,
     family: Family,
     jumps: [(&'static str, String); 3],
 ) -> Vec<(&'static str, String)> {
@@ -41,13 +48,16 @@ pub async fn missing_jumps(
     for (chain, rule) in jumps {
         let mut args = vec!["-w", "-t", "mangle", "-C", chain];
         args.extend(rule.split_whitespace());
-        let present = tokio::process::Command::new(family.tables())
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
+        let present = match command(root, family.tables()) {
+            Ok(mut c) => c
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success()),
+            Err(_) => false,
+        };
         if !present {
             missing.push((chain, rule));
         }
@@ -56,12 +66,13 @@ pub async fn missing_jumps(
 }
 
 /// Applies one transaction (all or nothing: `iptables-restore` commits it at once).
-pub async fn restore(family: Family, text: &str) -> Result<(), WallsError> {
+pub async fn restore(root: Option<&Path>, family: Family, text: &str) -> Result<(), WallsError> {
     let fail = |message: String| WallsError::Iptables {
         command: family.restore(),
         message,
     };
-    let mut child = tokio::process::Command::new(family.restore())
+    let mut child = command(root, family.restore())
+        .map_err(|e| fail(e.to_string()))?
         .args(["-w", "--noflush"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -93,22 +104,27 @@ pub async fn restore(family: Family, text: &str) -> Result<(), WallsError> {
 
 /// Deletes the bridge's per-instance chains not in `keep` (after a restore nothing jumps
 /// to them any more).
-pub async fn remove_stale(bridge: &str, keep: &[String]) -> Result<(), WallsError> {
-    let out = tokio::process::Command::new("iptables")
+pub async fn remove_stale(
+    root: Option<&Path>,
+    bridge: &str,
+    keep: &[String],
+) -> Result<(), WallsError> {
+    let fail = |e: std::io::Error| WallsError::Iptables {
+        command: "iptables -S",
+        message: e.to_string(),
+    };
+    let out = command(root, "iptables")
+        .map_err(fail)?
         .args(["-w", "-t", "mangle", "-S"])
         .output()
         .await
-        .map_err(|e| WallsError::Iptables {
-            command: "iptables -S",
-            message: e.to_string(),
-        })?;
+        .map_err(fail)?;
     let text = String::from_utf8_lossy(&out.stdout);
     for chain in stale(&text, bridge, keep) {
         for op in ["-F", "-X"] {
-            let _ = tokio::process::Command::new("iptables")
-                .args(["-w", "-t", "mangle", op, &chain])
-                .status()
-                .await;
+            if let Ok(mut c) = command(root, "iptables") {
+                let _ = c.args(["-w", "-t", "mangle", op, &chain]).status().await;
+            }
         }
     }
     Ok(())

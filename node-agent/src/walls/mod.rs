@@ -82,6 +82,8 @@ pub struct Applied {
 pub struct Walls {
     client: Client,
     bridge: String,
+    /// The node's root when the agent runs in a pod (--cni-root): iptables runs there.
+    root: Option<PathBuf>,
     results: PathBuf,
     policies: Store<NetworkPolicy>,
     namespaces: Store<Namespace>,
@@ -102,7 +104,12 @@ impl std::fmt::Debug for Walls {
 impl Walls {
     /// Starts the watches and the loop that re-syncs on every change (and every 30 s, in
     /// case something removed the rules).
-    pub fn start(client: &Client, bridge: &str, state_dir: &Path) -> Arc<Self> {
+    pub fn start(
+        client: &Client,
+        bridge: &str,
+        state_dir: &Path,
+        root: Option<PathBuf>,
+    ) -> Arc<Self> {
         let (policies, pw) = reflector::store();
         let (namespaces, nw) = reflector::store();
         let (instances, iw) = reflector::store();
@@ -127,6 +134,7 @@ impl Walls {
         let walls = Arc::new(Self {
             client: client.clone(),
             bridge: bridge.to_string(),
+            root,
             results: state_dir.join("cni/results"),
             policies,
             namespaces,
@@ -177,17 +185,30 @@ impl Walls {
         if !force && last.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        let missing = iptables::missing_jumps(V4, render::jumps(&self.bridge)).await;
-        iptables::restore(V4, &render::render(&self.bridge, &locals, &missing)).await?;
+        let missing =
+            iptables::missing_jumps(self.root.as_deref(), V4, render::jumps(&self.bridge)).await;
+        iptables::restore(
+            self.root.as_deref(),
+            V4,
+            &render::render(&self.bridge, &locals, &missing),
+        )
+        .await?;
         if force || last.is_none() {
-            let missing = iptables::missing_jumps(V6, render::jumps6(&self.bridge)).await;
-            iptables::restore(V6, &render::render6(&self.bridge, &missing)).await?;
+            let missing =
+                iptables::missing_jumps(self.root.as_deref(), V6, render::jumps6(&self.bridge))
+                    .await;
+            iptables::restore(
+                self.root.as_deref(),
+                V6,
+                &render::render6(&self.bridge, &missing),
+            )
+            .await?;
         }
         let keep: Vec<String> = locals
             .iter()
             .flat_map(|l| ['E', 'I'].map(|d| render::instance_chain(&self.bridge, d, &l.id)))
             .collect();
-        iptables::remove_stale(&self.bridge, &keep).await?;
+        iptables::remove_stale(self.root.as_deref(), &self.bridge, &keep).await?;
         let now: BTreeMap<String, Applied> = locals
             .iter()
             .map(|l| {
