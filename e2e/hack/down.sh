@@ -259,6 +259,24 @@ remove_walls() {
   done
 }
 
+# kube-proxy's network (up.sh, proxy_network): the host's rules marked with this system's
+# comment, the veth (its route goes with it) and the network namespace (its KUBE-* chains go
+# with it). kube-proxy itself was stopped by PID before.
+remove_proxy_network() {
+  local table rule
+  for table in nat filter; do
+    while read -r rule; do
+      [[ -n "$rule" ]] || continue
+      eval iptables -w -t "$table" "${rule/-A /-D }" 2>/dev/null || true
+    done < <(iptables -w -t "$table" -S 2>/dev/null | grep -F -- "\"$PROXY_RULE_COMMENT\"" || true)
+  done
+  ip link show "$PROXY_VETH" >/dev/null 2>&1 && ip link del "$PROXY_VETH" 2>/dev/null
+  if ip netns list 2>/dev/null | grep -q "^$PROXY_NETNS\( \|\$\)"; then
+    ip netns del "$PROXY_NETNS" || log "warning: could not delete network namespace $PROXY_NETNS"
+  fi
+  return 0
+}
+
 # The bridges of this system's agents (the local one, and the e2e tests' agents, which list
 # theirs in agents/*/bridge), the firewall plugin's FORWARD rules for the addresses whose ADD
 # results the agents kept (instances whose agent was gone before their DEL), and the guard
@@ -329,6 +347,7 @@ main() {
   ((failed == 1)) || remove_task_leftovers
   unmount_state || failed=1
   remove_cgroups
+  remove_proxy_network
   remove_network
   ((failed == 0)) || die "kept $STATE_DIR: see the errors above"
 

@@ -80,8 +80,11 @@ BULKHEAD_PORTS=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PO
 APISERVER_URL="https://$LOOPBACK:$APISERVER_PORT"
 # The registry as image references name it (images.sh pushes there; tests pull from there).
 REGISTRY_HOST="localhost:$REGISTRY_PORT"
-SERVICE_CIDR=10.96.0.0/16
-SERVICE_FIRST_IP=10.96.0.1
+# Each system's services get a /24 of their own (N = offset / 1000, like the bridge), which
+# its kube-proxy alone routes (see below); 10.96.0.0/16 as a whole is guarded.
+SERVICE_CIDR="10.96.$((PORT_OFFSET / 1000)).0/24"
+SERVICE_FIRST_IP="10.96.$((PORT_OFFSET / 1000)).1"
+SERVICE_GUARD_CIDR=10.96.0.0/16
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
 BULKHEAD_NAMESPACE=bulkhead-system
 
@@ -110,7 +113,7 @@ CACHE_ROOT="${BULKHEAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead}"
 
 # Start order. down.sh stops in reverse order (and anything with a pid file that is not listed
 # here before that).
-BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd registry node-agent controller)
+BULKHEAD_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-proxy containerd registry node-agent controller)
 
 # The local system's one node agent: its Host name, containerd namespace and state, and its
 # instance network (a bridge and /24 of its own per system, inside the guarded range). Not
@@ -124,7 +127,23 @@ AGENT_SUBNET="${BULKHEAD_INSTANCE_SUBNET:-10.90.$((PORT_OFFSET / 1000)).0/24}"
 # Instance addresses (10.89.0.0/16: the e2e tests' agents, e2e/src/agent.rs; 10.90.0.0/16: the
 # local agents) and service addresses are guarded by unreachable routes, so that nothing for
 # them ever leaves this machine, even when a bridge is gone.
-GUARDED_CIDRS=(10.89.0.0/16 10.90.0.0/16 "$SERVICE_CIDR")
+GUARDED_CIDRS=(10.89.0.0/16 10.90.0.0/16 "$SERVICE_GUARD_CIDR" 10.95.0.0/16)
+
+# kube-proxy (iptables mode) owns host-global names (KUBE-* chains) and prunes what it does
+# not know, so each system's runs in a network namespace of its own, joined to the host by a
+# veth (host side $PROXY_VETH, $PROXY_HOST_IP; inside, eth0 $PROXY_IP). The host routes
+# only this system's service range into it; kube-proxy DNATs to an instance and masquerades
+# (--masquerade-all) so that replies come back through it, and routes the instance subnet
+# back to the host. The walls let $PROXY_IP through like the host (--service-proxy-address).
+# kube-proxy reaches the API server at $PROXY_HOST_IP:$APISERVER_PORT, DNATed on the host to
+# the loopback (route_localnet on that veth only).
+PROXY_NETNS="bulkhead-kp$((PORT_OFFSET / 1000))"
+PROXY_VETH="bhkp$((PORT_OFFSET / 1000))"
+PROXY_HOST_IP="10.95.$((PORT_OFFSET / 1000)).1"
+PROXY_IP="10.95.$((PORT_OFFSET / 1000)).2"
+PROXY_KUBECONFIG="$STATE_DIR/kube-proxy.kubeconfig"
+# Marks the host's iptables rules of this system's proxy (down.sh deletes by it).
+PROXY_RULE_COMMENT="bulkhead kube-proxy $PROXY_NETNS"
 # The guard of earlier versions (local agents on 10.88.x), which down.sh also removes.
 LEGACY_GUARDED_CIDRS=(10.88.0.0/15)
 

@@ -104,6 +104,8 @@ ensure_pki() {
   issue_cert ca kube-controller-manager-serving "/CN=kube-controller-manager" serverAuth \
     "IP:$LOOPBACK,DNS:localhost"
   issue_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client" clientAuth
+  # system:kube-proxy: the user the bootstrap binding system:node-proxier names.
+  issue_cert ca kube-proxy "/CN=system:kube-proxy" clientAuth
   if [[ ! -s "$PKI_DIR/sa.key" || ! -s "$PKI_DIR/sa.pub" ]]; then
     openssl genrsa -out "$PKI_DIR/sa.key.tmp" 2048 2>/dev/null || die "openssl genrsa failed"
     openssl rsa -in "$PKI_DIR/sa.key.tmp" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null ||
@@ -247,6 +249,83 @@ start_controller_manager() {
     --v=1
 }
 
+# kube-proxy in its own network namespace (see lib.sh, PROXY_NETNS): the namespace, its veth
+# and addresses, the host's route for the service range, the DNAT of the API server, then
+# the daemon. Everything is per system (named after N = offset / 1000); down.sh removes it.
+proxy_network() {
+  local ns=(ip netns exec "$PROXY_NETNS")
+  ip netns list | grep -qx "$PROXY_NETNS\( (id: [0-9]*)\)\?" || ip netns add "$PROXY_NETNS" ||
+    die "cannot create network namespace $PROXY_NETNS"
+  if ! ip link show "$PROXY_VETH" >/dev/null 2>&1; then
+    ip link add "$PROXY_VETH" type veth peer name eth0 netns "$PROXY_NETNS" ||
+      die "cannot create veth $PROXY_VETH into $PROXY_NETNS"
+  fi
+  ip addr replace "$PROXY_HOST_IP/30" dev "$PROXY_VETH"
+  ip link set "$PROXY_VETH" up
+  "${ns[@]}" ip addr replace "$PROXY_IP/30" dev eth0
+  "${ns[@]}" ip link set lo up
+  "${ns[@]}" ip link set eth0 up
+  # Inside: back to the host for this system's instances only (no default route).
+  "${ns[@]}" ip route replace "$AGENT_SUBNET" via "$PROXY_HOST_IP" dev eth0
+  "${ns[@]}" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
+    net.ipv4.conf.eth0.send_redirects=0 >/dev/null
+  # The host: this system's service range into the namespace (more specific than the guard).
+  ip route replace "$SERVICE_CIDR" via "$PROXY_IP" dev "$PROXY_VETH"
+  # The API server for kube-proxy, on the host side of the veth only.
+  sysctl -qw "net.ipv4.conf.$PROXY_VETH.route_localnet=1" >/dev/null
+  proxy_rule nat PREROUTING -i "$PROXY_VETH" -d "$PROXY_HOST_IP/32" -p tcp --dport "$APISERVER_PORT" \
+    -j DNAT --to-destination "$LOOPBACK:$APISERVER_PORT"
+  # A host whose FORWARD policy drops (Docker's) would drop the proxy's connections; the
+  # walls (mangle, before filter) still decide.
+  proxy_rule filter FORWARD -i "$PROXY_VETH" -o "$AGENT_BRIDGE" -j ACCEPT
+  # Instances have no route beyond their subnet: they see the proxy as the host, the bridge's
+  # own address (the walls let $PROXY_IP through before this rewrite).
+  proxy_rule nat POSTROUTING -s "$PROXY_IP/32" -o "$AGENT_BRIDGE" -j MASQUERADE
+}
+
+# Inserts rule "$3..." into chain $2 of table $1 unless present, marked with PROXY_RULE_COMMENT.
+proxy_rule() {
+  local table=$1 chain=$2
+  shift 2
+  iptables -w -t "$table" -C "$chain" "$@" -m comment --comment "$PROXY_RULE_COMMENT" 2>/dev/null ||
+    iptables -w -t "$table" -I "$chain" 1 "$@" -m comment --comment "$PROXY_RULE_COMMENT" ||
+    die "cannot add iptables rule to $table $chain: $*"
+}
+
+# /livez: healthy once the first sync is in. (/healthz stays 503, "nodeEligible": false: no
+# Node object is named --hostname-override, agents register Hosts; kube-proxy waits 30 s for
+# it, then runs without.)
+kube_proxy_healthy() {
+  curl --noproxy '*' -fsS --max-time 3 -o /dev/null "http://$PROXY_IP:10256/livez"
+}
+
+start_kube_proxy() {
+  [[ -x "$BIN_DIR/kube-proxy" ]] || die "$BIN_DIR/kube-proxy missing after tools.sh"
+  proxy_network
+  write_kubeconfig "$PROXY_KUBECONFIG" kube-proxy
+  # Through the veth, with the API server's own name checked (its certificate names the
+  # loopback and localhost).
+  sed -i -e "s|    server: .*|    server: https://$PROXY_HOST_IP:$APISERVER_PORT\n    tls-server-name: localhost|" \
+    "$PROXY_KUBECONFIG"
+  # Host-global settings are left alone: no conntrack table size or timeouts, no localhost
+  # NodePorts (route_localnet).
+  ensure_daemon kube-proxy kube_proxy_healthy 90 "" -- \
+    "$(command -v ip)" netns exec "$PROXY_NETNS" "$BIN_DIR/kube-proxy" \
+    --kubeconfig="$PROXY_KUBECONFIG" \
+    --hostname-override="$AGENT_HOST" \
+    --proxy-mode=iptables \
+    --masquerade-all \
+    --bind-address="$PROXY_IP" \
+    --nodeport-addresses="$PROXY_IP/32" \
+    --iptables-localhost-nodeports=false \
+    --healthz-bind-address="$PROXY_IP:10256" \
+    --metrics-bind-address="127.0.0.1:10249" \
+    --conntrack-max-per-core=0 \
+    --conntrack-tcp-timeout-established=0 \
+    --conntrack-tcp-timeout-close-wait=0 \
+    --v=1
+}
+
 # start_containerd is in lib.sh (down.sh uses it too).
 
 write_registry_config() {
@@ -372,6 +451,7 @@ start_node_agent() {
     --allowed-registries "$REGISTRY_HOST" \
     --cni-bridge "$AGENT_BRIDGE" \
     --instance-subnet "$AGENT_SUBNET" \
+    --service-proxy-address "$PROXY_IP" \
     --metrics-address "127.0.0.1:$AGENT_METRICS_PORT" \
     --containerd-state-dir "$CONTAINERD_STATE"
 }
@@ -456,6 +536,7 @@ main() {
   install_chart
   push_images
   guard_routes
+  start_kube_proxy
   start_node_agent
   start_controller
 

@@ -70,6 +70,9 @@ pub struct AgentConfig {
     pub no_network: bool,
     /// Wall instances on the agent's own bridge (`--no-network-walls` turns it off).
     pub network_walls: bool,
+    /// Addresses of masquerading service proxies (kube-proxy in a network namespace of its
+    /// own) that reach every instance like the host (`--service-proxy-address`).
+    pub service_proxies: Vec<std::net::Ipv4Addr>,
     /// Address of /metrics and /healthz.
     pub metrics_address: String,
     /// Peers kept off /metrics and /healthz (the instance subnet among them).
@@ -267,6 +270,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         crate::walls::Walls::start(
             &client,
             &cfg.cni_bridge,
+            &cfg.service_proxies,
             &cfg.state_dir,
             cfg.cni_root.clone(),
         )

@@ -132,6 +132,18 @@ struct Args {
     /// the layers behind the walls; never in production.
     #[arg(long, global = true, env = "BULKHEAD_NO_NETWORK_WALLS")]
     no_network_walls: bool,
+    /// Address (comma-separated for several) a masquerading service proxy sends from, such as
+    /// kube-proxy with --masquerade-all in a network namespace of its own: the walls let it
+    /// reach every instance on the bridge, like the host. Under NetworkPolicy this is the
+    /// known cost of a masquerading proxy: a ClusterIP reaches what the walls between
+    /// instances would refuse.
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_SERVICE_PROXY_ADDRESS",
+        value_delimiter = ','
+    )]
+    service_proxy_address: Vec<std::net::Ipv4Addr>,
     /// Address of /metrics and /healthz.
     #[arg(
         long,
@@ -302,6 +314,7 @@ fn config(args: Args, host_name: String) -> anyhow::Result<agent::AgentConfig> {
         instance_subnet: args.instance_subnet,
         no_network: args.no_network,
         network_walls: !args.no_network_walls,
+        service_proxies: args.service_proxy_address,
         metrics_address: args.metrics_address,
         isolation_floor: args.isolation_floor,
         log_max_bytes: args.log_max_bytes,

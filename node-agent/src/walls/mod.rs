@@ -82,6 +82,8 @@ pub struct Applied {
 pub struct Walls {
     client: Client,
     bridge: String,
+    /// Service proxies' addresses, let through to every instance like the host.
+    proxies: Vec<std::net::Ipv4Addr>,
     /// The node's root when the agent runs in a pod (--cni-root): iptables runs there.
     root: Option<PathBuf>,
     results: PathBuf,
@@ -107,6 +109,7 @@ impl Walls {
     pub fn start(
         client: &Client,
         bridge: &str,
+        proxies: &[std::net::Ipv4Addr],
         state_dir: &Path,
         root: Option<PathBuf>,
     ) -> Arc<Self> {
@@ -134,6 +137,7 @@ impl Walls {
         let walls = Arc::new(Self {
             client: client.clone(),
             bridge: bridge.to_string(),
+            proxies: proxies.to_vec(),
             root,
             results: state_dir.join("cni/results"),
             policies,
@@ -181,7 +185,7 @@ impl Walls {
             .map_err(|_| WallsError::NotSynced)?;
         let mut last = self.last.lock().await;
         let (locals, owners) = self.locals();
-        let text = render::render(&self.bridge, &locals, &[]);
+        let text = render::render(&self.bridge, &locals, &self.proxies, &[]);
         if !force && last.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
@@ -190,7 +194,7 @@ impl Walls {
         iptables::restore(
             self.root.as_deref(),
             V4,
-            &render::render(&self.bridge, &locals, &missing),
+            &render::render(&self.bridge, &locals, &self.proxies, &missing),
         )
         .await?;
         if force || last.is_none() {

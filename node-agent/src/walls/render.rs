@@ -8,6 +8,9 @@
 //!   to `BE-<bridge>-<hash>`; any other source is dropped.
 //! - `BI-<bridge>`, from `FORWARD -o <bridge>`: traffic to instances, to
 //!   `BI-<bridge>-<hash>` by destination; an address with no chain (yet) is dropped.
+//!   Traffic from a service proxy's address (`--service-proxy-address`: kube-proxy in its
+//!   own network namespace, masquerading) passes first, like the host's own: a ClusterIP
+//!   reaches every instance it routes to, whatever the walls between instances say.
 //! - `BH-<bridge>`, from `INPUT -i <bridge>`: instances reaching the host itself: only
 //!   replies (probes are the host's own connections).
 //!
@@ -16,7 +19,7 @@
 //! on with the next FORWARD rule (egress first, then the receiver's ingress) and then the
 //! filter table. Mangle runs before filter, so no ACCEPT elsewhere can bypass a wall.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::Ipv4Addr};
 
 use sha2::{Digest, Sha256};
 
@@ -28,7 +31,7 @@ pub struct Local {
     /// Its containerd container ID.
     pub id: String,
     /// Its address.
-    pub ip: std::net::Ipv4Addr,
+    pub ip: Ipv4Addr,
     /// The host side of its veth, when known (binds the address to the port).
     pub veth: Option<String>,
     /// Its walls.
@@ -93,14 +96,23 @@ pub fn render6(bridge: &str, missing: &[(&str, String)]) -> String {
 }
 
 /// The transaction: every chain of the bridge rewritten at once, plus the jumps in
-/// `missing` (those not in the kernel yet).
-pub fn render(bridge: &str, locals: &[Local], missing: &[(&str, String)]) -> String {
+/// `missing` (those not in the kernel yet). `proxies` are the service proxies' addresses,
+/// let through to every instance like the host.
+pub fn render(
+    bridge: &str,
+    locals: &[Local],
+    proxies: &[Ipv4Addr],
+    missing: &[(&str, String)],
+) -> String {
     let [be, bi, bh] = base_chains(bridge);
     let mut chains = vec![be.clone(), bi.clone(), bh.clone()];
     let mut rules = vec![];
     let established = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN";
     for base in [&be, &bi, &bh] {
         rules.push(format!("-A {base} {established}"));
+    }
+    for p in proxies {
+        rules.push(format!("-A {bi} -s {p}/32 -j RETURN"));
     }
     for l in locals {
         let (ce, ci) = (
@@ -223,7 +235,7 @@ mod tests {
 
     #[test]
     fn an_empty_bridge_drops_everything_but_replies() {
-        let text = render("bh1", &[], &[]);
+        let text = render("bh1", &[], &[], &[]);
         assert_eq!(
             text,
             "*mangle\n:BE-bh1 - [0:0]\n:BI-bh1 - [0:0]\n:BH-bh1 - [0:0]\n\
@@ -251,7 +263,7 @@ mod tests {
         };
         let l = local(Direction::Only(vec![allow]), Direction::Open);
         let missing: Vec<(&str, String)> = jumps("bh1").into_iter().collect();
-        let text = render("bh1", std::slice::from_ref(&l), &missing);
+        let text = render("bh1", std::slice::from_ref(&l), &[], &missing);
         let ci = instance_chain("bh1", 'I', "bh-1");
         let ce = instance_chain("bh1", 'E', "bh-1");
         for want in [
@@ -285,11 +297,25 @@ mod tests {
                 ports: vec![],
             }]),
         );
-        let text = render("bh1", std::slice::from_ref(&l), &[]);
+        let text = render("bh1", std::slice::from_ref(&l), &[], &[]);
         let ce = instance_chain("bh1", 'E', "bh-1");
         let ci = instance_chain("bh1", 'I', "bh-1");
         assert!(text.contains(&format!("-A {ce} -j RETURN\n-A {ce} -j DROP\n")));
         assert!(text.contains(&format!("-A {ci} -j DROP\n")));
         assert!(!text.contains(&format!("-A {ci} -j RETURN")));
+    }
+
+    #[test]
+    fn a_service_proxy_passes_to_every_instance_before_the_instance_chains_but_sends_nothing() {
+        let l = local(Direction::Only(vec![]), Direction::Only(vec![]));
+        let proxy: Ipv4Addr = "10.95.4.2".parse().unwrap();
+        let text = render("bh1", std::slice::from_ref(&l), &[proxy], &[]);
+        let pass = "-A BI-bh1 -s 10.95.4.2/32 -j RETURN\n";
+        assert!(text.contains(pass), "{text}");
+        let ci = instance_chain("bh1", 'I', "bh-1");
+        assert!(text.find(pass).unwrap() < text.find(&format!("-g {ci}")).unwrap());
+        // Only towards instances: the proxy's address opens nothing the instances send, nor
+        // the host.
+        assert_eq!(text.matches("10.95.4.2").count(), 1, "{text}");
     }
 }
