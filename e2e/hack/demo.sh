@@ -45,7 +45,7 @@ bash e2e/hack/install-deps.sh
 step "building bulkhead"
 cargo build --workspace --bins
 
-step "starting the local system: etcd, kube-apiserver, kube-controller-manager, containerd, registry, node agent, controller"
+step "starting the local system: etcd, kube-apiserver, kube-controller-manager, kube-proxy (in its own network namespace), containerd, registry, node agent, controller"
 bash e2e/hack/up.sh
 
 step "preflight: what the node agent checked before it registered this host (logs/preflight.log)"
@@ -84,9 +84,9 @@ step "the WorkloadService publishes the ready instances as a native Service + En
 kubectl get wsvc web -n demo
 kubectl get service,endpointslices -n demo -l bulkhead.dev/service=web
 
-step "starting a client that polls the service every 20 ms through its EndpointSlice (as kube-proxy routes)"
+step "starting a client that polls the service's ClusterIP $(kubectl get service web -n demo -o jsonpath='{.spec.clusterIP}') every 20 ms (through kube-proxy, in its own network namespace)"
 client_log="$state/logs/demo-client.log"
-"${CARGO_TARGET_DIR:-$root/target}/debug/bulkhead-traffic" demo web --max-seconds 400 >"$client_log" 2>&1 &
+"${CARGO_TARGET_DIR:-$root/target}/debug/bulkhead-traffic" demo web --cluster-ip --max-seconds 400 >"$client_log" 2>&1 &
 client=$!
 trap 'kill "$client" 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the local test system on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager
-# (from the binaries e2e/hack/tools.sh builds and caches), a private containerd, and a
-# docker-registry that e2e/hack/images.sh fills with the test images.
+# (from the binaries e2e/hack/tools.sh builds and caches), kube-proxy in a network namespace of
+# its own (see lib.sh, PROXY_NETNS), a private containerd, and a docker-registry that
+# e2e/hack/images.sh fills with the test images.
 #
 # Idempotent: a component whose recorded PID is still that component is reused; pid files left by
 # a killed run are cleared first. A second call returns quickly and starts nothing.
@@ -17,14 +18,17 @@
 #                                      preflight checks
 #   pids/<component>.pid               each component's PID
 #   kubeconfig                         admin (system:masters), server https://127.0.0.1:16443
-#   kube-controller-manager.kubeconfig
+#   kube-controller-manager.kubeconfig, kube-proxy.kubeconfig (system:kube-proxy, through
+#                                      the proxy's veth)
 #   node-agent.kubeconfig, controller.kubeconfig   the admin impersonating each one's
 #                                      ServiceAccount (the agent's with its node name)
 #
 # Environment:
 #   BULKHEAD_STATE_DIR    state directory (see above)
 #   BULKHEAD_PORT_OFFSET  added to every TCP port (etcd 12379/12380, kube-apiserver 16443,
-#                         kube-controller-manager 10257, registry 5000); default 0
+#                         kube-controller-manager 10257, registry 5000); default 0. N = offset / 1000
+#                         also names the system's bridge, service range 10.96.N.0/24 and
+#                         kube-proxy network namespace bulkhead-kpN
 #   BULKHEAD_SKIP_IMAGES  1: do not run images.sh
 #   BULKHEAD_ISOLATION_FLOOR  the local agent's --isolation-floor (default baseline: the
 #                         examples need NET_BIND_SERVICE)
@@ -265,9 +269,17 @@ proxy_network() {
   "${ns[@]}" ip addr replace "$PROXY_IP/30" dev eth0
   "${ns[@]}" ip link set lo up
   "${ns[@]}" ip link set eth0 up
-  # Inside: back to the host for this system's instances only (no default route).
+  # Inside: back to the host for this system's instances only (no default route). The
+  # service range too, so that a packet for a ClusterIP kube-proxy did not DNAT is forwarded
+  # (kube-proxy's REJECT of a Service without endpoints is in FORWARD) and never returns: what
+  # kube-proxy leaves is refused as unreachable (appended: kube-proxy's jumps come first).
   "${ns[@]}" ip route replace "$AGENT_SUBNET" via "$PROXY_HOST_IP" dev eth0
-  "${ns[@]}" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
+  "${ns[@]}" ip route replace "$SERVICE_CIDR" via "$PROXY_HOST_IP" dev eth0
+  "${ns[@]}" iptables -w -C FORWARD -d "$SERVICE_CIDR" -j REJECT --reject-with icmp-net-unreachable 2>/dev/null ||
+    "${ns[@]}" iptables -w -A FORWARD -d "$SERVICE_CIDR" -j REJECT --reject-with icmp-net-unreachable ||
+    die "cannot add the service range's REJECT in $PROXY_NETNS"
+  # No ICMP rate limit: a ClusterIP without endpoints is refused at once, every time.
+  "${ns[@]}" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.icmp_ratelimit=0 net.ipv4.conf.all.send_redirects=0 \
     net.ipv4.conf.eth0.send_redirects=0 >/dev/null
   # The host: this system's service range into the namespace (more specific than the guard).
   ip route replace "$SERVICE_CIDR" via "$PROXY_IP" dev "$PROXY_VETH"

@@ -139,6 +139,20 @@ pub async fn start_traffic(ns: &TestNamespace) -> Poller {
     poller
 }
 
+/// Starts the 20 ms client on `web`'s ClusterIP (through the local system's kube-proxy) and
+/// waits until it has been answered by v1 a few times.
+pub async fn start_cluster_ip_traffic(ns: &TestNamespace) -> Poller {
+    let poller = Poller::cluster_ip(ns.client.clone(), &ns.name, "web")
+        .await
+        .unwrap();
+    poll_until(Duration::from_secs(30), || async {
+        (poller.snapshot().served() >= 10).then_some(())
+    })
+    .await
+    .expect("the client gets answers through the ClusterIP");
+    poller
+}
+
 /// Merge-patches `web`'s template.
 pub async fn set_template(ns: &TestNamespace, patch: serde_json::Value) {
     ns.api::<Workload>()

@@ -1,5 +1,6 @@
-//! A client that uses a WorkloadService the way kube-proxy would: it watches the Service's
-//! EndpointSlice and sends one HTTP GET every 20 ms to the next endpoint the slice lists.
+//! A client of a WorkloadService that sends one HTTP GET every 20 ms, either through the
+//! Service's ClusterIP (kube-proxy's datapath, as users' clients do: [`Poller::cluster_ip`]) or
+//! to the next endpoint the Service's EndpointSlice lists ([`Poller::start`]).
 //!
 //! Every answer is recorded, so a test can assert that no request failed and that the answer
 //! changed from one revision to the next exactly once. Bounded: it stops when asked, or after
@@ -14,7 +15,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{Api, Client, runtime::watcher};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -152,6 +153,45 @@ impl Poller {
         Poller { stop, report, task }
     }
 
+    /// Starts polling `IP:port` of Service `service` in `namespace` (its ClusterIP and first
+    /// port), which only kube-proxy's rules route. Requests count from the first answer on:
+    /// kube-proxy programs a Service a moment after its EndpointSlice appears, and before
+    /// that the ClusterIP refuses (which [`get`] reports as a failure).
+    pub async fn cluster_ip(
+        client: Client,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Self, String> {
+        let endpoint = cluster_ip_endpoint(&client, namespace, service).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(Mutex::new(Report::default()));
+        let task = {
+            let (stop, report) = (stop.clone(), report.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut tick = tokio::time::interval(PERIOD);
+                let mut serving = false;
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
+                    tick.tick().await;
+                    let at = started.elapsed();
+                    let answer = get(&endpoint).await;
+                    serving |= answer.is_ok();
+                    if !serving {
+                        continue;
+                    }
+                    if let Ok(mut r) = report.lock() {
+                        r.samples.push(Sample {
+                            at,
+                            endpoint: endpoint.clone(),
+                            answer,
+                        });
+                    }
+                }
+            })
+        };
+        Ok(Poller { stop, report, task })
+    }
+
     /// What it saw so far.
     pub fn snapshot(&self) -> Report {
         self.report.lock().map(|r| r.clone()).unwrap_or_default()
@@ -164,6 +204,31 @@ impl Poller {
         let _ = task.await;
         report.lock().map(|r| r.clone()).unwrap_or_default()
     }
+}
+
+/// `ClusterIP:port` (first port) of Service `service` in `namespace`.
+pub async fn cluster_ip_endpoint(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<String, String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let svc = services
+        .get(service)
+        .await
+        .map_err(|e| format!("service {namespace}/{service}: {e}"))?;
+    let spec = svc.spec.unwrap_or_default();
+    let ip = spec
+        .cluster_ip
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .ok_or_else(|| format!("service {namespace}/{service} has no ClusterIP"))?;
+    let port = spec
+        .ports
+        .as_ref()
+        .and_then(|p| p.first())
+        .map(|p| p.port)
+        .ok_or_else(|| format!("service {namespace}/{service} has no port"))?;
+    Ok(format!("{ip}:{port}"))
 }
 
 /// `IP:port` of every ready endpoint of a slice (first port).

@@ -1,6 +1,7 @@
 //! Blue/green rollouts with the real controller and agent, under live traffic: a client polls
-//! the WorkloadService's EndpointSlice every 20 ms (as kube-proxy would route) through the
-//! whole rollout and must see no failed request and one switch from v1 to v2.
+//! the WorkloadService's ClusterIP every 20 ms, through the local system's kube-proxy
+//! (iptables mode, in its own network namespace), through the whole rollout and must see no
+//! failed request and one switch from v1 to v2.
 //!
 //! Uses the local system's controller and its agent (host local-1, started by up.sh).
 
@@ -27,7 +28,7 @@ use kube::Api;
 async fn manual_promotion_switches_traffic_once_with_no_failed_request() {
     let ns = TestNamespace::new("bg-manual").await;
     let v1 = deploy_v1(&ns, false, 600).await;
-    let poller = start_traffic(&ns).await;
+    let poller = start_cluster_ip_traffic(&ns).await;
 
     set_template(&ns, serde_json::json!({"image": image("web:v2")})).await;
     let wl = wait_for(&ns, "the preview is ready and waits for promotion", |wl| {
@@ -105,7 +106,7 @@ async fn manual_promotion_switches_traffic_once_with_no_failed_request() {
 async fn an_abort_keeps_traffic_on_v1_and_retires_the_preview() {
     let ns = TestNamespace::new("bg-abort").await;
     let v1 = deploy_v1(&ns, false, 600).await;
-    let poller = start_traffic(&ns).await;
+    let poller = start_cluster_ip_traffic(&ns).await;
     set_template(&ns, serde_json::json!({"image": image("web:v2")})).await;
     let wl = wait_for(&ns, "preview ready", |wl| {
         progressing_reason(wl) == "AwaitingPromotion"
@@ -143,7 +144,7 @@ async fn an_abort_keeps_traffic_on_v1_and_retires_the_preview() {
 async fn a_preview_that_never_gets_ready_aborts_at_the_deadline() {
     let ns = TestNamespace::new("bg-deadline").await;
     let v1 = deploy_v1(&ns, true, 15).await;
-    let poller = start_traffic(&ns).await;
+    let poller = start_cluster_ip_traffic(&ns).await;
     // v2 whose readiness probe asks a port nobody listens on.
     let patched = k8s_openapi::jiff::Timestamp::now().as_second();
     set_template(
@@ -195,7 +196,7 @@ async fn going_back_while_the_old_revision_is_warm_switches_at_once() {
     })
     .await;
     let v1 = status_of(&wl).active_revision.unwrap();
-    let poller = start_traffic(&ns).await;
+    let poller = start_cluster_ip_traffic(&ns).await;
     set_template(&ns, serde_json::json!({"image": image("web:v2")})).await;
     wait_for(&ns, "v2 promoted, v1 warm", |wl| {
         let s = status_of(wl);

@@ -1,9 +1,11 @@
-//! `bulkhead-traffic`: the demo's client. It polls a WorkloadService every 20 ms through the
-//! endpoints its EndpointSlice lists (as kube-proxy would route), prints a progress line every
-//! second, and on SIGTERM or SIGINT (or after `--max-seconds`) a summary: requests served and
-//! failed, the answers in order, and when each answer was first and last seen.
+//! `bulkhead-traffic`: the demo's client. It polls a WorkloadService every 20 ms, through its
+//! ClusterIP (kube-proxy's datapath) with `--cluster-ip`, else through the endpoints its
+//! EndpointSlice lists; prints a progress line every second, and on SIGTERM or SIGINT (or
+//! after `--max-seconds`) a summary: requests served and failed, the answers in order, and
+//! when each answer was first and last seen.
 //!
-//! Usage: bulkhead-traffic <namespace> <service> [--max-seconds N]   (KUBECONFIG from the env)
+//! Usage: bulkhead-traffic <namespace> <service> [--cluster-ip] [--max-seconds N]
+//! (KUBECONFIG from the env)
 
 use std::time::Duration;
 
@@ -16,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (ns, svc) = match args.as_slice() {
         [ns, svc, ..] => (ns.clone(), svc.clone()),
-        _ => bail!("usage: bulkhead-traffic <namespace> <service> [--max-seconds N]"),
+        _ => {
+            bail!("usage: bulkhead-traffic <namespace> <service> [--cluster-ip] [--max-seconds N]")
+        }
     };
     let max = match args.iter().position(|a| a == "--max-seconds") {
         Some(i) => Duration::from_secs(
@@ -28,7 +32,13 @@ async fn main() -> anyhow::Result<()> {
     }
     .min(MAX_RUN);
     let client = kube::Client::try_default().await?;
-    let poller = Poller::start(client, &ns, &svc);
+    let poller = if args.iter().any(|a| a == "--cluster-ip") {
+        Poller::cluster_ip(client, &ns, &svc)
+            .await
+            .map_err(anyhow::Error::msg)?
+    } else {
+        Poller::start(client, &ns, &svc)
+    };
     let started = tokio::time::Instant::now();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));

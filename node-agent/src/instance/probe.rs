@@ -108,6 +108,12 @@ pub struct Threshold {
 }
 
 impl Threshold {
+    /// Forgets the reported state, so the next result past a threshold flips again (a flip
+    /// that could not be written).
+    pub fn forget(&mut self) {
+        self.passing = None;
+    }
+
     /// Adds a result; returns the new state when it changed.
     pub fn observe(
         &mut self,
@@ -267,9 +273,15 @@ async fn run(
                     );
                     if let Err(e) = status::write(&ctx, &instance, &s).await {
                         warn!(instance = %name, error = %e, "writing readiness failed");
+                        threshold.forget();
+                    } else {
+                        info!(instance = %name, ready = passing, "readiness changed");
                     }
-                    info!(instance = %name, ready = passing, "readiness changed");
                 }
+                // Not Running yet (its start is still being written, and that write says
+                // ReadinessProbePending): the flip is reported at the next probe instead of
+                // being lost.
+                Kind::Readiness => threshold.forget(),
                 Kind::Liveness if !passing => {
                     warn!(instance = %name, error = ?result.err(), "liveness probe failed; killing the process");
                     let _ = ctx.containerd.kill_task(&container, 9).await;
@@ -285,6 +297,15 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_flip_flips_again_at_the_next_result() {
+        let mut t = Threshold::default();
+        assert_eq!(t.observe(true, 1, 3), Some(true));
+        assert_eq!(t.observe(true, 1, 3), None);
+        t.forget();
+        assert_eq!(t.observe(true, 1, 3), Some(true));
+    }
 
     #[test]
     fn thresholds_flip_only_after_consecutive_results() {
