@@ -215,6 +215,9 @@ pub fn stop(ctx: &Context, container: &str) {
     }
 }
 
+/// Every how many readiness probes the reported state is checked against the API.
+const REASSERT_EVERY: u64 = 10;
+
 async fn run(
     ctx: Arc<Context>,
     namespace: String,
@@ -233,6 +236,12 @@ async fn run(
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &namespace);
     loop {
         n += 1;
+        if kind == Kind::Readiness && n % REASSERT_EVERY == 0 {
+            // A status write from a copy read before the flip (a reconcile of the instance's
+            // start) may have put ReadinessProbePending back: the state is checked against
+            // the API again (a GET; nothing is written when it holds).
+            threshold.forget();
+        }
         let result = run_once(&ctx, &probe, &container, ip.as_deref(), n).await;
         ctx.metrics.probe(
             if kind == Kind::Readiness {
@@ -256,6 +265,7 @@ async fn run(
             match kind {
                 Kind::Readiness if running => {
                     let mut s = status::current(&instance);
+                    let before = s.clone();
                     let (reason, message) = match &result {
                         Ok(()) => (
                             "ReadinessProbePassed",
@@ -274,7 +284,7 @@ async fn run(
                     if let Err(e) = status::write(&ctx, &instance, &s).await {
                         warn!(instance = %name, error = %e, "writing readiness failed");
                         threshold.forget();
-                    } else {
+                    } else if s != before {
                         info!(instance = %name, ready = passing, "readiness changed");
                     }
                 }
