@@ -236,7 +236,7 @@ async fn run(
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &namespace);
     loop {
         n += 1;
-        if kind == Kind::Readiness && n % REASSERT_EVERY == 0 {
+        if kind == Kind::Readiness && n.is_multiple_of(REASSERT_EVERY) {
             // A status write from a copy read before the flip (a reconcile of the instance's
             // start) may have put ReadinessProbePending back: the state is checked against
             // the API again (a GET; nothing is written when it holds).
