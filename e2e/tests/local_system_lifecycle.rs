@@ -209,6 +209,7 @@ fn up_twice_reuses_runs_an_instance_under_a_0700_parent_and_down_leaves_nothing(
         "etcd",
         "kube-apiserver",
         "kube-controller-manager",
+        "kube-proxy",
         "containerd",
         "registry",
     ] {
@@ -218,6 +219,12 @@ fn up_twice_reuses_runs_an_instance_under_a_0700_parent_and_down_leaves_nothing(
         );
         assert!(alive(first[component]), "{component} is not running");
     }
+    let n = offset() / 1000;
+    assert!(
+        proxy_network(n).iter().all(|(_, present)| *present),
+        "kube-proxy's network: {:?}",
+        proxy_network(n)
+    );
     script("up.sh", &state);
     assert_eq!(pids(&state), first, "a second up started new processes");
     let apiservers = processes_of(&state)
@@ -267,6 +274,11 @@ fn up_twice_reuses_runs_an_instance_under_a_0700_parent_and_down_leaves_nothing(
     assert!(!state.exists(), "state dir left behind");
     assert!(!runtime.exists(), "runtime dir {runtime:?} left behind");
     assert!(mounts_under(&runtime).is_empty());
+    assert!(
+        proxy_network(n).iter().all(|(_, present)| !*present),
+        "kube-proxy's network left behind: {:?}",
+        proxy_network(n)
+    );
 
     // up after down works, and down again cleans up again.
     script("up.sh", &state);
@@ -277,4 +289,45 @@ fn up_twice_reuses_runs_an_instance_under_a_0700_parent_and_down_leaves_nothing(
     assert!(!state.exists());
     assert!(!runtime.exists());
     std::fs::remove_dir_all(&home).unwrap();
+}
+
+/// Whether each part of system `n`'s kube-proxy network exists: its network namespace, its
+/// veth, its route for the service range, and the host's iptables rules it marks.
+fn proxy_network(n: u16) -> Vec<(&'static str, bool)> {
+    let out = |args: &[&str]| {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let netns = format!("bulkhead-kp{n}");
+    let veth = format!("bhkp{n}");
+    let comment = format!("bulkhead kube-proxy {netns}");
+    vec![
+        (
+            "netns",
+            out(&["ip", "netns", "list"])
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(netns.as_str())),
+        ),
+        (
+            "veth",
+            Command::new("ip")
+                .args(["link", "show", &veth])
+                .output()
+                .unwrap()
+                .status
+                .success(),
+        ),
+        (
+            "route",
+            out(&["ip", "route", "show", &format!("10.96.{n}.0/24")]).contains(&veth),
+        ),
+        (
+            "nat rules",
+            out(&["iptables", "-w", "-t", "nat", "-S"]).contains(&comment),
+        ),
+        (
+            "filter rule",
+            out(&["iptables", "-w", "-S", "FORWARD"]).contains(&comment),
+        ),
+    ]
 }
