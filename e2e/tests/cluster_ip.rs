@@ -10,8 +10,16 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use bulkhead_crds::{ANNOTATION_PROMOTE, workload::WorkloadPhase};
-use bulkhead_e2e::{TestNamespace, agent::image, poll_until, rollout::*, traffic};
+use bulkhead_crds::{ANNOTATION_PROMOTE, InstancePhase, WorkloadService, workload::WorkloadPhase};
+use bulkhead_e2e::{
+    TestNamespace,
+    agent::{exec, image},
+    fixtures::{instance, wait_for_phase},
+    poll_until,
+    rollout::*,
+    traffic,
+};
+use kube::{Api, ResourceExt};
 
 /// The client must be able to fail: a ClusterIP whose Service has no endpoint (kube-proxy
 /// rejects it), and a port the Service does not have (nothing routes it), are reported as
@@ -121,5 +129,76 @@ async fn the_cluster_ip_answers_from_the_active_revision_and_switches_on_promoti
         report.first("v2").map(|d| d.as_secs_f64()).unwrap_or(-1.0)
     );
     assert_clean(&report, &["v1", "v2"]);
+    ns.delete().await;
+}
+
+/// Whether the tools instance (container `id` in the local agent's containerd namespace)
+/// opens a TCP connection to `ip:port` (its `/bin/probe connect`: exit 1 connected, 0 not).
+fn connects(id: &str, ip: &str, port: u16) -> bool {
+    let (code, out) = exec(
+        "bulkhead",
+        id,
+        &["/bin/probe", "connect", ip, &port.to_string()],
+    );
+    assert!(code == 0 || code == 1, "probe connect failed to run: {out}");
+    code == 1
+}
+
+/// The walls still hold beside the proxy: the host reaches the ClusterIP, but an instance of
+/// another namespace on the same bridge reaches neither the web instances (walled across
+/// namespaces) nor the ClusterIP nor kube-proxy itself (no route beyond its subnet).
+#[tokio::test]
+async fn the_walls_hold_beside_the_proxy_for_instances_of_other_namespaces() {
+    let ns = TestNamespace::new("cluster-ip-walls").await;
+    let other = TestNamespace::new("cluster-ip-other").await;
+    deploy_v1(&ns, false, 600).await;
+    let active = traffic::cluster_ip_endpoint(&ns.client, &ns.name, "web")
+        .await
+        .unwrap();
+    poll_until(CONVERGE, || async {
+        (traffic::get(&active).await.as_deref() == Ok("v1")).then_some(())
+    })
+    .await
+    .expect("the host reaches the ClusterIP");
+    let services: Api<WorkloadService> = ns.api();
+    let endpoints = services.get("web").await.unwrap().status.unwrap().endpoints;
+    instance("tools")
+        .on("local-1")
+        .image(&image("tools:v1"))
+        .command(&["/bin/probe", "serve", "9000"])
+        .create(&other)
+        .await;
+    let tools = wait_for_phase(&other, "tools", InstancePhase::Running, CONVERGE).await;
+    let id = format!("bh-{}", tools.uid().unwrap());
+    let offset: u16 = std::env::var("BULKHEAD_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let proxy = format!("10.95.{}.2", offset / 1000);
+    let (cluster_ip, port) = active.rsplit_once(':').unwrap();
+    let mut targets: Vec<(String, u16)> = endpoints
+        .iter()
+        .map(|e| {
+            let (ip, port) = e.rsplit_once(':').unwrap();
+            (ip.to_string(), port.parse().unwrap())
+        })
+        .collect();
+    targets.push((cluster_ip.to_string(), port.parse().unwrap()));
+    targets.push((proxy, 10256));
+    // The probe can report a connection: to the instance's own server.
+    let own = tools.status.clone().unwrap().pod_ip.unwrap();
+    poll_until(CONVERGE, || async {
+        connects(&id, &own, 9000).then_some(())
+    })
+    .await
+    .expect("the tools instance connects to its own server");
+    for (ip, port) in &targets {
+        assert!(
+            !connects(&id, ip, *port),
+            "an instance of another namespace reached {ip}:{port}"
+        );
+    }
+    println!("from another namespace's instance, refused: {targets:?}");
+    other.delete().await;
     ns.delete().await;
 }
