@@ -97,6 +97,7 @@ impl AgentConfig {
             state_dir: self.state_dir.clone(),
             allowed_registries: self.allowed_registries.clone(),
             mapped_uid: self.uid_range_pool.first(),
+            cni_root: self.cni_root.clone(),
         }
     }
 }
