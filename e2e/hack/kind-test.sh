@@ -33,7 +33,9 @@ finish() {
   if [[ $rc -ne 0 ]]; then
     log "failed after $((SECONDS - started))s; state:"
     kubectl get pods -A -o wide 2>&1 | head -30 >&2 || true
-    kubectl get inst -o wide 2>&1 | head -20 >&2 || true
+    kubectl get wl,inst -A -o wide 2>&1 | head -20 >&2 || true
+    kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -15 >&2 || true
+    kubectl -n "$ns" logs ds/bulkhead-node-agent --tail=15 2>&1 | cut -c1-400 >&2 || true
   fi
   if [[ "${KIND_KEEP:-0}" != 1 ]]; then bash "$hack/kind-down.sh" || rc=1; fi
   log "took $((SECONDS - started))s"

@@ -300,6 +300,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cni,
         walls,
         probing: Mutex::default(),
+        node_root: cfg.cni_root.clone(),
+        start_backoff: Mutex::default(),
         metrics: Arc::default(),
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
         recorder: crate::instance::record::recorder(client.clone(), &cfg.host_name),
