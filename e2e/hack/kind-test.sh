@@ -38,6 +38,7 @@ finish() {
     kubectl get wl,inst -A -o wide 2>&1 | head -20 >&2 || true
     kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -15 >&2 || true
     kubectl -n "$ns" logs ds/bulkhead-node-agent --tail=15 2>&1 | cut -c1-400 >&2 || true
+    kubectl -n "$ns" logs -l app.kubernetes.io/component=controller --prefix --tail=10 2>&1 | cut -c1-400 >&2 || true
   fi
   if [[ "${KIND_KEEP:-0}" != 1 ]]; then bash "$hack/kind-down.sh" || rc=1; fi
   log "took $((SECONDS - started))s"
