@@ -329,10 +329,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     ));
 
     // Rebuild state before anything new can start.
+    let begun = std::time::Instant::now();
     let restored = sweep::rebuild_allocations(&ctx).await?;
+    let rebuilt = begun.elapsed();
     sweep::clear_interrupted_work(&ctx).await?;
+    let cleared = begun.elapsed();
     let removed = sweep::remove_orphans(&ctx).await?;
-    info!(restored, removed, "adopted running containers");
+    info!(restored, removed, ?rebuilt, ?cleared, took = ?begun.elapsed(), "adopted running containers");
 
     let isolation_floor = cfg.isolation_floor;
     let status = move |ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)| {
