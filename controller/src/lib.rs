@@ -49,6 +49,8 @@ pub struct Context {
     pub expectations: workload::expectations::Expectations,
     /// Followed tags: the registry client and the pushes the registry announced.
     pub image_updates: image_updates::ImageUpdates,
+    /// What the revision history last recorded per Workload (skips unchanged recordings).
+    pub history: workload::history::Recorded,
 }
 
 impl std::fmt::Debug for Context {

@@ -120,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         image_updates: bulkhead_controller::image_updates::ImageUpdates::new(
             args.allowed_registries.clone(),
         ),
+        history: Default::default(),
     });
     let workloads = Controller::new(
         Api::<Workload>::all(client.clone()),

@@ -53,6 +53,7 @@ prepare_host() {
     mkdir /lib/modules
     touch "$KIND_STATE/created-lib-modules"
   fi
+  guard_routes
   if ! podman network exists "$KIND_NETWORK"; then
     ip -4 route | grep -q "^${KIND_SUBNET%%/*}" && {
       echo "error: $KIND_SUBNET is already routed on this machine; set KIND_SUBNET to a free /24" >&2
@@ -62,8 +63,31 @@ prepare_host() {
   fi
 }
 
+# The node's own ranges: kind's service subnet (its default), the pod subnet and the agent's
+# instance subnet live inside the node, so nothing the node forwards to this machine for
+# them (a ClusterIP before kube-proxy has synced, say) may leave it: unreachable routes, at
+# a metric of their own so that a local system's guard of the same range can coexist.
+KIND_GUARDED=(10.96.0.0/16 10.244.0.0/16 10.89.0.0/24)
+KIND_GUARD_METRIC=4244
+guard_routes() {
+  local cidr
+  for cidr in "${KIND_GUARDED[@]}"; do
+    if ! ip -4 route show type unreachable "$cidr" | grep -q "metric $KIND_GUARD_METRIC"; then
+      ip route add unreachable "$cidr" metric "$KIND_GUARD_METRIC"
+      echo "$cidr" >>"$KIND_STATE/guard-routes"
+    fi
+  done
+}
+
 # undo_host: the reverse of prepare_host, for what it recorded.
 undo_host() {
+  if [[ -f "$KIND_STATE/guard-routes" ]]; then
+    local cidr
+    while read -r cidr; do
+      ip route del unreachable "$cidr" metric "$KIND_GUARD_METRIC" 2>/dev/null || true
+    done <"$KIND_STATE/guard-routes"
+    rm -f "$KIND_STATE/guard-routes"
+  fi
   if podman network exists "$KIND_NETWORK" 2>/dev/null; then
     podman network rm "$KIND_NETWORK" >/dev/null
   fi

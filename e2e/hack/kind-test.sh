@@ -8,8 +8,10 @@
 #   3. web Available, and each of its instances' status.isolation read back inside the node
 #      from the instance's process: user namespace range (uid_map), seccomp filter, no
 #      capabilities, read-only root;
-#   4. a blue/green rollout of web:v2 under a client pod polling the Service's ClusterIP every
-#      20 ms, with the agent pod deleted mid-rollout: the DaemonSet restarts it, it adopts its
+#   4. the network walls refuse a client pod (pods are not Instances) until a NetworkPolicy
+#      lets the pod network in (e2e/kind/allow-pods.yaml); then a blue/green rollout of web:v2
+#      under that client polling the Service's ClusterIP every 20 ms, with the agent pod
+#      deleted mid-rollout: the DaemonSet restarts it, it adopts its
 #      instances (same PIDs), the rollout completes, the client saw no failed request and
 #      exactly one switch from v1 to v2;
 #   5. helm upgrade with a changed value (the agent's log level reaches the new pod) and helm
@@ -33,7 +35,10 @@ finish() {
   if [[ $rc -ne 0 ]]; then
     log "failed after $((SECONDS - started))s; state:"
     kubectl get pods -A -o wide 2>&1 | head -30 >&2 || true
-    kubectl get inst -o wide 2>&1 | head -20 >&2 || true
+    kubectl get wl,inst -A -o wide 2>&1 | head -20 >&2 || true
+    kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -15 >&2 || true
+    kubectl -n "$ns" logs ds/bulkhead-node-agent --tail=15 2>&1 | cut -c1-400 >&2 || true
+    kubectl -n "$ns" logs -l app.kubernetes.io/component=controller --prefix --tail=10 2>&1 | cut -c1-400 >&2 || true
   fi
   if [[ "${KIND_KEEP:-0}" != 1 ]]; then bash "$hack/kind-down.sh" || rc=1; fi
   log "took $((SECONDS - started))s"
@@ -128,7 +133,13 @@ skopeo copy --quiet "oci:$tools:tools-v1" "docker-archive:$KIND_STATE/tools.tar:
 kind load image-archive "$KIND_STATE/tools.tar" --name "$KIND_CLUSTER_NAME"
 sed "s/@IP@/$ip/" "$KIND_FILES/client.yaml" | kubectl apply -f - >/dev/null
 kubectl wait --for=condition=Ready pod/web-client --timeout=120s >/dev/null
-wait_for 30 "the client's first answer" bash -c "kubectl logs web-client | grep -qx v1"
+# The walls first: a pod is not an Instance, so web refuses it (the control that shows the
+# client can fail) until a NetworkPolicy lets the pod network in.
+refused() { (($(kubectl logs web-client | grep -cx FAIL) >= 5)) && ! kubectl logs web-client | grep -qx v1; }
+wait_for 60 "5 refused requests from the pod before any NetworkPolicy" refused
+pass "the walls refuse the pod network by default ($(kubectl logs web-client | grep -cx FAIL) requests)"
+kubectl apply -f "$KIND_FILES/allow-pods.yaml" >/dev/null
+wait_for 30 "the client's first answer after the NetworkPolicy" bash -c "kubectl logs web-client | grep -qx v1"
 before=$(web_pids "$rev1")
 log "v1 tasks: $(tr '\n' ' ' <<<"$before")"
 kubectl patch wl web --type merge -p '{"spec":{"template":{"image":"localhost:5000/bulkhead/web:v2"}}}' >/dev/null
@@ -170,7 +181,8 @@ more_answers() { (($(kubectl logs web-client | wc -l) > mark + 50)); }
 wait_for 30 "50 more answers after the v1 instances retired" more_answers
 kubectl exec web-client -- /bin/busybox touch /tmp/stop
 wait_for 30 "the client to stop" bash -c "kubectl logs web-client | grep -q '^done'"
-answers=$(kubectl logs web-client | grep -E '^(v1|v2|FAIL)')
+# From the first answer on (the refused requests before the NetworkPolicy were the control).
+answers=$(kubectl logs web-client | sed -n '/^v1$/,$p' | grep -E '^(v1|v2|FAIL)')
 total=$(wc -l <<<"$answers")
 failed=$(grep -c '^FAIL' <<<"$answers" || true)
 switches=$(uniq <<<"$answers" | wc -l)

@@ -213,7 +213,7 @@ async fn a_restarted_agent_adopts_running_instances_without_restarting_them() {
     agent.kill();
     agent.restart_with_env(&[]);
     agent
-        .wait_for_log("adopted running containers", 2, Duration::from_secs(30))
+        .wait_for_log("adopted running containers", 2, START)
         .await;
     let after = wait_for_phase(&ns, "web", InstancePhase::Running, Duration::from_secs(30)).await;
     assert_eq!(

@@ -100,6 +100,7 @@ impl AgentConfig {
             state_dir: self.state_dir.clone(),
             allowed_registries: self.allowed_registries.clone(),
             mapped_uid: self.uid_range_pool.first(),
+            cni_root: self.cni_root.clone(),
         }
     }
 }
@@ -303,6 +304,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cni,
         walls,
         probing: Mutex::default(),
+        node_root: cfg.cni_root.clone(),
+        start_backoff: Mutex::default(),
         metrics: Arc::default(),
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
         recorder: crate::instance::record::recorder(client.clone(), &cfg.host_name),
@@ -330,10 +333,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     ));
 
     // Rebuild state before anything new can start.
+    let begun = std::time::Instant::now();
     let restored = sweep::rebuild_allocations(&ctx).await?;
+    let rebuilt = begun.elapsed();
     sweep::clear_interrupted_work(&ctx).await?;
+    let cleared = begun.elapsed();
     let removed = sweep::remove_orphans(&ctx).await?;
-    info!(restored, removed, "adopted running containers");
+    info!(restored, removed, ?rebuilt, ?cleared, took = ?begun.elapsed(), "adopted running containers");
 
     let isolation_floor = cfg.isolation_floor;
     let status = move |ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)| {

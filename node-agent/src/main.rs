@@ -100,11 +100,11 @@ struct Args {
     /// agent's bridge network.
     #[arg(long, global = true, env = "BULKHEAD_CNI_CONF_DIR")]
     cni_conf_dir: Option<PathBuf>,
-    /// Run the CNI plugins and iptables (network walls) with this directory as their root
-    /// (chroot): /proc/1/root when the
-    /// agent runs in a pod with the host PID namespace (the Helm chart), so that plugins use
-    /// the node's own iptables and paths rather than the agent image's. --cni-bin-dir, the
-    /// state directory and network namespace paths are then the node's.
+    /// Run the CNI plugins and iptables (the network walls) with this directory as their
+    /// root (chroot): /proc/1/root when the agent runs in a pod with the host PID namespace
+    /// (the Helm chart), so that they use the node's own iptables and paths rather than the
+    /// agent image's. --cni-bin-dir, the state directory and network namespace paths are then
+    /// the node's.
     #[arg(long, env = "BULKHEAD_CNI_ROOT")]
     cni_root: Option<PathBuf>,
     /// The agent's own network: bridge name.

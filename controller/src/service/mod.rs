@@ -108,9 +108,13 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let client = ctx.client.clone();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
-    let workload = Api::<Workload>::namespaced(client.clone(), &ns)
-        .get_opt(&svc.spec.workload_name)
-        .await?;
+    let workloads = Api::<Workload>::namespaced(client.clone(), &ns);
+    let uid = svc.uid().unwrap_or_default();
+    // One round trip for the five reads (the Workload and the four names), not five.
+    let (workload, slots) = futures::try_join!(
+        async { Ok::<_, Error>(workloads.get_opt(&svc.spec.workload_name).await?) },
+        observe_names(&services, &slices, &name, &uid),
+    )?;
     let instances = match &workload {
         Some(_) => ctx
             .placement
@@ -133,7 +137,6 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let ready = publish::ready_instances(&instances, active.as_deref());
     let preview_ready = publish::ready_instances(&instances, preview.as_deref());
 
-    let slots = observe_names(&services, &slices, &name, &svc.uid().unwrap_or_default()).await?;
     let plan = ownership::plan(&ns, svc.spec.preview, &slots);
     let published = Published {
         active: active.as_deref(),
@@ -254,22 +257,29 @@ async fn execute(
     published: &Published<'_>,
 ) -> Result<(), Error> {
     let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
-    for (kind, role, object) in &plan.apply {
+    // The applies touch four different objects: all in one round trip (the active slice is
+    // the traffic switch, and it no longer waits behind the Service applies).
+    let applies = plan.apply.iter().map(|(kind, role, object)| {
         let (revision, ready) = match role {
             Role::Active => (published.active, published.ready),
             Role::Preview => (published.preview, published.preview_ready),
         };
-        match kind {
-            Kind::Service => {
-                let body = publish::service(svc, object, role.as_str());
-                services.patch(object, &pp, &Patch::Apply(body)).await?;
+        let pp = &pp;
+        async move {
+            match kind {
+                Kind::Service => {
+                    let body = publish::service(svc, object, role.as_str());
+                    services.patch(object, pp, &Patch::Apply(body)).await?;
+                }
+                Kind::EndpointSlice => {
+                    let body = publish::endpoint_slice(svc, object, role.as_str(), revision, ready);
+                    slices.patch(object, pp, &Patch::Apply(&body)).await?;
+                }
             }
-            Kind::EndpointSlice => {
-                let body = publish::endpoint_slice(svc, object, role.as_str(), revision, ready);
-                slices.patch(object, &pp, &Patch::Apply(&body)).await?;
-            }
+            Ok::<_, Error>(())
         }
-    }
+    });
+    futures::future::try_join_all(applies).await?;
     for (kind, object, uid) in &plan.delete {
         let dp = DeleteParams {
             preconditions: Some(Preconditions {

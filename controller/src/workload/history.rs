@@ -41,6 +41,54 @@ pub fn to_prune(
         .collect()
 }
 
+/// What [`record`] last made true for each Workload (by UID), so that a reconcile that would
+/// change nothing (the same revision, the same revisions in use, the same limit) skips its
+/// list round trip: a blue/green switch no longer waits for it. A new leader starts empty
+/// and records once. Bounded: cleared when it outgrows [`Recorded::MAX`] Workloads.
+#[derive(Debug, Default)]
+pub struct Recorded(std::sync::Mutex<std::collections::HashMap<String, Memo>>);
+
+/// The inputs of one recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memo {
+    revision: String,
+    in_use: BTreeSet<String>,
+    limit: i32,
+}
+
+impl Recorded {
+    /// Workloads remembered at most.
+    pub const MAX: usize = 100_000;
+
+    fn memo(wl: &Workload, revision: &str, in_use: &BTreeSet<String>) -> Option<(String, Memo)> {
+        let memo = Memo {
+            revision: revision.to_string(),
+            in_use: in_use.clone(),
+            limit: wl.spec.revision_history_limit,
+        };
+        Some((wl.uid()?, memo))
+    }
+
+    /// Whether `record` with these inputs already succeeded for this Workload.
+    pub fn done(&self, wl: &Workload, revision: &str, in_use: &BTreeSet<String>) -> bool {
+        let (Some((uid, memo)), Ok(map)) = (Self::memo(wl, revision, in_use), self.0.lock()) else {
+            return false;
+        };
+        map.get(&uid) == Some(&memo)
+    }
+
+    /// Remembers a successful `record`.
+    pub fn remember(&self, wl: &Workload, revision: &str, in_use: &BTreeSet<String>) {
+        if let (Some((uid, memo)), Ok(mut map)) = (Self::memo(wl, revision, in_use), self.0.lock())
+        {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(uid, memo);
+        }
+    }
+}
+
 /// Records `revision` as the newest in the Workload's history and prunes the oldest.
 pub async fn record(
     api: &Api<ControllerRevision>,
@@ -125,6 +173,34 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_is_skipped_only_with_the_same_inputs() {
+        let mut wl = Workload::new(
+            "web",
+            serde_json::from_value(json!({"owner": "t", "template": {"image": "x"}})).unwrap(),
+        );
+        wl.metadata.uid = Some("u1".into());
+        let r = Recorded::default();
+        let none = BTreeSet::new();
+        assert!(!r.done(&wl, "a", &none));
+        r.remember(&wl, "a", &none);
+        assert!(r.done(&wl, "a", &none));
+        assert!(!r.done(&wl, "b", &none), "a new revision is recorded");
+        let running: BTreeSet<String> = ["a".to_string()].into();
+        assert!(
+            !r.done(&wl, "a", &running),
+            "a change of what runs may prune"
+        );
+        wl.spec.revision_history_limit += 1;
+        assert!(!r.done(&wl, "a", &none), "a new limit may prune");
+        let mut other = wl.clone();
+        other.metadata.uid = Some("u2".into());
+        assert!(
+            !r.done(&other, "a", &none),
+            "a Workload recreated under the name starts over"
+        );
+    }
 
     #[test]
     fn prunes_the_oldest_beyond_the_limit_but_never_what_runs() {

@@ -228,13 +228,16 @@ async fn apply(
         .filter(|i| !i.finished && !i.deleting)
         .map(|i| i.revision.clone())
         .collect();
-    history::record(
-        &Api::namespaced(ctx.client.clone(), &seen.ns),
-        wl,
-        &seen.rev,
-        &in_use,
-    )
-    .await?;
+    if !ctx.history.done(wl, &seen.rev, &in_use) {
+        history::record(
+            &Api::namespaced(ctx.client.clone(), &seen.ns),
+            wl,
+            &seen.rev,
+            &in_use,
+        )
+        .await?;
+        ctx.history.remember(wl, &seen.rev, &in_use);
+    }
     let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &seen.ns);
     apply_actions(
         ctx,

@@ -6,6 +6,7 @@
 //! in memory: allocations are rebuilt from container labels at start-up, so a restarted
 //! agent adopts what runs and starts nothing twice.
 
+pub mod backoff;
 pub mod labels;
 pub mod probe;
 pub mod record;
@@ -108,6 +109,11 @@ pub struct Context {
     pub log_writer: crate::logs::LogWriter,
     /// Publishes Events on Instances.
     pub recorder: kube::runtime::events::Recorder,
+    /// The node's root seen from the agent (--cni-root, when it runs in a pod): where the
+    /// node's paths that containerd hands out (snapshot directories) are found.
+    pub node_root: Option<PathBuf>,
+    /// Delays between failed start attempts, by Instance UID.
+    pub start_backoff: Mutex<backoff::StartBackoff>,
 }
 
 impl std::fmt::Debug for Context {
@@ -120,6 +126,11 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// The start back-off, locked (None only if a panic poisoned it).
+    pub fn backoff(&self) -> Option<std::sync::MutexGuard<'_, backoff::StartBackoff>> {
+        self.start_backoff.lock().ok()
+    }
+
     /// Where an instance's stdout and stderr go.
     pub fn log_path(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
         self.state_dir

@@ -64,7 +64,47 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         }
         _ => {}
     }
-    start(instance, ctx, &uid, &id).await
+    start_gated(instance, ctx, &uid, &id).await
+}
+
+/// [`start`] behind the instance's back-off: an attempt within the delay left by a failed
+/// one waits instead (see [`super::backoff`]); a failure is logged, recorded in the status
+/// (reason `StartFailed`, the error and the next attempt) and retried after the delay.
+async fn start_gated(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    uid: &str,
+    id: &str,
+) -> Result<Action, Error> {
+    let now = std::time::Instant::now();
+    if let Some(wait) = ctx.backoff().and_then(|b| b.wait(uid, now)) {
+        return Ok(Action::requeue(wait));
+    }
+    let error = match start(instance, ctx, uid, id).await {
+        Ok(action) => {
+            if let Some(mut b) = ctx.backoff() {
+                b.forget(uid);
+            }
+            return Ok(action);
+        }
+        Err(e) => e,
+    };
+    let delay = ctx
+        .backoff()
+        .map_or(super::backoff::FIRST, |mut b| b.failed(uid, now));
+    warn!(instance = %instance.name_any(), namespace = ?instance.namespace(), %error, retry_in = ?delay, "start failed");
+    let mut s = status::current(instance);
+    let message = format!("{error} (next attempt in {}s)", delay.as_secs());
+    status::phase(
+        &mut s,
+        InstancePhase::Starting,
+        Some("StartFailed"),
+        Some(message),
+    );
+    if let Err(e) = status::write(ctx, instance, &s).await {
+        warn!(instance = %instance.name_any(), error = %e, "recording the failed start");
+    }
+    Ok(Action::requeue(delay))
 }
 
 /// Why `instance` may not run on a host whose operator set `floor`, if it may not: each
@@ -612,7 +652,11 @@ async fn create(
         .containerd
         .prepare_snapshot(None, id, &pulled.chain_id, snapshot_labels)
         .await?;
-    if let Err(e) = rootfs::make_mount_points(&mounts, &instance.spec.template.writable_paths) {
+    if let Err(e) = rootfs::make_mount_points(
+        &mounts,
+        &instance.spec.template.writable_paths,
+        ctx.node_root.as_deref(),
+    ) {
         let _ = ctx.containerd.remove_snapshot(id).await;
         return Err(Error::Host(format!(
             "creating the writable mount points of {id}: {e}"

@@ -18,6 +18,9 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
         .uid()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let id = labels::container_id(&uid);
+    if let Some(mut b) = ctx.backoff() {
+        b.forget(&uid);
+    }
     let grace = Duration::from_secs(
         instance
             .spec

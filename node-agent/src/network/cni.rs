@@ -304,8 +304,17 @@ pub fn chroot_exec(args: &[String]) -> Option<std::io::Error> {
     if let Err(e) = std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/")) {
         return Some(std::io::Error::new(e.kind(), format!("chroot {root}: {e}")));
     }
-    Some(std::process::Command::new(program).args(rest).exec())
+    // A bare name is looked up in the new root's standard directories (the agent image's
+    // PATH may lack the sbin ones).
+    let mut cmd = std::process::Command::new(program);
+    if !program.contains('/') {
+        cmd.env("PATH", NODE_PATH);
+    }
+    Some(cmd.args(rest).exec())
 }
+
+/// Where `cni-chroot` looks for a program given by name.
+const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The first IP address of a CNI result (`ips[].address`, "10.89.0.5/24").
 pub fn first_ip(result: &Value) -> Option<String> {

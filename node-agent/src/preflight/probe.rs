@@ -44,6 +44,8 @@ pub struct Settings {
     pub allowed_registries: Vec<String>,
     /// The first host UID of --uid-range-pool: what an instance's root maps to.
     pub mapped_uid: u32,
+    /// --cni-root: where the node's `ip` is found when the agent runs in a pod.
+    pub cni_root: Option<PathBuf>,
 }
 
 /// Reads everything the checks need.
@@ -137,16 +139,24 @@ async fn subnet(s: &Settings) -> SubnetInput {
     SubnetInput {
         subnet: s.instance_subnet.clone(),
         bridge: s.cni_bridge.clone(),
-        interfaces: ip_json(&["-j", "-4", "addr", "show"]).await,
-        routes: ip_json(&["-j", "-4", "route", "show", "table", "main"]).await,
+        interfaces: ip_json(s.cni_root.as_deref(), &["-j", "-4", "addr", "show"]).await,
+        routes: ip_json(
+            s.cni_root.as_deref(),
+            &["-j", "-4", "route", "show", "table", "main"],
+        )
+        .await,
     }
 }
 
-async fn ip_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, String> {
+async fn ip_json<T: serde::de::DeserializeOwned>(
+    root: Option<&std::path::Path>,
+    args: &[&str],
+) -> Result<T, String> {
     let cmd = format!("ip {}", args.join(" "));
     let out = tokio::time::timeout(
         TIMEOUT,
-        tokio::process::Command::new("ip")
+        crate::network::cni::node_command(root, "ip")
+            .map_err(|e| format!("{cmd}: {e}"))?
             .args(args)
             .kill_on_drop(true)
             .output(),

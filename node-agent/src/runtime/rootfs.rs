@@ -12,15 +12,25 @@ pub fn upper_dir(mounts: &[Mount]) -> Option<PathBuf> {
         .find_map(|o| o.strip_prefix("upperdir=").map(PathBuf::from))
 }
 
-/// Creates the mount points of `paths` in the snapshot's upper directory.
+/// Creates the mount points of `paths` in the snapshot's upper directory, seen under
+/// `node_root` when the agent runs in a pod (--cni-root: the snapshot paths containerd
+/// gives are the node's).
 ///
 /// Inside a user namespace runc cannot create them: the image's directories belong to host
 /// root, which the instance's root does not map to. The agent, as host root, makes them
 /// here; overlayfs merges them with the image's own.
-pub fn make_mount_points(mounts: &[Mount], paths: &[String]) -> std::io::Result<()> {
+pub fn make_mount_points(
+    mounts: &[Mount],
+    paths: &[String],
+    node_root: Option<&Path>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let Some(upper) = upper_dir(mounts) else {
         return Ok(());
+    };
+    let upper = match node_root {
+        Some(root) => root.join(upper.strip_prefix("/").unwrap_or(&upper)),
+        None => upper,
     };
     for p in paths {
         // One level at a time, each 0755 whatever the agent's umask: the instance's root is
@@ -123,7 +133,7 @@ mod tests {
             ],
             ..Default::default()
         }];
-        make_mount_points(&mounts, &["/var/cache/app".into()]).unwrap();
+        make_mount_points(&mounts, &["/var/cache/app".into()], None).unwrap();
         assert!(upper.join("var/cache/app").is_dir());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(upper.join("var/cache"))
@@ -136,6 +146,20 @@ mod tests {
             "traversable by an unmapped user whatever the umask"
         );
         assert_eq!(upper_dir(&[]), None);
-        make_mount_points(&[], &["/x".into()]).unwrap();
+        make_mount_points(&[], &["/x".into()], None).unwrap();
+    }
+
+    #[test]
+    fn under_a_node_root_the_upper_dir_is_the_nodes() {
+        let node = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(node.path().join("snap/fs")).unwrap();
+        let mounts = vec![Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec!["upperdir=/snap/fs".into()],
+            ..Default::default()
+        }];
+        make_mount_points(&mounts, &["/tmp/app".into()], Some(node.path())).unwrap();
+        assert!(node.path().join("snap/fs/tmp/app").is_dir());
     }
 }
