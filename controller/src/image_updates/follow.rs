@@ -11,11 +11,9 @@ use bulkhead_crds::{
 };
 use bulkhead_registry::{
     ImageRef,
-    signature::{self, TrustedKeys, VerifyError},
+    signature::{self, VerifyError},
 };
-use k8s_openapi::{
-    api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
@@ -161,7 +159,7 @@ fn rollout_in_progress(status: &WorkloadStatus) -> bool {
 
 /// Verifies the signature of `digest` against the Workload's trusted keys.
 async fn verify(ctx: &Context, wl: &Workload, image: &ImageRef, digest: String) -> Outcome {
-    let keys = match trusted_keys(ctx, wl).await {
+    let keys = match super::keys::trusted_keys(ctx, wl).await {
         Ok(k) => k,
         Err(message) => {
             return Outcome::Refused {
@@ -193,42 +191,6 @@ async fn verify(ctx: &Context, wl: &Workload, image: &ImageRef, digest: String) 
             "reading the signatures of {digest} took longer than {LOOK_TIMEOUT:?}"
         )),
     }
-}
-
-/// The keys of the ConfigMap the Workload names, or why there are none.
-async fn trusted_keys(ctx: &Context, wl: &Workload) -> Result<TrustedKeys, String> {
-    let Some(name) = wl
-        .spec
-        .image_updates
-        .as_ref()
-        .and_then(|u| u.trusted_keys.as_ref())
-        .map(|k| k.config_map_name.clone())
-    else {
-        return Err("spec.imageUpdates names no trustedKeys".into());
-    };
-    let ns = wl.namespace().unwrap_or_default();
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let cm = match api.get_opt(&name).await {
-        Ok(Some(cm)) => cm,
-        Ok(None) => {
-            return Err(format!(
-                "configmap {ns}/{name} (spec.imageUpdates.trustedKeys) does not exist; create it with the cosign public keys"
-            ));
-        }
-        Err(e) => {
-            warn!(workload = %wl.name_any(), namespace = %ns, error = %e, "reading the trusted keys failed");
-            return Err(format!("reading configmap {ns}/{name}: {e}"));
-        }
-    };
-    let data = cm.data.unwrap_or_default();
-    let keys = TrustedKeys::parse(data.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|e| format!("configmap {ns}/{name}: {e}"))?;
-    if keys.is_empty() {
-        return Err(format!(
-            "configmap {ns}/{name} holds no public key; add the content of cosign.pub"
-        ));
-    }
-    Ok(keys)
 }
 
 /// The Event telling what a look changed, if anything: a refusal once per digest.
