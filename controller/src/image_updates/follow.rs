@@ -7,7 +7,7 @@ use std::time::Duration;
 use bulkhead_crds::{
     MANAGER_CONTROLLER, Workload, WorkloadStatus,
     conditions::{self, types},
-    workload::{ImageUpdatesStatus, WorkloadPhase},
+    workload::{ImageUpdatePolicy, ImageUpdates, ImageUpdatesStatus, WorkloadPhase},
 };
 use bulkhead_registry::{
     ImageRef,
@@ -22,7 +22,10 @@ use kube::{
 use serde_json::json;
 use tracing::warn;
 
-use super::plan::{self, Looked, Next, Outcome};
+use super::{
+    plan::{self, Looked, Next, Outcome},
+    semver_range,
+};
 use crate::{Context, Error};
 
 /// The longest one look at the registry (tag and signatures) may take; a slow registry only
@@ -57,7 +60,7 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     let Ok(image) = ImageRef::parse(&wl.spec.template.image) else {
         return unchanged;
     };
-    let tag = image.to_string();
+    let tag = followed_name(&image, settings);
     let key = super::key(wl);
     // The status as last written, not as the watch cache has it: a reconcile that runs on a
     // cached copy from before the previous reconcile's write must not take the accepted
@@ -75,12 +78,13 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     let (status, event) = if plan::check_in(&input) > 0 {
         (previous.cloned().unwrap_or_default(), None)
     } else {
-        let outcome = look(ctx, wl, &current, &image).await;
+        let (outcome, resolved) = look(ctx, wl, &current, &image).await;
         if matches!(outcome, Outcome::Accepted { .. }) {
             // Crash-safety tests stop here: a digest accepted, nothing recorded or started yet.
             bulkhead_telemetry::failpoint::hit("controller-after-image-accepted");
         }
-        let status = plan::record(previous, &tag, &outcome, now);
+        let mut status = plan::record(previous, &tag, &outcome, now);
+        plan::note_tag(&mut status, &outcome, resolved.as_deref());
         (status, event_of(previous, &outcome, &tag))
     };
     let wake_in = plan::check_in(&plan::Input {
@@ -101,8 +105,84 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     }
 }
 
-/// Asks the registry and, for a new digest, verifies it.
-async fn look(ctx: &Context, wl: &Workload, status: &WorkloadStatus, image: &ImageRef) -> Outcome {
+/// What the status calls the followed tag: `registry/repository:tag`, or with policy
+/// SemverRange `registry/repository (semver <range>)`.
+pub fn followed_name(image: &ImageRef, settings: &ImageUpdates) -> String {
+    match (settings.policy, &settings.semver_range) {
+        (ImageUpdatePolicy::SemverRange, Some(range)) => {
+            format!("{}/{} (semver {range})", image.registry, image.repository)
+        }
+        _ => image.to_string(),
+    }
+}
+
+/// The tag to resolve: the template's (Follow), or the newest in the range (SemverRange,
+/// returned as the tag the digest is found under).
+async fn pick_tag(
+    ctx: &Context,
+    wl: &Workload,
+    image: &ImageRef,
+) -> Result<(ImageRef, Option<String>), String> {
+    let Some(range) = wl
+        .spec
+        .image_updates
+        .as_ref()
+        .filter(|u| u.policy == ImageUpdatePolicy::SemverRange)
+        .and_then(|u| u.semver_range.as_deref())
+    else {
+        return Ok((image.clone(), None));
+    };
+    let range = semver_range::parse(range)?;
+    let registry = &ctx.image_updates.registry;
+    let tags = match tokio::time::timeout(LOOK_TIMEOUT, registry.tags(image)).await {
+        Ok(Ok(tags)) => tags,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => {
+            return Err(format!(
+                "listing the tags took longer than {LOOK_TIMEOUT:?}"
+            ));
+        }
+    };
+    let Some((tag, _)) = semver_range::newest(&tags, &range) else {
+        return Err(format!(
+            "no tag of {}/{} is within {range} ({} tags looked at)",
+            image.registry,
+            image.repository,
+            tags.len()
+        ));
+    };
+    let chosen = ImageRef {
+        tag: Some(tag.to_string()),
+        digest: None,
+        ..image.clone()
+    };
+    Ok((chosen, Some(tag.to_string())))
+}
+
+/// Asks the registry and, for a new digest, verifies it; also the tag picked by a range.
+async fn look(
+    ctx: &Context,
+    wl: &Workload,
+    status: &WorkloadStatus,
+    image: &ImageRef,
+) -> (Outcome, Option<String>) {
+    let (chosen, resolved) = match pick_tag(ctx, wl, image).await {
+        Ok(c) => c,
+        Err(message) => {
+            warn!(workload = %wl.name_any(), image = %image, error = %message, "picking a tag in the semver range failed; backing off");
+            return (Outcome::Failed(message), None);
+        }
+    };
+    (look_at(ctx, wl, status, &chosen).await, resolved)
+}
+
+/// Asks the registry what `image`'s tag points to and, for a new digest, verifies it.
+async fn look_at(
+    ctx: &Context,
+    wl: &Workload,
+    status: &WorkloadStatus,
+    image: &ImageRef,
+) -> Outcome {
     let registry = &ctx.image_updates.registry;
     let looked = match tokio::time::timeout(LOOK_TIMEOUT, registry.tag_digest(image)).await {
         Ok(Ok(digest)) => Looked::Digest(digest),

@@ -12,6 +12,7 @@ pub mod follow;
 pub mod keys;
 pub mod notify;
 pub mod plan;
+pub mod semver_range;
 
 use std::{collections::BTreeSet, sync::Mutex};
 
