@@ -18,8 +18,8 @@ pub const IMAGE_REFERENCE: &str = concat!(
 );
 
 /// A semver range: comparators (`>=1.2.0`, `<2`, `~1.4`, `^1.2`, `1.4.*`, a bare version)
-/// separated by spaces or commas, all of which a version must satisfy. No backslashes, so the
-/// same text is a valid RE2 and Rust pattern.
+/// separated by spaces or commas, all of which a version must satisfy. No backslashes or
+/// quotes, so the same text is a valid RE2 and Rust pattern and a CEL string literal.
 pub const SEMVER_RANGE: &str = concat!(
     "^ *(?:[<>]=?|[=~^])? *(?:[*xX]|[0-9]+(?:[.](?:[*xX]|[0-9]+)){0,2}(?:-[0-9A-Za-z.-]+)?)",
     "(?:(?: *, *| +)(?:[<>]=?|[=~^])? *(?:[*xX]|[0-9]+(?:[.](?:[*xX]|[0-9]+)){0,2}(?:-[0-9A-Za-z.-]+)?))* *$"

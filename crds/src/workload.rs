@@ -149,7 +149,9 @@ pub struct ImageUpdates {
     /// With policy SemverRange: the versions to pick from, such as `>=1.2.0 <2.0.0` or
     /// `~1.4` (comparators separated by spaces or commas, all of which must hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), pattern(crate::patterns::SEMVER_RANGE))]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches('{}')", crate::patterns::SEMVER_RANGE))
+        .message("semverRange must be semver comparators separated by spaces or commas, such as '>=1.2.0 <2.0.0' or '~1.4'"))]
     pub semver_range: Option<String>,
     /// Seconds between two looks at the registry. A push notification from the registry
     /// makes the controller look at once.

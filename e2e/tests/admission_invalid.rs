@@ -98,7 +98,7 @@ refused! {
             => "spec.imageUpdates.semverRange", "allowed only with it";
     semver_range_that_is_not_a_range:
         workload_with("imageUpdates", "{policy: SemverRange, semverRange: 'latest || 1.2', allowUnsigned: true}")
-            => "spec.imageUpdates.semverRange", "should match";
+            => "spec.imageUpdates.semverRange", "must be semver comparators";
     negative_replicas:
         workload_with("replicas", "-1") => "spec.replicas", "greater than or equal to 0";
     replicas_above_the_bound:
