@@ -9,7 +9,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bulkhead_crds::{Instance, InstancePhase, conditions::types, template::Probe};
+use bulkhead_crds::{
+    Instance, InstancePhase,
+    conditions::{self, types},
+    template::Probe,
+};
 use kube::{Api, ResourceExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -209,6 +213,9 @@ pub fn stop(ctx: &Context, container: &str) {
     }
 }
 
+/// Probe periods after a flip, its own included, in which the stored Ready is checked against it.
+const RECHECKS: u8 = 3;
+
 async fn run(
     ctx: Arc<Context>,
     namespace: String,
@@ -224,6 +231,11 @@ async fn run(
     .await;
     let mut threshold = Threshold::default();
     let mut n = 0u64;
+    // Looks left at the stored Ready after a flip: a report of the agent's that read the
+    // status just before the flip was written can write the old word back (the report and
+    // this probe start from the same status write), so the flip is written again if so.
+    let mut recheck = 0u8;
+    let mut state = None;
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &namespace);
     loop {
         n += 1;
@@ -241,7 +253,25 @@ async fn run(
             probe.success_threshold,
             probe.failure_threshold,
         );
-        if let Some(passing) = flip {
+        if flip.is_some() {
+            state = flip;
+            recheck = RECHECKS;
+        } else {
+            recheck = recheck.saturating_sub(1);
+        }
+        let stale = match (flip, state, kind) {
+            (None, Some(passing), Kind::Readiness) if recheck > 0 => {
+                let Ok(instance) = api.get(&name).await else {
+                    return;
+                };
+                let stored = instance.status.as_ref().and_then(|s| {
+                    conditions::find(&s.conditions, types::READY).map(|c| c.status == "True")
+                });
+                (stored != Some(passing)).then_some(passing)
+            }
+            _ => None,
+        };
+        if let Some(passing) = flip.or(stale) {
             let Ok(instance) = api.get(&name).await else {
                 return;
             };
@@ -250,12 +280,16 @@ async fn run(
             match kind {
                 Kind::Readiness if running => {
                     let mut s = status::current(&instance);
-                    let (reason, message) = match &result {
-                        Ok(()) => (
+                    let (reason, message) = match (passing, &result) {
+                        (true, _) => (
                             "ReadinessProbePassed",
                             "the readiness probe passes".to_string(),
                         ),
-                        Err(e) => ("ReadinessProbeFailed", e.clone()),
+                        (false, Err(e)) => ("ReadinessProbeFailed", e.clone()),
+                        (false, Ok(())) => (
+                            "ReadinessProbeFailed",
+                            "the readiness probe fails".to_string(),
+                        ),
                     };
                     status::set_condition(
                         &mut s,
