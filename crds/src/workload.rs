@@ -55,6 +55,13 @@ use crate::{isolation::Isolation, template::InstanceTemplate};
         priority = 1
     ),
     printcolumn(
+        name = "Tag",
+        type_ = "string",
+        json_path = ".status.imageUpdates.resolvedTag",
+        description = "tag the accepted digest was found under (policy SemverRange)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Digest",
         type_ = "string",
         json_path = ".status.imageUpdates.digest",

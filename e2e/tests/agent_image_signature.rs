@@ -12,7 +12,7 @@ use bulkhead_crds::{Instance, InstancePhase};
 use bulkhead_e2e::{
     TestNamespace,
     agent::{containers, registry, start_agent},
-    fixtures::{instance, wait_for_phase},
+    fixtures::{delete_and_wait, instance, wait_for_phase},
     poll_until,
     signing::{self, KeyPair},
 };
@@ -86,6 +86,11 @@ async fn the_agent_starts_only_an_image_signed_by_a_key_the_instance_names() {
         assert_eq!(s.phase, Some(InstancePhase::Failed), "{name}");
         assert_eq!(s.image_digest, None, "{name} was pulled");
     }
+    // Deleted while the agent runs, so that its finalizer is released and nothing stays.
+    for name in ["signed", "unsigned", "stranger", "misdirected"] {
+        delete_and_wait(&ns, name, START).await;
+    }
+    assert!(containers(&agent.namespace).is_empty());
     ns.delete().await;
 }
 

@@ -9,6 +9,7 @@ use bulkhead_crds::{Instance, Workload, workload::WorkloadPhase};
 use bulkhead_e2e::{
     TestNamespace,
     agent::registry,
+    kubectl,
     rollout::*,
     signing::{self, KeyPair},
 };
@@ -79,6 +80,13 @@ async fn the_newest_signed_tag_in_the_range_rolls_out_and_one_outside_it_never_d
     only_two_of(&ns, &v130).await.expect("only 1.3.0 instances");
     let pinned = format!("{}/{repo}@{d130}", registry());
     assert_eq!(instance_images(&ns).await, [pinned.clone(), pinned]);
+    let wide = kubectl(["get", "wl", "web", "-n", &ns.name, "-o", "wide"]);
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    // Columns are aligned (an empty cell is blank): the TAG cell starts under its header.
+    let (header, row) = wide.split_once('\n').unwrap();
+    let at = header.find(" TAG ").unwrap() + 1;
+    let cell = row.get(at..).unwrap_or_default().split_whitespace().next();
+    assert_eq!(cell, Some("1.3.0"), "{wide}");
 
     // 2.0.0 is the newest tag, outside the range, signed: never picked. 1.3.1 (the 1.2.0
     // image again, pushed after it) is, so the look that picked it saw 2.0.0 too.
