@@ -9,7 +9,7 @@
 #      already running on BULKHEAD_STATE_DIR, in which case the running binaries are
 #      measured (the report names them); a system this script started is stopped again;
 #   4. runs bulkhead-bench (every step bounded in count and time; about 10–15 minutes on 2
-#      CPUs) and writes $BULKHEAD_BENCH_OUT (default target/bench): report.md, results.json
+#      CPUs; item 5 runs e2e/hack/demo-patched.sh --rounds N) and writes $BULKHEAD_BENCH_OUT (default target/bench): report.md, results.json
 #      and the PNG charts.
 #
 # Extra arguments go to `bulkhead-bench run` (e.g. --starts 20 --steps 1000 --only start).
@@ -40,6 +40,8 @@ fi
 
 log "building ($profile)"
 cargo build "${cargo_profile[@]}" -p bulkhead-controller -p bulkhead-node-agent -p bulkhead-bench
+# Item 5 runs e2e/hack/demo-patched.sh, whose client and plugin are the debug builds.
+cargo build -p bulkhead-e2e --bin bulkhead-traffic -p kubectl-bulkhead
 target="${CARGO_TARGET_DIR:-$root/target}/$profile"
 
 started=0

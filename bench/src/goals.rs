@@ -63,6 +63,7 @@ pub fn judge(run: &Run) -> Vec<Goal> {
     let mut goals = fanout_goals(run);
     goals.push(start_goal(run));
     goals.push(cutover_goal(run));
+    goals.push(patched_goal(run));
     goals.push(goal(
         "`make bench` ≤ 15 min after the build",
         format!("{:.0} s", run.wall_s),
@@ -180,6 +181,27 @@ fn cutover_goal(run: &Run) -> Goal {
     }
 }
 
+fn patched_goal(run: &Run) -> Goal {
+    let p = run.patched.as_ref();
+    let preview = p.and_then(|p| p.preview).map(|s| s.p50);
+    let measured = match (p, preview) {
+        (Some(p), Some(v)) => format!(
+            "push → preview started p50 {v:.2} s, push → traffic switched p50 {}, check interval {}",
+            secs(p.switch.map(|s| s.p50)),
+            secs(p.interval_s)
+        ),
+        _ => run
+            .patched_error
+            .as_ref()
+            .map_or_else(|| "not measured".into(), |e| format!("failed: {e}")),
+    };
+    goal(
+        "issue #17: with notifications on, the switch of a pushed image starts within 2 s, p50",
+        measured,
+        preview.map(|v| v <= 2.0),
+    )
+}
+
 fn secs(s: Option<f64>) -> String {
     s.map_or_else(|| "not reached".into(), |s| format!("{s:.2} s"))
 }
@@ -202,6 +224,8 @@ mod tests {
             cutover: Outcome::NotMeasured {
                 reason: "not selected".into(),
             },
+            patched: None,
+            patched_error: None,
         };
         let goals = judge(&run);
         let last = goals.last().map(|g| g.verdict);

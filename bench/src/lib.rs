@@ -6,7 +6,9 @@
 //!    kube-controller-manager's Deployment controller and a raw parallel create loop;
 //! 3. [`cutover`]: blue/green cutover under a 20 ms client, beside the same EndpointSlice
 //!    switch applied directly;
-//! 4. [`start`] also samples the agent's idle footprint with and without instances.
+//! 4. [`start`] also samples the agent's idle footprint with and without instances;
+//! 5. [`patched`]: a signed patched image pushed under a followed tag, push → traffic
+//!    switched, beside the Workload's polling interval (issue #17).
 //!
 //! The results are written as `results.json`; [`report`] turns them into `report.md`, and
 //! `bench/charts.py` draws the charts. Performance is never asserted in tests; the unit
@@ -18,6 +20,7 @@ pub mod cutover;
 pub mod fanout;
 pub mod goals;
 pub mod machine;
+pub mod patched;
 pub mod procfs;
 pub mod report;
 pub mod start;
@@ -46,4 +49,10 @@ pub struct Run {
     pub fanout_error: Option<String>,
     /// Item 3.
     pub cutover: cutover::Outcome,
+    /// Item 5.
+    #[serde(default)]
+    pub patched: Option<patched::Results>,
+    /// Why item 5 has no results, if it failed.
+    #[serde(default)]
+    pub patched_error: Option<String>,
 }

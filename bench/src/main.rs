@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use bulkhead_bench::{Run, cutover, fanout, machine, report, start};
+use bulkhead_bench::{Run, cutover, fanout, machine, patched, report, start};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -55,8 +55,15 @@ struct RunArgs {
     /// Direct EndpointSlice switches (the cutover's baseline) after each rollout.
     #[arg(long, default_value_t = 4)]
     cutover_direct: usize,
+    /// Signed pushes under the followed tag timed by the patched-image item.
+    #[arg(long, default_value_t = 5)]
+    patched_rounds: usize,
     /// Which items to run.
-    #[arg(long, value_delimiter = ',', default_value = "start,fanout,cutover")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "start,fanout,cutover,patched"
+    )]
     only: Vec<String>,
     /// The local system's real host.
     #[arg(long, env = "BULKHEAD_HOST_NAME", default_value = "local-1")]
@@ -112,6 +119,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         cutover: cutover::Outcome::NotMeasured {
             reason: "not selected".into(),
         },
+        patched: None,
+        patched_error: None,
     };
     let only = |item: &str| a.only.iter().any(|o| o == item);
 
@@ -164,6 +173,19 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         run.cutover = cutover::run(&cfg).await;
         if let cutover::Outcome::Failed { error } = &run.cutover {
             eprintln!("[bench] cutover failed: {error}");
+        }
+    }
+    if only("patched") {
+        let cfg = patched::Config {
+            rounds: a.patched_rounds,
+            timeout: Duration::from_secs(120 + 60 * a.patched_rounds as u64),
+        };
+        match patched::run(&cfg, &bulkhead_e2e::control_plane::repo_root()).await {
+            Ok(r) => run.patched = Some(r),
+            Err(e) => {
+                eprintln!("[bench] patched images failed: {e:#}");
+                run.patched_error = Some(format!("{e:#}"));
+            }
         }
     }
     run.machine.load_after = machine::loadavg();

@@ -76,6 +76,7 @@ pub fn render(run: &Run) -> String {
     fanout_section(&mut o, run);
     cutover_section(&mut o, run);
     footprint_section(&mut o, run);
+    patched_section(&mut o, run);
     let _ = writeln!(o, "## How to read this\n");
     let _ = writeln!(
         o,
@@ -254,7 +255,106 @@ fn summary_table(o: &mut String, run: &Run) {
             let _ = writeln!(o, "| blue/green cutover | failed (see below) | – | – |");
         }
     }
+    patched_summary(o, run);
     let _ = writeln!(o);
+}
+
+/// How many times `value` fits in `interval` (`1/ratio`): "316× shorter".
+fn shorter(value: f64, interval: Option<f64>) -> String {
+    interval
+        .and_then(|i| ratio(i, value))
+        .map_or_else(|| "–".into(), |r| format!("{r:.0}× shorter"))
+}
+
+fn patched_summary(o: &mut String, run: &Run) {
+    let Some(p) = &run.patched else {
+        return;
+    };
+    if let Some(sw) = p.switch {
+        let _ = writeln!(
+            o,
+            "| patched image: push → traffic switched, p50 (n = {}) | {:.2} s | polling alone: up to the check interval, {} | {} |",
+            sw.n,
+            sw.p50,
+            secs(p.interval_s),
+            shorter(sw.p50, p.interval_s)
+        );
+    }
+}
+
+fn patched_section(o: &mut String, run: &Run) {
+    let _ = writeln!(
+        o,
+        "## 5. Patched images: push → traffic switched
+"
+    );
+    let p = match (&run.patched, &run.patched_error) {
+        (Some(p), _) => p,
+        (None, Some(e)) => {
+            let _ = writeln!(
+                o,
+                "**Failed:** {e}. No figure is reported.
+"
+            );
+            return;
+        }
+        (None, None) => {
+            let _ = writeln!(
+                o,
+                "**Not measured:** not selected.
+"
+            );
+            return;
+        }
+    };
+    let _ = writeln!(
+        o,
+        "`e2e/hack/demo-patched.sh --rounds {}` (the demo's second act): a BlueGreen Workload of 2 \
+         instances follows a tag with one trusted cosign key, `autoPromote: true`, check interval \
+         {}; each round pushes a signed image under the tag (alternating two images) and is \
+         timed from the push to the Workload's PreviewStarted and Promoted (or RolledBack) \
+         Events. The baseline is the interval: without the registry's push notification a push \
+         waits for the next look. 20 ms client over the act's rollout: {}.\n",
+        p.rounds.len(),
+        secs(p.interval_s),
+        p.client.as_deref().unwrap_or("–")
+    );
+    let _ = writeln!(
+        o,
+        "| round | push → preview started | push → traffic switched |\n|---|---|---|"
+    );
+    for (i, r) in p.rounds.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | {:.2} s | {:.2} s |",
+            i + 1,
+            r.preview_s,
+            r.switch_s
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n| | n | min | p50 | p90 | p99 | max | mean | the interval over p50 |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (name, s) in [
+        ("push → preview started", p.preview),
+        ("push → traffic switched", p.switch),
+    ] {
+        let Some(s) = s else { continue };
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {} |",
+            s.n,
+            s.min,
+            s.p50,
+            s.p90,
+            s.p99,
+            s.max,
+            s.mean,
+            shorter(s.p50, p.interval_s)
+        );
+    }
+    let _ = writeln!(o, "\nItem 5 took {:.0} s.\n", p.wall_s);
 }
 
 fn summary_row(o: &mut String, name: &str, s: &Option<Summary>, base: &Option<Summary>) {
@@ -570,6 +670,8 @@ mod tests {
             fanout: None,
             fanout_error: None,
             cutover,
+            patched: None,
+            patched_error: None,
         }
     }
 
@@ -625,5 +727,29 @@ mod tests {
             "failed_requests": 0, "total_requests": 10});
         let o: Outcome = serde_json::from_value(old).unwrap();
         assert!(matches!(o, Outcome::Measured(r) if r.rounds.is_empty() && r.ratio().is_none()));
+    }
+
+    #[test]
+    fn the_patched_image_item_shows_rounds_and_the_interval() {
+        let mut run = run_with(Outcome::NotMeasured {
+            reason: "not selected".into(),
+        });
+        let mut p = crate::patched::parse(
+            "  round 1: push -> preview started 0.50s, push -> traffic switched 2.00s\n\
+             p50 over 1 rounds: push -> preview started 0.50s, push -> traffic switched 2.00s (poll interval 300 s)",
+        )
+        .unwrap();
+        p.wall_s = 40.0;
+        run.patched = Some(p);
+        let md = render(&run);
+        assert!(
+            md.contains("| patched image: push → traffic switched, p50 (n = 1) | 2.00 s | polling alone: up to the check interval, 300.00 s | 150× shorter |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1 | 0.50 s | 2.00 s |"), "{md}");
+        assert!(
+            md.contains("starts within 2 s, p50 | push → preview started p50 0.50 s"),
+            "{md}"
+        );
     }
 }

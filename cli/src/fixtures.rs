@@ -73,6 +73,7 @@ pub fn instance(name: &str, revision: &str, phase: InstancePhase, ready: bool) -
             template: serde_json::from_value(serde_json::json!({"image": "web:v1"})).unwrap(),
             isolation: Default::default(),
             seccomp_profile_digest: None,
+            image_signature: None,
         },
     );
     inst.metadata = ObjectMeta {

@@ -138,10 +138,14 @@ fn role(rev: &str, st: &bulkhead_crds::WorkloadStatus) -> String {
 fn image_updates_line(st: &bulkhead_crds::WorkloadStatus) -> Option<String> {
     let u = st.image_updates.as_ref()?;
     let short = |d: &Option<String>| d.clone().unwrap_or_else(|| "-".into());
+    // A semver range names the tag it picked: `running 1.3.0 sha256:...`.
+    let running = match &u.resolved_tag {
+        Some(tag) => format!("{tag} {}", short(&u.digest)),
+        None => short(&u.digest),
+    };
     let mut line = format!(
-        "follows {}   running {}   pending {}",
+        "follows {}   running {running}   pending {}",
         u.tag,
-        short(&u.digest),
         short(&u.pending_digest)
     );
     if let Some(c) = bulkhead_crds::conditions::find(&st.conditions, types::IMAGE_NOT_TRUSTED)
@@ -440,6 +444,29 @@ Events:
             ),
             "{}",
             tree(&s, fixtures::now())
+        );
+    }
+
+    #[test]
+    fn a_semver_range_shows_the_tag_it_picked() {
+        let mut workload = fixtures::blue_green("aaa", None);
+        let st = workload.status.get_or_insert_with(Default::default);
+        st.image_updates = Some(bulkhead_crds::workload::ImageUpdatesStatus {
+            tag: "localhost:5000/shop/web (semver ~1.4)".into(),
+            digest: Some("sha256:d1".into()),
+            resolved_tag: Some("1.4.2".into()),
+            ..Default::default()
+        });
+        let s = Snapshot {
+            workload,
+            instances: vec![],
+            services: vec![],
+            events: vec![],
+        };
+        let out = tree(&s, fixtures::now());
+        assert!(
+            out.contains("follows localhost:5000/shop/web (semver ~1.4)   running 1.4.2 sha256:d1   pending -\n"),
+            "{out}"
         );
     }
 }

@@ -104,6 +104,7 @@ mod tests {
             template: Default::default(),
             isolation: Default::default(),
             seccomp_profile_digest: None,
+            image_signature: None,
         };
         let mut i = Instance::new("a", spec);
         i.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);

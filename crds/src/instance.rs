@@ -53,6 +53,9 @@ use crate::{isolation::Isolation, patterns, template::InstanceTemplate};
 #[x_kube(validation = kube::core::Rule::new(
     "!has(oldSelf.hostName) || (has(self.hostName) && self.hostName == oldSelf.hostName)"
 ).message("hostName cannot change once set").field_path(".hostName"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.imageSignature) || self.template.image.contains('@')"
+).message("imageSignature requires template.image pinned by digest (registry/repository@sha256:...)").field_path(".imageSignature"))]
 pub struct InstanceSpec {
     /// The Host this instance is bound to. Set once by the scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +85,36 @@ pub struct InstanceSpec {
     #[schemars(pattern(r"^sha256:[0-9a-f]{64}$"))]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("seccompProfileDigest is immutable: a new profile version gets a new revision"))]
     pub seccomp_profile_digest: Option<String>,
+
+    /// The public keys the image's cosign signature must verify against. Set by the
+    /// controller, for a Workload whose `imageUpdates` names trusted keys, from that
+    /// ConfigMap when it created the instance; the agent verifies the signature of the
+    /// pinned digest again before it starts the instance, and refuses it otherwise
+    /// (`ImageNotTrusted`). Unset: no signature is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("imageSignature is immutable"))]
+    pub image_signature: Option<ImageSignature>,
+}
+
+/// The keys an instance's image must be signed by (see [`InstanceSpec::image_signature`]).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSignature {
+    /// The trusted public keys, at least one: a valid signature by any of them suffices.
+    #[schemars(length(min = 1, max = 8))]
+    pub keys: Vec<SignatureKey>,
+}
+
+/// One trusted public key.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureKey {
+    /// Its name (the key of the ConfigMap it was copied from).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The PEM public key (the content of a `cosign.pub`).
+    #[schemars(length(min = 1, max = 4096))]
+    pub public_key: String,
 }
 
 /// Observed state of an Instance, written by the node agent of its host (the Scheduled

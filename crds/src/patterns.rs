@@ -17,6 +17,14 @@ pub const IMAGE_REFERENCE: &str = concat!(
     r"(?:@(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}))?$"
 );
 
+/// A semver range: comparators (`>=1.2.0`, `<2`, `~1.4`, `^1.2`, `1.4.*`, a bare version)
+/// separated by spaces or commas, all of which a version must satisfy. No backslashes or
+/// quotes, so the same text is a valid RE2 and Rust pattern and a CEL string literal.
+pub const SEMVER_RANGE: &str = concat!(
+    "^ *(?:[<>]=?|[=~^])? *(?:[*xX]|[0-9]+(?:[.](?:[*xX]|[0-9]+)){0,2}(?:-[0-9A-Za-z.-]+)?)",
+    "(?:(?: *, *| +)(?:[<>]=?|[=~^])? *(?:[*xX]|[0-9]+(?:[.](?:[*xX]|[0-9]+)){0,2}(?:-[0-9A-Za-z.-]+)?))* *$"
+);
+
 /// A CPU quantity: whole or fractional cores (`2`, `0.5`) or millicores (`500m`).
 pub const CPU_QUANTITY: &str = r"^(?:[0-9]+(?:\.[0-9]{1,3})?|[0-9]+m)$";
 

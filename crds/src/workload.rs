@@ -55,6 +55,13 @@ use crate::{isolation::Isolation, template::InstanceTemplate};
         priority = 1
     ),
     printcolumn(
+        name = "Tag",
+        type_ = "string",
+        json_path = ".status.imageUpdates.resolvedTag",
+        description = "tag the accepted digest was found under (policy SemverRange)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Digest",
         type_ = "string",
         json_path = ".status.imageUpdates.digest",
@@ -137,10 +144,22 @@ pub struct WorkloadSpec {
 #[x_kube(validation = kube::core::Rule::new("has(self.trustedKeys) != (has(self.allowUnsigned) && self.allowUnsigned)")
     .message("imageUpdates needs exactly one of trustedKeys (a ConfigMap of cosign public keys) or allowUnsigned: true")
     .field_path(".trustedKeys"))]
+#[x_kube(validation = kube::core::Rule::new("(has(self.policy) && self.policy == 'SemverRange') == has(self.semverRange)")
+    .message("semverRange is required with policy SemverRange and allowed only with it")
+    .field_path(".semverRange"))]
 pub struct ImageUpdates {
-    /// Follow: roll out whatever digest the template's tag points to.
+    /// Follow: roll out whatever digest the template's tag points to. SemverRange: the
+    /// newest tag of the template's repository within `semverRange` (the template's tag is
+    /// then only the name of the repository's first version).
     #[serde(default)]
     pub policy: ImageUpdatePolicy,
+    /// With policy SemverRange: the versions to pick from, such as `>=1.2.0 <2.0.0` or
+    /// `~1.4` (comparators separated by spaces or commas, all of which must hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches('{}')", crate::patterns::SEMVER_RANGE))
+        .message("semverRange must be semver comparators separated by spaces or commas, such as '>=1.2.0 <2.0.0' or '~1.4'"))]
+    pub semver_range: Option<String>,
     /// Seconds between two looks at the registry. A push notification from the registry
     /// makes the controller look at once.
     #[serde(default = "default_check_interval")]
@@ -164,6 +183,8 @@ pub enum ImageUpdatePolicy {
     /// The digest the template's tag points to.
     #[default]
     Follow,
+    /// The digest of the newest tag within `semverRange`.
+    SemverRange,
 }
 
 /// Where the trusted public keys are.
@@ -424,6 +445,10 @@ pub struct ImageUpdatesStatus {
     /// progress, or it is not trusted (see the ImageNotTrusted condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_digest: Option<String>,
+    /// The tag the accepted digest was found under (policy SemverRange: the newest tag in
+    /// the range).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_tag: Option<String>,
     /// When the registry was last asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_time: Option<Time>,
@@ -451,6 +476,9 @@ pub struct DigestVerdict {
     pub digest: String,
     /// Trusted, Unsigned, NoTrustedSignature, SignedForAnotherDigest or AllowUnsigned.
     pub verdict: String,
+    /// The tag it was found under (policy SemverRange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// Why, in words.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

@@ -36,6 +36,7 @@ pub fn instance(name: &str) -> InstanceBuilder {
             },
             isolation: Isolation::default(),
             seccomp_profile_digest: None,
+            image_signature: None,
         },
         labels: Default::default(),
     }
@@ -56,6 +57,19 @@ impl InstanceBuilder {
     /// Sets the image reference.
     pub fn image(mut self, image: &str) -> Self {
         self.spec.template.image = image.to_string();
+        self
+    }
+    /// Requires the image's cosign signature by one of `keys` (name, PEM), as the controller
+    /// sets it for a Workload that trusts keys.
+    pub fn signed_by(mut self, keys: &[(&str, &str)]) -> Self {
+        let keys = keys
+            .iter()
+            .map(|(name, pem)| bulkhead_crds::instance::SignatureKey {
+                name: name.to_string(),
+                public_key: pem.to_string(),
+            })
+            .collect();
+        self.spec.image_signature = Some(bulkhead_crds::instance::ImageSignature { keys });
         self
     }
     /// Sets the args (the image's CMD replacement).

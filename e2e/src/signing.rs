@@ -304,6 +304,15 @@ pub fn follow_yaml(image: &str, auto_promote: bool, interval: i32) -> String {
     )
 }
 
+/// [`follow_yaml`] with policy SemverRange over `range`.
+pub fn semver_yaml(image: &str, range: &str, interval: i32) -> String {
+    follow_yaml(image, true, interval).replacen(
+        "{policy: Follow,",
+        &format!("{{policy: SemverRange, semverRange: '{range}',"),
+        1,
+    )
+}
+
 /// Creates ConfigMap `trusted-keys` holding `key`'s public key.
 pub async fn trust(ns: &TestNamespace, key: &KeyPair) {
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({

@@ -90,6 +90,15 @@ refused! {
     image_updates_checked_every_second:
         workload_with("imageUpdates", "{allowUnsigned: true, checkIntervalSeconds: 1}")
             => "spec.imageUpdates.checkIntervalSeconds", "greater than or equal to 5";
+    semver_range_policy_without_a_range:
+        workload_with("imageUpdates", "{policy: SemverRange, allowUnsigned: true}")
+            => "spec.imageUpdates.semverRange", "semverRange is required with policy SemverRange";
+    semver_range_with_policy_follow:
+        workload_with("imageUpdates", "{policy: Follow, semverRange: '~1.4', allowUnsigned: true}")
+            => "spec.imageUpdates.semverRange", "allowed only with it";
+    semver_range_that_is_not_a_range:
+        workload_with("imageUpdates", "{policy: SemverRange, semverRange: 'latest || 1.2', allowUnsigned: true}")
+            => "spec.imageUpdates.semverRange", "must be semver comparators";
     negative_replicas:
         workload_with("replicas", "-1") => "spec.replicas", "greater than or equal to 0";
     replicas_above_the_bound:

@@ -85,6 +85,24 @@ async fn a_signed_push_under_the_same_tag_rolls_out_blue_green_with_no_failed_re
         [pinned_v2.clone(), pinned_v2],
         "instances run v2 by digest"
     );
+    // Each instance carries the trusted key, for the agent's own check before it starts.
+    for i in ns
+        .api::<Instance>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        let keys = i
+            .spec
+            .image_signature
+            .expect("the instance requires a signature")
+            .keys;
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            (keys[0].name.as_str(), keys[0].public_key.trim()),
+            ("release.pub", key.public_pem().trim())
+        );
+    }
     let s = status_of(&wl).image_updates.unwrap();
     assert_eq!(s.tag, format!("{}/{repo}:live", registry()));
     assert_eq!(s.pending_digest, None);

@@ -15,6 +15,10 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 /// The most layers an image may have (overlayfs stacks at most 128 lower directories).
 pub const MAX_LAYERS: usize = 128;
+/// The largest page of a tag list read.
+pub const MAX_TAG_PAGE_BYTES: u64 = 1 << 20;
+/// The most pages of a tag list followed.
+pub const MAX_TAG_PAGES: usize = 10;
 /// The most redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 5;
 /// The longest a manifest or config request may take, body included.

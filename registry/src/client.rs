@@ -98,7 +98,7 @@ impl Registry {
         }
     }
 
-    fn base(image: &ImageRef) -> String {
+    pub(crate) fn base(image: &ImageRef) -> String {
         let host = image.registry_host();
         let scheme = if bounds::is_loopback(host) {
             "http"
@@ -114,7 +114,7 @@ impl Registry {
     }
 
     /// GETs `url`, following redirects only within the registry's origin.
-    async fn get(
+    pub(crate) async fn get(
         &self,
         image: &ImageRef,
         url: &str,
@@ -173,7 +173,7 @@ impl Registry {
     }
 
     /// Reads a body of at most `limit` bytes.
-    async fn read(
+    pub(crate) async fn read(
         &self,
         image: &ImageRef,
         what: &str,

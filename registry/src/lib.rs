@@ -8,6 +8,7 @@ pub mod digest;
 mod error;
 pub mod reference;
 pub mod signature;
+pub mod tags;
 
 pub use client::Registry;
 pub use error::PullError;

@@ -65,6 +65,7 @@ pub fn instance(
             },
             isolation: isolation.clone(),
             seccomp_profile_digest: None,
+            image_signature: None,
         },
         status: None,
     }

@@ -7,15 +7,13 @@ use std::time::Duration;
 use bulkhead_crds::{
     MANAGER_CONTROLLER, Workload, WorkloadStatus,
     conditions::{self, types},
-    workload::{ImageUpdatesStatus, WorkloadPhase},
+    workload::{ImageUpdatePolicy, ImageUpdates, ImageUpdatesStatus, WorkloadPhase},
 };
 use bulkhead_registry::{
     ImageRef,
-    signature::{self, TrustedKeys, VerifyError},
+    signature::{self, VerifyError},
 };
-use k8s_openapi::{
-    api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
@@ -24,7 +22,10 @@ use kube::{
 use serde_json::json;
 use tracing::warn;
 
-use super::plan::{self, Looked, Next, Outcome};
+use super::{
+    plan::{self, Looked, Next, Outcome},
+    semver_range,
+};
 use crate::{Context, Error};
 
 /// The longest one look at the registry (tag and signatures) may take; a slow registry only
@@ -59,7 +60,7 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     let Ok(image) = ImageRef::parse(&wl.spec.template.image) else {
         return unchanged;
     };
-    let tag = image.to_string();
+    let tag = followed_name(&image, settings);
     let key = super::key(wl);
     // The status as last written, not as the watch cache has it: a reconcile that runs on a
     // cached copy from before the previous reconcile's write must not take the accepted
@@ -77,12 +78,13 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     let (status, event) = if plan::check_in(&input) > 0 {
         (previous.cloned().unwrap_or_default(), None)
     } else {
-        let outcome = look(ctx, wl, &current, &image).await;
+        let (outcome, resolved) = look(ctx, wl, &current, &image).await;
         if matches!(outcome, Outcome::Accepted { .. }) {
             // Crash-safety tests stop here: a digest accepted, nothing recorded or started yet.
             bulkhead_telemetry::failpoint::hit("controller-after-image-accepted");
         }
-        let status = plan::record(previous, &tag, &outcome, now);
+        let mut status = plan::record(previous, &tag, &outcome, now);
+        plan::note_tag(&mut status, &outcome, resolved.as_deref());
         (status, event_of(previous, &outcome, &tag))
     };
     let wake_in = plan::check_in(&plan::Input {
@@ -103,8 +105,84 @@ pub async fn follow(ctx: &Context, wl: &Workload, now: Timestamp) -> Followed {
     }
 }
 
-/// Asks the registry and, for a new digest, verifies it.
-async fn look(ctx: &Context, wl: &Workload, status: &WorkloadStatus, image: &ImageRef) -> Outcome {
+/// What the status calls the followed tag: `registry/repository:tag`, or with policy
+/// SemverRange `registry/repository (semver <range>)`.
+pub fn followed_name(image: &ImageRef, settings: &ImageUpdates) -> String {
+    match (settings.policy, &settings.semver_range) {
+        (ImageUpdatePolicy::SemverRange, Some(range)) => {
+            format!("{}/{} (semver {range})", image.registry, image.repository)
+        }
+        _ => image.to_string(),
+    }
+}
+
+/// The tag to resolve: the template's (Follow), or the newest in the range (SemverRange,
+/// returned as the tag the digest is found under).
+async fn pick_tag(
+    ctx: &Context,
+    wl: &Workload,
+    image: &ImageRef,
+) -> Result<(ImageRef, Option<String>), String> {
+    let Some(range) = wl
+        .spec
+        .image_updates
+        .as_ref()
+        .filter(|u| u.policy == ImageUpdatePolicy::SemverRange)
+        .and_then(|u| u.semver_range.as_deref())
+    else {
+        return Ok((image.clone(), None));
+    };
+    let range = semver_range::parse(range)?;
+    let registry = &ctx.image_updates.registry;
+    let tags = match tokio::time::timeout(LOOK_TIMEOUT, registry.tags(image)).await {
+        Ok(Ok(tags)) => tags,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => {
+            return Err(format!(
+                "listing the tags took longer than {LOOK_TIMEOUT:?}"
+            ));
+        }
+    };
+    let Some((tag, _)) = semver_range::newest(&tags, &range) else {
+        return Err(format!(
+            "no tag of {}/{} is within {range} ({} tags looked at)",
+            image.registry,
+            image.repository,
+            tags.len()
+        ));
+    };
+    let chosen = ImageRef {
+        tag: Some(tag.to_string()),
+        digest: None,
+        ..image.clone()
+    };
+    Ok((chosen, Some(tag.to_string())))
+}
+
+/// Asks the registry and, for a new digest, verifies it; also the tag picked by a range.
+async fn look(
+    ctx: &Context,
+    wl: &Workload,
+    status: &WorkloadStatus,
+    image: &ImageRef,
+) -> (Outcome, Option<String>) {
+    let (chosen, resolved) = match pick_tag(ctx, wl, image).await {
+        Ok(c) => c,
+        Err(message) => {
+            warn!(workload = %wl.name_any(), image = %image, error = %message, "picking a tag in the semver range failed; backing off");
+            return (Outcome::Failed(message), None);
+        }
+    };
+    (look_at(ctx, wl, status, &chosen).await, resolved)
+}
+
+/// Asks the registry what `image`'s tag points to and, for a new digest, verifies it.
+async fn look_at(
+    ctx: &Context,
+    wl: &Workload,
+    status: &WorkloadStatus,
+    image: &ImageRef,
+) -> Outcome {
     let registry = &ctx.image_updates.registry;
     let looked = match tokio::time::timeout(LOOK_TIMEOUT, registry.tag_digest(image)).await {
         Ok(Ok(digest)) => Looked::Digest(digest),
@@ -161,7 +239,7 @@ fn rollout_in_progress(status: &WorkloadStatus) -> bool {
 
 /// Verifies the signature of `digest` against the Workload's trusted keys.
 async fn verify(ctx: &Context, wl: &Workload, image: &ImageRef, digest: String) -> Outcome {
-    let keys = match trusted_keys(ctx, wl).await {
+    let keys = match super::keys::trusted_keys(ctx, wl).await {
         Ok(k) => k,
         Err(message) => {
             return Outcome::Refused {
@@ -193,42 +271,6 @@ async fn verify(ctx: &Context, wl: &Workload, image: &ImageRef, digest: String) 
             "reading the signatures of {digest} took longer than {LOOK_TIMEOUT:?}"
         )),
     }
-}
-
-/// The keys of the ConfigMap the Workload names, or why there are none.
-async fn trusted_keys(ctx: &Context, wl: &Workload) -> Result<TrustedKeys, String> {
-    let Some(name) = wl
-        .spec
-        .image_updates
-        .as_ref()
-        .and_then(|u| u.trusted_keys.as_ref())
-        .map(|k| k.config_map_name.clone())
-    else {
-        return Err("spec.imageUpdates names no trustedKeys".into());
-    };
-    let ns = wl.namespace().unwrap_or_default();
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let cm = match api.get_opt(&name).await {
-        Ok(Some(cm)) => cm,
-        Ok(None) => {
-            return Err(format!(
-                "configmap {ns}/{name} (spec.imageUpdates.trustedKeys) does not exist; create it with the cosign public keys"
-            ));
-        }
-        Err(e) => {
-            warn!(workload = %wl.name_any(), namespace = %ns, error = %e, "reading the trusted keys failed");
-            return Err(format!("reading configmap {ns}/{name}: {e}"));
-        }
-    };
-    let data = cm.data.unwrap_or_default();
-    let keys = TrustedKeys::parse(data.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|e| format!("configmap {ns}/{name}: {e}"))?;
-    if keys.is_empty() {
-        return Err(format!(
-            "configmap {ns}/{name} holds no public key; add the content of cosign.pub"
-        ));
-    }
-    Ok(keys)
 }
 
 /// The Event telling what a look changed, if anything: a refusal once per digest.

@@ -4,12 +4,15 @@
 //! Workload's strategy rolls out with every gate it already has. The registry is asked on the
 //! interval and at once when it announces a push (see [`notify`]).
 //!
-//! `plan` decides (pure), `follow` asks the registry and verifies, `notify` serves the
+//! `plan` decides (pure), `follow` asks the registry and verifies, `keys` reads the trusted
+//! keys (and copies them into each Instance, for the agent's own check), `notify` serves the
 //! registry's push notifications. See docs/image-updates.md.
 
 pub mod follow;
+pub mod keys;
 pub mod notify;
 pub mod plan;
+pub mod semver_range;
 
 use std::{collections::BTreeSet, sync::Mutex};
 

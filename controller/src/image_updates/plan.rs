@@ -161,6 +161,7 @@ pub fn record(
     let verdict = |digest: &str, verdict: &str, message: &str| DigestVerdict {
         digest: digest.to_string(),
         verdict: verdict.to_string(),
+        tag: None,
         message: message.to_string(),
         time: Time(now),
     };
@@ -196,6 +197,22 @@ pub fn record(
         }
     }
     s
+}
+
+/// Records the tag a digest was found under (policy SemverRange) on its verdict and, when it
+/// was accepted, as the status's `resolvedTag`.
+pub fn note_tag(s: &mut ImageUpdatesStatus, outcome: &Outcome, tag: Option<&str>) {
+    let (Some(tag), Outcome::Accepted { digest, .. } | Outcome::Refused { digest, .. }) =
+        (tag, outcome)
+    else {
+        return;
+    };
+    if let Some(v) = s.history.iter_mut().find(|v| &v.digest == digest) {
+        v.tag = Some(tag.to_string());
+    }
+    if matches!(outcome, Outcome::Accepted { .. }) {
+        s.resolved_tag = Some(tag.to_string());
+    }
 }
 
 /// Puts a verdict first in the history, replacing an older one on the same digest.
@@ -366,5 +383,32 @@ mod tests {
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history[0].digest, "sha256:15");
+    }
+
+    #[test]
+    fn a_range_records_the_tag_each_digest_was_found_under() {
+        let outcome = Outcome::Accepted {
+            digest: "sha256:b".into(),
+            verdict: TRUSTED.into(),
+            message: String::new(),
+        };
+        let mut s = record(Some(&accepted("sha256:a", 0)), TAG, &outcome, at(60));
+        note_tag(&mut s, &outcome, Some("1.3.0"));
+        assert_eq!(s.resolved_tag.as_deref(), Some("1.3.0"));
+        assert_eq!(s.history[0].tag.as_deref(), Some("1.3.0"));
+        assert_eq!(s.history[1].tag, None);
+        let refused = Outcome::Refused {
+            digest: "sha256:c".into(),
+            reason: "Unsigned".into(),
+            message: String::new(),
+        };
+        let mut s = record(Some(&s), TAG, &refused, at(120));
+        note_tag(&mut s, &refused, Some("1.4.0"));
+        assert_eq!(
+            s.resolved_tag.as_deref(),
+            Some("1.3.0"),
+            "a refusal moves nothing"
+        );
+        assert_eq!(s.history[0].tag.as_deref(), Some("1.4.0"));
     }
 }

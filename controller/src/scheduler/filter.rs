@@ -366,6 +366,7 @@ mod tests {
             template: Default::default(),
             isolation: Default::default(),
             seccomp_profile_digest: None,
+            image_signature: None,
         };
         spec.template.resources.memory = None;
         assert_eq!(

@@ -210,6 +210,7 @@ mod tests {
                 template: Default::default(),
                 isolation: Default::default(),
                 seccomp_profile_digest: None,
+                image_signature: None,
             },
         );
         i.metadata.uid = Some(format!("uid-{name}"));

@@ -67,6 +67,7 @@ mod tests {
                 template: Default::default(),
                 isolation: Default::default(),
                 seccomp_profile_digest: None,
+                image_signature: None,
             },
         );
         let mut status = InstanceStatus {

@@ -488,7 +488,20 @@ async fn create_all(
     }
     let (ns, name) = (wl.namespace().unwrap_or_default(), wl.name_any());
     let wkey = crate::placement::key(&ns, &name);
-    let batch = bound_instances(ctx, wl, names, rev, profile)?;
+    // The agent checks the image's signature again against these keys before it starts an
+    // instance; without them nothing is created (fail closed), the Workload says why.
+    let signature = match crate::image_updates::keys::instance_signature(ctx, wl).await {
+        Ok(s) => s,
+        Err(message) => {
+            let note = format!("creating instances: {message}");
+            event(ctx, wl, "FailedCreate", "CreateInstance", note.clone());
+            return Ok(Some(note));
+        }
+    };
+    let mut batch = bound_instances(ctx, wl, names, rev, profile)?;
+    for instance in &mut batch {
+        instance.spec.image_signature = signature.clone();
+    }
     for n in names {
         ctx.expectations
             .expect(&wkey, n, Pending::Create(rev.to_string()));
@@ -752,6 +765,7 @@ fn new_instance(wl: &Workload, name: &str, rev: &str) -> Result<Instance, Error>
             template: wl.spec.template.clone(),
             isolation: wl.spec.isolation.clone(),
             seccomp_profile_digest: None,
+            image_signature: None,
         },
         status: None,
     })

@@ -210,6 +210,7 @@ mod tests {
                     template: wl.spec.template.clone(),
                     isolation: wl.spec.isolation.clone(),
                     seccomp_profile_digest: digest.map(String::from),
+                    image_signature: None,
                 },
             );
             i.spec.template.image = image.into();

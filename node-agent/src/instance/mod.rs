@@ -11,6 +11,7 @@ pub mod labels;
 pub mod probe;
 pub mod record;
 pub mod restart;
+pub mod signature;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -273,8 +273,11 @@ async fn start(
             .map(|()| Action::await_change())
     };
 
-    // 1. The image, by digest.
+    // 1. The image, by digest, its signature checked first when the spec requires one.
     let mut s = status::current(instance);
+    if let ControlFlow::Break(action) = super::signature::verify(instance, ctx, &mut s).await? {
+        return Ok(action);
+    }
     let pulled = match pull(instance, ctx, &mut s).await? {
         ControlFlow::Continue(p) => p,
         ControlFlow::Break(action) => return Ok(action),
