@@ -63,11 +63,11 @@ prepare_host() {
   fi
 }
 
-# The node's own ranges: kind's service subnet (its default), the pod subnet and the agent's
+# The node's own ranges: the service subnet (e2e/kind/cluster.yaml), the pod subnet and the agent's
 # instance subnet live inside the node, so nothing the node forwards to this machine for
 # them (a ClusterIP before kube-proxy has synced, say) may leave it: unreachable routes, at
 # a metric of their own so that a local system's guard of the same range can coexist.
-KIND_GUARDED=(10.96.0.0/16 10.244.0.0/16 10.89.0.0/24)
+KIND_GUARDED=(10.97.0.0/16 10.244.0.0/16 10.89.0.0/24)
 KIND_GUARD_METRIC=4244
 guard_routes() {
   local cidr

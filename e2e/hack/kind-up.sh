@@ -10,7 +10,7 @@
 #   - podman's default ulimits (kind passes none and the nofile hard limit here is 20000): a
 #     containers.conf of our own, passed with CONTAINERS_CONF, so /etc/containers is untouched;
 #   - the podman network bulkhead-kind on a subnet no route on this machine uses;
-#   - unreachable routes for the node's own ranges (services 10.96.0.0/16, pods
+#   - unreachable routes for the node's own ranges (services 10.97.0.0/16, pods
 #     10.244.0.0/16, instances 10.89.0.0/24), so nothing the node forwards for them leaves
 #     this machine;
 #   - /lib/modules, which kind's provider bind-mounts, created empty if missing;
