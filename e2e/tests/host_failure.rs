@@ -103,7 +103,10 @@ async fn two_hosts(hosts: &Api<Host>, a: &str, b: &str) -> (Agent, Agent, Uncord
     let a = Agent::start(&unique_host(a), &flags);
     let b = Agent::start(&unique_host(b), &flags);
     for agent in [&a, &b] {
-        poll_until(Duration::from_secs(30), || async {
+        // As long as a start: under the full suite's load an agent's start-up sweep of
+        // the shared containerd has taken 30 s (its log line "adopted running containers"
+        // says how long each step took).
+        poll_until(Duration::from_secs(120), || async {
             let h = hosts.get(&agent.host).await.ok()?;
             conditions::is_true(&h.status?.conditions, types::READY).then_some(())
         })
