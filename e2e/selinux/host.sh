@@ -82,6 +82,10 @@ tail -n +1 -F /var/log/audit/audit.log 2>/dev/null | grep --line-buffered -e den
 i=0
 while [ ! -S /run/containerd/containerd.sock ] && [ \$i -lt 120 ]; do sleep 1; i=\$((i + 1)); done
 mkdir -p /var/lib/bulkhead
+# The agent's network walls need bridged traffic to pass iptables (it refuses to start
+# otherwise): the module and its two settings, as on any host (docs/install.md).
+modprobe br_netfilter 2>/dev/null || true
+sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 || true
 exec /opt/bulkhead/bulkhead-node-agent \\
   --host-name $HOST \\
   --kubeconfig /opt/bulkhead/kubeconfig \\
