@@ -51,7 +51,14 @@ pub struct Context {
     pub image_updates: image_updates::ImageUpdates,
     /// What the revision history last recorded per Workload (skips unchanged recordings).
     pub history: workload::history::Recorded,
+    /// The back-off of replacing each Workload's failed instances, by Workload UID.
+    pub replacements: std::sync::Mutex<bulkhead_telemetry::backoff::Backoff>,
 }
+
+/// The first delay before a Workload's failed instances are replaced again.
+pub const REPLACE_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest.
+pub const REPLACE_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -121,6 +121,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.allowed_registries.clone(),
         ),
         history: Default::default(),
+        replacements: std::sync::Mutex::new(bulkhead_telemetry::backoff::Backoff::new(
+            bulkhead_controller::REPLACE_FIRST,
+            bulkhead_controller::REPLACE_MAX,
+        )),
     });
     let workloads = Controller::new(
         Api::<Workload>::all(client.clone()),

@@ -6,6 +6,7 @@
 //! and response), a back-off when accepting fails, and a deny list of peer networks whose
 //! connections are closed unanswered (the node agent denies its instances).
 
+pub mod backoff;
 pub mod failpoint;
 
 use std::{collections::VecDeque, net::IpAddr, sync::Arc, time::Duration};

@@ -105,6 +105,17 @@ impl IntOrPercent {
     }
 }
 
+/// Keeps the `failed` instances in their slots as unready ones instead of finished ones,
+/// so that they are neither deleted nor replaced yet (the replacement back-off holds).
+pub fn hold(observed: &mut [ObservedInstance], failed: &std::collections::BTreeSet<String>) {
+    for o in observed.iter_mut().filter(|o| failed.contains(&o.name)) {
+        o.finished = false;
+        o.ready = false;
+        o.available = false;
+        o.verified = false;
+    }
+}
+
 /// The name of the `index`-th instance slot of a revision. Names are deterministic so that a
 /// retried creation collides (AlreadyExists) instead of creating a twin.
 pub fn instance_name(workload: &str, revision: &str, index: usize) -> String {
@@ -284,6 +295,26 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_held_failed_instance_keeps_its_slot_until_the_back_off_lets_it_go() {
+        let mut observed = vec![
+            inst("w-new-0", "new", true),
+            ObservedInstance {
+                finished: true,
+                ..inst("w-new-1", "new", false)
+            },
+        ];
+        let released = plan("w", &desired(2, 1, 0), &observed);
+        assert_eq!(
+            (creates(&released), deletes(&released)),
+            (1, vec!["w-new-1"])
+        );
+        hold(&mut observed, &["w-new-1".to_string()].into());
+        let held = plan("w", &desired(2, 1, 0), &observed);
+        assert!(held.is_empty(), "neither deleted nor replaced: {held:?}");
+        assert!(!observed[1].available && !observed[1].ready);
     }
 
     #[test]

@@ -126,6 +126,8 @@ struct Seen {
     owned: Vec<Arc<Instance>>,
     observed: Vec<plan::ObservedInstance>,
     desired: Desired,
+    /// How long failed instances are still held before they are replaced.
+    hold: Option<Duration>,
 }
 
 /// What the planners decided: the actions, and for BlueGreen the plan and its settings.
@@ -164,6 +166,7 @@ async fn observe_workload(ctx: &Context, wl: &Workload, now: Timestamp) -> Resul
     ctx.expectations
         .overlay(&crate::placement::key(&ns, &name), &mut observed);
     let desired = desired(wl, rev.clone());
+    let hold = hold_failed(ctx, wl, &owned, &mut observed, desired.replicas);
     Ok(Seen {
         ns,
         name,
@@ -172,7 +175,48 @@ async fn observe_workload(ctx: &Context, wl: &Workload, now: Timestamp) -> Resul
         owned,
         observed,
         desired,
+        hold,
     })
+}
+
+/// Failed instances are replaced behind the Workload's back-off (1 s doubling to 5 min,
+/// forgotten once every replica is available): an instance that fails at once (an image
+/// its hosts refuse, a command that does not exist) would otherwise be deleted and created
+/// again as fast as the API and the agent allow. While the gate holds, a failed instance
+/// keeps its slot as an unready one (and its status, for `kubectl get inst`); returns how
+/// long it still holds.
+fn hold_failed(
+    ctx: &Context,
+    wl: &Workload,
+    owned: &[Arc<Instance>],
+    observed: &mut [plan::ObservedInstance],
+    replicas: i32,
+) -> Option<Duration> {
+    let failed: std::collections::BTreeSet<String> = owned
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            i.status.as_ref().and_then(|s| s.phase) == Some(bulkhead_crds::InstancePhase::Failed)
+        })
+        .map(|i| i.name_any())
+        .collect();
+    let uid = wl.uid()?;
+    let mut gate = ctx.replacements.lock().ok()?;
+    if failed.is_empty() {
+        let available = observed.iter().filter(|o| o.available).count();
+        if available >= usize::try_from(replicas).unwrap_or(0) {
+            gate.forget(&uid);
+        }
+        return None;
+    }
+    let now = std::time::Instant::now();
+    if let Some(wait) = gate.wait(&uid, now) {
+        plan::hold(observed, &failed);
+        return Some(wait);
+    }
+    let next = gate.failed(&uid, now);
+    info!(workload = %wl.name_any(), namespace = ?wl.namespace(), failed = failed.len(), next_wait = ?next, "replacing failed instances");
+    None
 }
 
 /// Plan: the pure planners (rolling or blue/green) over what was seen.
@@ -396,6 +440,7 @@ fn wake_in(
         deadline_in,
         planned.blue_green.as_ref().and_then(|(p, _)| p.wake_in),
         followed_wake_in,
+        seen.hold.map(|d| d.as_secs() as i64 + 1),
     ]
     .into_iter()
     .flatten()

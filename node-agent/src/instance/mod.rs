@@ -114,7 +114,7 @@ pub struct Context {
     /// node's paths that containerd hands out (snapshot directories) are found.
     pub node_root: Option<PathBuf>,
     /// Delays between failed start attempts, by Instance UID.
-    pub start_backoff: Mutex<backoff::StartBackoff>,
+    pub start_backoff: Mutex<backoff::Backoff>,
 }
 
 impl std::fmt::Debug for Context {
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// The start back-off, locked (None only if a panic poisoned it).
-    pub fn backoff(&self) -> Option<std::sync::MutexGuard<'_, backoff::StartBackoff>> {
+    pub fn backoff(&self) -> Option<std::sync::MutexGuard<'_, backoff::Backoff>> {
         self.start_backoff.lock().ok()
     }
 
