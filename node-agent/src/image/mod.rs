@@ -275,12 +275,12 @@ async fn fetch_and_unpack(
         let applied = match applied {
             Ok(d) => d,
             Err(e) => {
-                let _ = ctr.remove_snapshot(&key).await;
+                discard_snapshot(ctr, &key).await;
                 return Err(e.into());
             }
         };
         if applied != diff_ids[i] {
-            let _ = ctr.remove_snapshot(&key).await;
+            discard_snapshot(ctr, &key).await;
             return Err(PullError::DigestMismatch {
                 what: format!("uncompressed layer {i} of {pinned}"),
                 expected: diff_ids[i].clone(),
@@ -433,6 +433,22 @@ fn closed(digest: &str) -> PullError {
         object: digest.into(),
         source: containerd_client::tonic::Status::unavailable("stream closed"),
     })
+}
+
+/// Removes an extraction snapshot of a failed pull, trying again a few times (containerd
+/// may still hold the mount the apply used); what stays is left to the lease's collection.
+async fn discard_snapshot(ctr: &Containerd, key: &str) {
+    for attempt in 1..=5u32 {
+        match ctr.remove_snapshot(key).await {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(snapshot = key, error = %e, "removing the extraction snapshot of a failed pull failed");
+            }
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await
+            }
+        }
+    }
 }
 
 #[cfg(test)]
