@@ -238,9 +238,15 @@ async fn workload_instances(ns: &TestNamespace, expected: usize) -> Vec<Instance
                     return None;
                 }
             };
+            // Decided: created bound to a host (the controller places at creation), or
+            // given a Scheduled condition by the scheduler (with its reason when it fits
+            // nowhere).
             let scheduled: Vec<Option<String>> = items
                 .iter()
                 .map(|i| {
+                    if let Some(host) = &i.spec.host_name {
+                        return Some(format!("bound to {host}"));
+                    }
                     let s = i.status.as_ref()?;
                     conditions::find(&s.conditions, types::SCHEDULED).map(|c| c.status.clone())
                 })
