@@ -213,19 +213,10 @@ mod tests {
     #[test]
     fn an_empty_run_measures_nothing_but_its_length() {
         let run = Run {
-            began: String::new(),
             wall_s: 1000.0,
-            machine: Default::default(),
-            note: None,
-            start: None,
-            start_error: None,
-            fanout: None,
-            fanout_error: None,
-            cutover: Outcome::NotMeasured {
+            ..Run::empty(Outcome::NotMeasured {
                 reason: "not selected".into(),
-            },
-            patched: None,
-            patched_error: None,
+            })
         };
         let goals = judge(&run);
         let last = goals.last().map(|g| g.verdict);

@@ -56,3 +56,22 @@ pub struct Run {
     #[serde(default)]
     pub patched_error: Option<String>,
 }
+
+impl Run {
+    /// A run that measured nothing yet, with `cutover` as item 3's outcome.
+    pub fn empty(cutover: cutover::Outcome) -> Self {
+        Self {
+            began: String::new(),
+            wall_s: 0.0,
+            machine: Default::default(),
+            note: None,
+            start: None,
+            start_error: None,
+            fanout: None,
+            fanout_error: None,
+            cutover,
+            patched: None,
+            patched_error: None,
+        }
+    }
+}

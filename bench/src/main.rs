@@ -109,18 +109,11 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let image = bulkhead_e2e::agent::image("web:v1");
     let mut run = Run {
         began,
-        wall_s: 0.0,
         machine: machine::describe(a.bin_dir.as_deref()).await,
         note: a.note.clone(),
-        start: None,
-        start_error: None,
-        fanout: None,
-        fanout_error: None,
-        cutover: cutover::Outcome::NotMeasured {
+        ..Run::empty(cutover::Outcome::NotMeasured {
             reason: "not selected".into(),
-        },
-        patched: None,
-        patched_error: None,
+        })
     };
     let only = |item: &str| a.only.iter().any(|o| o == item);
 

@@ -663,15 +663,7 @@ mod tests {
         Run {
             began: "2026-11-28T00:00:00Z".into(),
             wall_s: 1.0,
-            machine: Default::default(),
-            note: None,
-            start: None,
-            start_error: None,
-            fanout: None,
-            fanout_error: None,
-            cutover,
-            patched: None,
-            patched_error: None,
+            ..Run::empty(cutover)
         }
     }
 

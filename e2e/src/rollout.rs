@@ -223,6 +223,20 @@ pub async fn only_two_of(ns: &TestNamespace, revision: &str) -> Option<()> {
     .await
 }
 
+/// Waits until `revision` is active with `web` Healthy, then until only its two instances
+/// remain; `what` names the first wait in a failure.
+pub async fn wait_settled_on(ns: &TestNamespace, revision: &str, what: &str) {
+    wait_for(ns, what, |wl| {
+        let s = status_of(wl);
+        s.active_revision.as_deref() == Some(revision)
+            && s.phase == Some(bulkhead_crds::workload::WorkloadPhase::Healthy)
+    })
+    .await;
+    only_two_of(ns, revision)
+        .await
+        .expect("only instances of the active revision remain");
+}
+
 /// The reasons of the Events about `web`.
 pub async fn event_reasons(ns: &TestNamespace) -> Vec<String> {
     Api::<Event>::namespaced(ns.client.clone(), &ns.name)

@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use bulkhead_crds::{ANNOTATION_PROMOTE, InstancePhase, WorkloadService, workload::WorkloadPhase};
+use bulkhead_crds::{ANNOTATION_PROMOTE, InstancePhase, WorkloadService};
 use bulkhead_e2e::{
     TestNamespace,
     agent::{exec, image},
@@ -100,14 +100,7 @@ async fn the_cluster_ip_answers_from_the_active_revision_and_switches_on_promoti
     );
 
     annotate(&ns, ANNOTATION_PROMOTE, &v2);
-    wait_for(&ns, "v2 active and v1 retired", |wl| {
-        let s = status_of(wl);
-        s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)
-    })
-    .await;
-    only_two_of(&ns, &v2)
-        .await
-        .expect("only v2 instances remain");
+    wait_settled_on(&ns, &v2, "v2 active and v1 retired").await;
     // A few more answers after v1's instances are gone.
     let after = poller.snapshot().samples.len() + 25;
     poll_until(CONVERGE, || async {

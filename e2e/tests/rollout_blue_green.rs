@@ -80,14 +80,7 @@ async fn manual_promotion_switches_traffic_once_with_no_failed_request() {
     );
 
     annotate(&ns, ANNOTATION_PROMOTE, &v2);
-    wait_for(&ns, "v2 active and v1 retired", |wl| {
-        let s = status_of(wl);
-        s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)
-    })
-    .await;
-    only_two_of(&ns, &v2)
-        .await
-        .expect("only v2 instances remain");
+    wait_settled_on(&ns, &v2, "v2 active and v1 retired").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = poller.stop().await;
     assert_clean(&report, &["v1", "v2"]);

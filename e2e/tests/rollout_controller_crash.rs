@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use bulkhead_crds::{WorkloadService, workload::WorkloadPhase};
+use bulkhead_crds::WorkloadService;
 use bulkhead_e2e::{
     TestNamespace,
     agent::image,
@@ -55,14 +55,7 @@ async fn a_controller_killed_during_promotion_leaves_traffic_on_one_revision() {
 
     // A new controller (after the dead one's leader Lease expires) finishes the rollout.
     let _second = TestController::start("crash-second", "", &[]);
-    wait_for(&ns, "the rollout completes after the restart", |wl| {
-        let s = status_of(wl);
-        s.active_revision.as_deref() == Some(v2.as_str()) && s.phase == Some(WorkloadPhase::Healthy)
-    })
-    .await;
-    only_two_of(&ns, &v2)
-        .await
-        .expect("only v2 instances remain");
+    wait_settled_on(&ns, &v2, "the rollout completes after the restart").await;
     let published = services.get("web").await.unwrap().status.unwrap();
     assert_eq!(published.active_revision.as_deref(), Some(v2.as_str()));
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -49,7 +49,7 @@ pub fn to_prune(
 pub struct Recorded(std::sync::Mutex<std::collections::HashMap<String, Memo>>);
 
 /// The inputs of one recording.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Memo {
     revision: String,
     in_use: BTreeSet<String>,
@@ -60,32 +60,33 @@ impl Recorded {
     /// Workloads remembered at most.
     pub const MAX: usize = 100_000;
 
-    fn memo(wl: &Workload, revision: &str, in_use: &BTreeSet<String>) -> Option<(String, Memo)> {
+    /// Whether `record` with these inputs already succeeded for this Workload (compared in
+    /// place: this runs on every reconcile).
+    pub fn done(&self, wl: &Workload, revision: &str, in_use: &BTreeSet<String>) -> bool {
+        let (Some(uid), Ok(map)) = (wl.uid(), self.0.lock()) else {
+            return false;
+        };
+        map.get(&uid).is_some_and(|m| {
+            m.revision == revision
+                && m.limit == wl.spec.revision_history_limit
+                && &m.in_use == in_use
+        })
+    }
+
+    /// Remembers a successful `record`.
+    pub fn remember(&self, wl: &Workload, revision: &str, in_use: &BTreeSet<String>) {
+        let (Some(uid), Ok(mut map)) = (wl.uid(), self.0.lock()) else {
+            return;
+        };
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
         let memo = Memo {
             revision: revision.to_string(),
             in_use: in_use.clone(),
             limit: wl.spec.revision_history_limit,
         };
-        Some((wl.uid()?, memo))
-    }
-
-    /// Whether `record` with these inputs already succeeded for this Workload.
-    pub fn done(&self, wl: &Workload, revision: &str, in_use: &BTreeSet<String>) -> bool {
-        let (Some((uid, memo)), Ok(map)) = (Self::memo(wl, revision, in_use), self.0.lock()) else {
-            return false;
-        };
-        map.get(&uid) == Some(&memo)
-    }
-
-    /// Remembers a successful `record`.
-    pub fn remember(&self, wl: &Workload, revision: &str, in_use: &BTreeSet<String>) {
-        if let (Some((uid, memo)), Ok(mut map)) = (Self::memo(wl, revision, in_use), self.0.lock())
-        {
-            if map.len() >= Self::MAX {
-                map.clear();
-            }
-            map.insert(uid, memo);
-        }
+        map.insert(uid, memo);
     }
 }
 
