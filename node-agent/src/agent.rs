@@ -306,6 +306,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         probing: Mutex::default(),
         node_root: cfg.cni_root.clone(),
         start_backoff: Mutex::new(crate::instance::backoff::start_backoff()),
+        written: Default::default(),
         metrics: Arc::default(),
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
         recorder: crate::instance::record::recorder(client.clone(), &cfg.host_name),

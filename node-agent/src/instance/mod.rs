@@ -115,6 +115,8 @@ pub struct Context {
     pub node_root: Option<PathBuf>,
     /// Delays between failed start attempts, by Instance UID.
     pub start_backoff: Mutex<backoff::Backoff>,
+    /// The agent's last status write per Instance, until the watch shows it.
+    pub written: status::Written,
 }
 
 impl std::fmt::Debug for Context {

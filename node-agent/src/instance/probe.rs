@@ -264,7 +264,7 @@ async fn run(
                 instance.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Running);
             match kind {
                 Kind::Readiness if running => {
-                    let mut s = status::current(&instance);
+                    let mut s = status::current(&ctx, &instance);
                     let before = s.clone();
                     let (reason, message) = match &result {
                         Ok(()) => (

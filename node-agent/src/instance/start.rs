@@ -33,7 +33,7 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         .uid()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let id = labels::container_id(&uid);
-    let current = status::current(instance);
+    let current = status::current(ctx, instance);
     if current.phase == Some(InstancePhase::Lost) {
         // The controller gave this instance up while this host was unreachable, and may
         // have replaced it elsewhere: it must not run here (fencing).
@@ -93,7 +93,7 @@ async fn start_gated(
         .backoff()
         .map_or(super::backoff::FIRST, |mut b| b.failed(uid, now));
     warn!(instance = %instance.name_any(), namespace = ?instance.namespace(), %error, retry_in = ?delay, "start failed");
-    let mut s = status::current(instance);
+    let mut s = status::current(ctx, instance);
     let message = format!("{error} (next attempt in {}s)", delay.as_secs());
     status::phase(
         &mut s,
@@ -135,7 +135,7 @@ async fn refuse_below_floor(
         warn!(instance = %instance.name_any(), container = %id, "tearing down an instance below the host's isolation floor");
         super::stop::teardown(ctx, id, uid, Duration::from_secs(10)).await?;
     }
-    let current = status::current(instance);
+    let current = status::current(ctx, instance);
     if current.reason.as_deref() != Some("IsolationForbidden") {
         warn!(instance = %instance.name_any(), %message, "refusing an instance below the host's isolation floor");
         status::fail(ctx, instance, "IsolationForbidden", message).await?;
@@ -207,7 +207,7 @@ async fn observe(
         }
         Some(TaskState::Other) => Ok(Action::requeue(Duration::from_secs(5))),
         None => {
-            let phase = status::current(instance).phase;
+            let phase = status::current(ctx, instance).phase;
             if matches!(
                 phase,
                 Some(InstancePhase::Failed | InstancePhase::Succeeded)
@@ -215,7 +215,7 @@ async fn observe(
                 return Ok(Action::await_change());
             }
             // A crash-looping instance waits out its back-off first.
-            let current = status::current(instance);
+            let current = status::current(ctx, instance);
             let restarting = current.reason.as_deref() == Some(CRASH_LOOP);
             if restarting && let Some(wait) = backoff_remaining(&current) {
                 return Ok(Action::requeue(Duration::from_secs(wait as u64)));
@@ -274,7 +274,7 @@ async fn start(
     };
 
     // 1. The image, by digest, its signature checked first when the spec requires one.
-    let mut s = status::current(instance);
+    let mut s = status::current(ctx, instance);
     if let ControlFlow::Break(action) = super::signature::verify(instance, ctx, &mut s).await? {
         return Ok(action);
     }
@@ -744,7 +744,7 @@ async fn report_running(
         .get(&instance.name_any())
         .await?;
     let instance = &fresh;
-    let mut s = status::current(instance);
+    let mut s = status::current(ctx, instance);
     if restarted {
         s.restart_count += 1;
     }
@@ -842,7 +842,7 @@ async fn report_running(
         }
         ReadBack::Gone => {}
         ReadBack::Weaker(differences) => {
-            let mut s = status::current(instance);
+            let mut s = status::current(ctx, instance);
             let message = refuse(&mut s, &differences, generation);
             warn!(instance = %instance.name_any(), container = %container.id, %message, "stopping an instance whose isolation is weaker than asked");
             let uid = instance.uid().unwrap_or_default();
@@ -1047,7 +1047,7 @@ async fn record_exit(
     } else {
         "Error"
     };
-    let mut s = status::current(instance);
+    let mut s = status::current(ctx, instance);
     let now = status::now();
     let ran_for = s
         .started_at

@@ -29,7 +29,7 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
             .max(0) as u64,
     );
     if ctx.containerd.get_container(&id).await?.is_some() {
-        let mut s = status::current(instance);
+        let mut s = status::current(ctx, instance);
         let was_serving = s.phase == Some(InstancePhase::Running)
             && bulkhead_crds::conditions::is_true(
                 &s.conditions,
@@ -80,6 +80,7 @@ pub async fn cleanup(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, 
     }
     let key = format!("{namespace}/{}", instance.name_any());
     ctx.metrics.phase(&key, None);
+    ctx.written.forget(&uid);
     info!(instance = %instance.name_any(), container = %id, "instance stopped and removed");
     Ok(Action::await_change())
 }
