@@ -1,13 +1,16 @@
 //! The controller's shared caches: one Instance watch for every controller, pruned before it
-//! is stored, and one watch of the hosts' Leases.
+//! is stored, one watch of the WorkloadServices, and one of the hosts' Leases.
 //!
 //! The Workload reconciler, the scheduler and the WorkloadService reconciler each subscribe
 //! to the one Instance reflector instead of keeping their own cache, and read its store
-//! instead of listing.
+//! instead of listing. The WorkloadService reconciler runs on the WorkloadService
+//! reflector; the Workload reconciler reads its store (which revision each Service
+//! publishes) and is woken when a Service's status changes.
 
 use std::sync::Arc;
 
-use bulkhead_crds::{Instance, SYSTEM_NAMESPACE};
+use bulkhead_crds::{Instance, SYSTEM_NAMESPACE, WorkloadService};
+pub use bulkhead_telemetry::ready::{Readiness, Ready};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
@@ -18,6 +21,52 @@ use kube::{
         watcher,
     },
 };
+
+/// Tells `readiness` when a reflector's stream passes its first complete list (`InitDone`):
+/// the store is filled. Put after the reflector, so the store has applied the event.
+pub fn tell_on_init<K>(
+    readiness: Readiness,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            readiness.ready();
+        }
+    }
+}
+
+/// A shared store with its readiness, for many waiters at once.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // reflector stores are not Debug
+pub struct Cached<K>
+where
+    K: kube::Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    ready: Ready,
+}
+
+impl<K> Cached<K>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// `store`, ready when `ready` says so.
+    pub fn new(store: Store<K>, ready: Ready) -> Self {
+        Self { store, ready }
+    }
+
+    /// The store, ready or not (for a Controller, which waits on its store itself).
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// The store once it holds its first list.
+    pub async fn ready(&self) -> Result<&Store<K>, bulkhead_telemetry::ready::NeverReady> {
+        self.ready.wait().await?;
+        Ok(&self.store)
+    }
+}
 
 /// Events a subscriber may lag behind the reflector before it waits (backpressure).
 const SUBSCRIBER_BUFFER: usize = 4096;
@@ -34,14 +83,30 @@ pub fn prune(instance: &mut Instance) {
     }
 }
 
+/// A stream of changed objects for one subscriber.
+pub type Events<K> = std::pin::Pin<Box<dyn Stream<Item = Arc<K>> + Send>>;
 /// A stream of changed Instances for one subscriber.
-pub type InstanceEvents = std::pin::Pin<Box<dyn Stream<Item = Arc<Instance>> + Send>>;
+pub type InstanceEvents = Events<Instance>;
+
+/// A subscription to a shared reflector (a stream that never yields if it cannot subscribe).
+fn subscribe<K>(writer: &reflector::store::Writer<K>) -> Events<K>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    match writer.subscribe() {
+        Some(s) => s.boxed(),
+        None => futures::stream::pending().boxed(),
+    }
+}
 
 /// The shared stores and their subscriptions.
 #[allow(missing_debug_implementations)] // reflector stores are not Debug
 pub struct Caches {
     /// Every Instance, pruned.
     pub instances: Store<Instance>,
+    /// When `instances` holds its first list.
+    pub instances_ready: Ready,
     /// The hosts' Leases.
     pub leases: Store<Lease>,
     /// Instance changes for the Workload controller.
@@ -50,18 +115,22 @@ pub struct Caches {
     pub for_scheduler: InstanceEvents,
     /// Instance changes for the WorkloadService controller.
     pub for_services: InstanceEvents,
+    /// Every WorkloadService (managedFields dropped), once it holds its first list.
+    pub services: Cached<WorkloadService>,
+    /// WorkloadService changes: the WorkloadService controller's own trigger.
+    pub services_for_services: Events<WorkloadService>,
+    /// WorkloadService changes for the Workload controller (a Service followed a switch).
+    pub services_for_workloads: Events<WorkloadService>,
 }
 
 /// Starts the shared watches (on the current runtime) and returns their stores.
 pub fn start(client: &Client) -> Caches {
+    // Readiness comes from the streams, never from `Store::wait_until_ready`: the scheduler
+    // and the WorkloadService controller run on these stores and wait there themselves.
     let (instances, writer) = reflector::store_shared::<Instance>(SUBSCRIBER_BUFFER);
-    let subscribe = || -> InstanceEvents {
-        match writer.subscribe() {
-            Some(s) => s.boxed(),
-            None => futures::stream::pending().boxed(),
-        }
-    };
-    let (for_workloads, for_scheduler, for_services) = (subscribe(), subscribe(), subscribe());
+    let (instances_told, instances_ready) = Ready::channel();
+    let (for_workloads, for_scheduler, for_services) =
+        (subscribe(&writer), subscribe(&writer), subscribe(&writer));
     let watch = watcher(
         Api::<Instance>::all(client.clone()),
         watcher::Config::default(),
@@ -69,6 +138,7 @@ pub fn start(client: &Client) -> Caches {
     .modify(prune)
     .default_backoff()
     .reflect_shared(writer)
+    .inspect(tell_on_init(instances_told))
     .for_each(|_| futures::future::ready(()));
     tokio::spawn(watch);
     let (leases, lease_writer) = reflector::store();
@@ -82,12 +152,30 @@ pub fn start(client: &Client) -> Caches {
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
     tokio::spawn(lease_watch);
+    let (services, service_writer) = reflector::store_shared::<WorkloadService>(SUBSCRIBER_BUFFER);
+    let (services_told, services_ready) = Ready::channel();
+    let (services_for_services, services_for_workloads) =
+        (subscribe(&service_writer), subscribe(&service_writer));
+    let service_watch = watcher(
+        Api::<WorkloadService>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .modify(|s| s.metadata.managed_fields = None)
+    .default_backoff()
+    .reflect_shared(service_writer)
+    .inspect(tell_on_init(services_told))
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(service_watch);
     Caches {
         instances,
+        instances_ready,
         leases,
         for_workloads,
         for_scheduler,
         for_services,
+        services: Cached::new(services, services_ready),
+        services_for_services,
+        services_for_workloads,
     }
 }
 
@@ -95,6 +183,35 @@ pub fn start(client: &Client) -> Caches {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use std::time::Duration;
+
+    /// Why the controller waits through `bulkhead_telemetry::ready::Ready`: kube-runtime's
+    /// own wait wakes one of two concurrent waiters. If kube-runtime fixes this, this test
+    /// fails and the workaround can go.
+    #[tokio::test]
+    async fn kube_store_readiness_wakes_only_the_last_of_two_waiters() {
+        let (store, mut writer) = reflector::store::<Lease>();
+        let waiter = |s: Store<Lease>| tokio::spawn(async move { s.wait_until_ready().await });
+        let (first, second) = (waiter(store.clone()), waiter(store.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let second = tokio::time::timeout(Duration::from_secs(2), second).await;
+        assert!(second.is_ok(), "the waiter that polled last is woken");
+        let first = tokio::time::timeout(Duration::from_millis(500), first).await;
+        assert!(first.is_err(), "the first waiter is not woken");
+        // Told by the stream instead, both are.
+        let (told, ready) = Ready::channel();
+        let mut tell = tell_on_init::<Lease>(told);
+        let waiter = |r: Ready| tokio::spawn(async move { r.wait().await });
+        let (first, second) = (waiter(ready.clone()), waiter(ready));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tell(&Ok(watcher::Event::Init));
+        tell(&Ok(watcher::Event::InitDone));
+        for w in [first, second] {
+            let woke = tokio::time::timeout(Duration::from_secs(2), w).await;
+            assert!(woke.is_ok(), "a waiter on Ready was not woken");
+        }
+    }
 
     #[test]
     fn pruning_drops_managed_fields_and_the_last_applied_copy() {

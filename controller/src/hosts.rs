@@ -28,7 +28,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
@@ -86,7 +86,7 @@ struct Lifecycle {
     grace: Duration,
     /// The hosts' Leases in `bulkhead-system`, from a watch (the controller may list and
     /// watch Leases there, but get only its own leader Lease).
-    leases: Store<Lease>,
+    leases: crate::cache::Cached<Lease>,
 }
 
 /// Runs the host lifecycle controller until shutdown.
@@ -94,6 +94,7 @@ pub async fn run(ctx: Arc<Context>, grace: Duration) {
     let client = ctx.client.clone();
     let sweeper = tokio::spawn(release_orphaned(ctx.clone()));
     let (leases, writer) = reflector::store();
+    let (told, leases_ready) = crate::cache::Ready::channel();
     let lease_events = reflector::reflector(
         writer,
         watcher(
@@ -102,6 +103,7 @@ pub async fn run(ctx: Arc<Context>, grace: Duration) {
         ),
     )
     .default_backoff()
+    .inspect(crate::cache::tell_on_init(told))
     .touched_objects();
     Controller::new(Api::<Host>::all(client), watcher::Config::default())
         .watches_stream(lease_events, |lease| {
@@ -114,7 +116,11 @@ pub async fn run(ctx: Arc<Context>, grace: Duration) {
                 warn!(host = %host.name_any(), error = %e, "host lifecycle failed; retrying");
                 Action::requeue(Duration::from_secs(5))
             },
-            Arc::new(Lifecycle { ctx, grace, leases }),
+            Arc::new(Lifecycle {
+                ctx,
+                grace,
+                leases: crate::cache::Cached::new(leases, leases_ready),
+            }),
         )
         .for_each(|_| futures::future::ready(()))
         .await;
@@ -126,12 +132,10 @@ async fn reconcile(host: Arc<Host>, lc: Arc<Lifecycle>) -> Result<Action, Error>
     let name = host.name_any();
     // Never judge a host before every Lease has been seen: an empty store would make every
     // host look silent right after a controller start.
-    if lc.leases.wait_until_ready().await.is_err() {
+    let Ok(leases) = lc.leases.ready().await else {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let lease = lc
-        .leases
-        .get(&ObjectRef::new(&name).within(SYSTEM_NAMESPACE));
+    };
+    let lease = leases.get(&ObjectRef::new(&name).within(SYSTEM_NAMESPACE));
     // A host that has not renewed a Lease yet has one grace period from its registration.
     let registered = host
         .creation_timestamp()

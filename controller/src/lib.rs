@@ -53,6 +53,13 @@ pub struct Context {
     pub history: workload::history::Recorded,
     /// The back-off of replacing each Workload's failed instances, by Workload UID.
     pub replacements: std::sync::Mutex<bulkhead_telemetry::backoff::Backoff>,
+    /// Every WorkloadService, from the shared watch: which revision each one publishes.
+    pub services: cache::Cached<bulkhead_crds::WorkloadService>,
+    /// Tells the WorkloadService controller that a Workload's reconciler changed its active
+    /// or preview revision, so its Services follow without waiting for the watch.
+    pub switched: futures::channel::mpsc::UnboundedSender<
+        kube::runtime::reflector::ObjectRef<bulkhead_crds::Workload>,
+    >,
 }
 
 /// The first delay before a Workload's failed instances are replaced again.

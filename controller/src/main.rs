@@ -110,12 +110,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
     let (hosts, host_writer) = reflector::store();
+    let (hosts_told, hosts_ready) = cache::Ready::channel();
     let caches = cache::start(&client);
+    let (switched, switches) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
         recorder,
-        placement: Placement::new(hosts, caches.leases, caches.instances),
+        placement: Placement::new(
+            (hosts, hosts_ready),
+            caches.leases,
+            (caches.instances, caches.instances_ready),
+        ),
         expectations: Default::default(),
         image_updates: bulkhead_controller::image_updates::ImageUpdates::new(
             args.allowed_registries.clone(),
@@ -125,12 +131,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             bulkhead_controller::REPLACE_FIRST,
             bulkhead_controller::REPLACE_MAX,
         )),
+        services: caches.services.clone(),
+        switched,
     });
     let workloads = Controller::new(
         Api::<Workload>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns_shared_stream(caches.for_workloads);
+    .owns_shared_stream(caches.for_workloads)
+    // A Service that followed a switch lets the old revision retire.
+    .watches_shared_stream(caches.services_for_workloads, |s| {
+        Some(
+            reflector::ObjectRef::new(&s.spec.workload_name)
+                .within(&kube::ResourceExt::namespace(s.as_ref())?),
+        )
+    });
     // Draining a host (or undraining it) revisits every Workload: its instances there are
     // replaced. Host status updates (every Lease renewal) do not trigger anything.
     let drains = reflector::reflector(
@@ -138,6 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watcher(Api::<Host>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
+    .inspect(cache::tell_on_init(hosts_told))
     .applied_objects()
     .predicate_filter(
         |h: &Host| Some(u64::from(workload::reconcile::is_draining(h))),
@@ -174,7 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = workloads => info!("workload controller stopped"),
         _ = profiles => info!("seccomp profile status writer stopped"),
         _ = scheduler::run(ctx.clone(), caches.for_scheduler) => info!("scheduler stopped"),
-        _ = service::run(ctx.clone(), caches.for_services) => info!("service controller stopped"),
+        _ = service::run(ctx.clone(), caches.services.store(), caches.services_for_services, caches.for_services, switches) => info!("service controller stopped"),
         _ = hosts::run(ctx.clone(), std::time::Duration::from_secs(args.host_lost_grace_seconds)) => info!("host lifecycle stopped"),
         _ = elector.hold() => {
             error!("lost leadership; exiting so that only one controller acts");

@@ -47,6 +47,9 @@ pub struct Placement {
     pub instances: Store<Instance>,
     /// `namespace/name` → assumed binding.
     assumed: Mutex<HashMap<String, Assumed>>,
+    /// When the Host and Instance stores hold their first lists (for many waiters at once).
+    hosts_ready: crate::cache::Ready,
+    instances_ready: crate::cache::Ready,
 }
 
 /// The store key of an instance: `namespace/name`.
@@ -55,14 +58,29 @@ pub fn key(namespace: &str, name: &str) -> String {
 }
 
 impl Placement {
-    /// A placement view over these stores.
-    pub fn new(hosts: Store<Host>, leases: Store<Lease>, instances: Store<Instance>) -> Self {
+    /// A placement view over these stores, each with its readiness.
+    pub fn new(
+        (hosts, hosts_ready): (Store<Host>, crate::cache::Ready),
+        leases: Store<Lease>,
+        (instances, instances_ready): (Store<Instance>, crate::cache::Ready),
+    ) -> Self {
         Self {
+            hosts_ready,
+            instances_ready,
             hosts,
             leases,
             instances,
             assumed: Mutex::default(),
         }
+    }
+
+    /// Waits until the Host store holds its first list.
+    pub async fn hosts_ready(&self) -> Result<&Store<Host>, crate::Error> {
+        self.hosts_ready
+            .wait()
+            .await
+            .map_err(|_| crate::Error::StoreGone("Host"))?;
+        Ok(&self.hosts)
     }
 
     /// The instances of Workload `namespace/workload`, from the shared store (never a list:
@@ -72,8 +90,8 @@ impl Placement {
         namespace: &str,
         workload: &str,
     ) -> Result<Vec<std::sync::Arc<Instance>>, crate::Error> {
-        self.instances
-            .wait_until_ready()
+        self.instances_ready
+            .wait()
             .await
             .map_err(|_| crate::Error::StoreGone("Instance"))?;
         Ok(self

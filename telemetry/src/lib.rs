@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod failpoint;
+pub mod ready;
 
 use std::{collections::VecDeque, net::IpAddr, sync::Arc, time::Duration};
 

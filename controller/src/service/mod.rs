@@ -38,17 +38,27 @@ use crate::{Context, Error};
 use ownership::{Kind, Role, Slot};
 use publish::{MANAGED_BY, PREVIEW_SUFFIX};
 
-/// Runs the WorkloadService controller until shutdown.
-pub async fn run(ctx: Arc<Context>, instances: crate::cache::InstanceEvents) {
+/// Runs the WorkloadService controller until shutdown, on the shared WorkloadService
+/// reflector (`services`, `changes`). `switched` names the Workloads whose reconciler just
+/// changed the active or preview revision: their Services follow at once, without waiting
+/// for the Workload's watch event.
+pub async fn run(
+    ctx: Arc<Context>,
+    services: Store<WorkloadService>,
+    changes: crate::cache::Events<WorkloadService>,
+    instances: crate::cache::InstanceEvents,
+    switched: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Workload>>,
+) {
     let client = ctx.client.clone();
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let controller = Controller::new(
-        Api::<WorkloadService>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let controller = Controller::for_shared_stream(changes, services);
     let by_workload = controller.store();
     let by_instance = controller.store();
+    let by_switch = controller.store();
+    let switched = switched.flat_map(move |wl| {
+        futures::stream::iter(services_of(&by_switch, wl.namespace.clone(), &wl.name))
+    });
     controller
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<EndpointSlice>::all(client.clone()), managed)
@@ -62,6 +72,7 @@ pub async fn run(ctx: Arc<Context>, instances: crate::cache::InstanceEvents) {
                 None => Vec::new(),
             },
         )
+        .reconcile_on(switched)
         .shutdown_on_signal()
         .run(
             reconcile,

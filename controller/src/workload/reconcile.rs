@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bulkhead_crds::{
     ANNOTATION_ABORT, ANNOTATION_DRAIN, ANNOTATION_PROMOTE, Host, Instance, InstanceSpec,
-    LABEL_HOST, LABEL_REVISION, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService,
+    LABEL_HOST, LABEL_REVISION, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload,
     workload::{Strategy, StrategyType},
 };
 use k8s_openapi::{
@@ -14,8 +14,8 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::controller::Action,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde_json::json;
 use tracing::{info, warn};
@@ -360,6 +360,14 @@ async fn report(
         // Crash-safety tests stop here: the switch is recorded, no Service has followed yet.
         bulkhead_telemetry::failpoint::hit("controller-after-promote");
     }
+    if (&next.active_revision, &next.preview_revision)
+        != (&previous.active_revision, &previous.preview_revision)
+    {
+        // The Services follow now, not a watch event later.
+        let _ = ctx
+            .switched
+            .unbounded_send(ObjectRef::new(&seen.name).within(&seen.ns));
+    }
     Ok(next)
 }
 
@@ -657,14 +665,10 @@ fn summary(verb: &str, names: &[String], suffix: &str) -> String {
 /// The Hosts annotated `bulkhead.dev/drain: "true"`.
 async fn draining_hosts(ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
     // Judging before the first list would miss a drain; the watch fills this within a moment.
-    ctx.placement
-        .hosts
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreGone("Host"))?;
     Ok(ctx
         .placement
-        .hosts
+        .hosts_ready()
+        .await?
         .state()
         .iter()
         .filter(|h| is_draining(h))
@@ -698,14 +702,16 @@ async fn published_revisions(
     ns: &str,
     workload: &str,
 ) -> Result<Vec<Option<String>>, Error> {
-    let services: Api<WorkloadService> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(services
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|s| s.spec.workload_name == workload)
-        .map(|s| s.status.and_then(|st| st.active_revision))
+    // Judging before the first list would retire a revision a Service still publishes.
+    Ok(ctx
+        .services
+        .ready()
+        .await
+        .map_err(|_| Error::StoreGone("WorkloadService"))?
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns) && s.spec.workload_name == workload)
+        .map(|s| s.status.as_ref().and_then(|st| st.active_revision.clone()))
         .collect())
 }
 

@@ -90,6 +90,9 @@ pub struct Walls {
     policies: Store<NetworkPolicy>,
     namespaces: Store<Namespace>,
     instances: Store<Instance>,
+    /// When all three stores hold their first lists (the start-up sync and the loop wait
+    /// at the same time; see `bulkhead_telemetry::ready`).
+    ready: bulkhead_telemetry::ready::Ready,
     /// The last transaction applied (without jumps), so unchanged plans are not re-applied.
     last: tokio::sync::Mutex<Option<String>>,
     applied: Mutex<BTreeMap<String, Applied>>,
@@ -134,8 +137,17 @@ impl Walls {
                 .map(log_watch_error)
                 .boxed(),
         ]);
+        let ready = {
+            let (p, n, i) = (policies.clone(), namespaces.clone(), instances.clone());
+            bulkhead_telemetry::ready::Ready::spawn(async move {
+                p.wait_until_ready().await.is_ok()
+                    && n.wait_until_ready().await.is_ok()
+                    && i.wait_until_ready().await.is_ok()
+            })
+        };
         let walls = Arc::new(Self {
             client: client.clone(),
+            ready,
             bridge: bridge.to_string(),
             proxies: proxies.to_vec(),
             root,
@@ -175,13 +187,9 @@ impl Walls {
 
     /// Plans and applies the bridge's walls; `force` re-applies an unchanged plan.
     pub async fn sync(&self, force: bool) -> Result<(), WallsError> {
-        let ready = async {
-            self.policies.wait_until_ready().await.ok();
-            self.namespaces.wait_until_ready().await.ok();
-            self.instances.wait_until_ready().await.ok();
-        };
-        tokio::time::timeout(Duration::from_secs(30), ready)
+        tokio::time::timeout(Duration::from_secs(30), self.ready.wait())
             .await
+            .map_err(|_| WallsError::NotSynced)?
             .map_err(|_| WallsError::NotSynced)?;
         let mut last = self.last.lock().await;
         let (locals, owners) = self.locals();
