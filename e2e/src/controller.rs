@@ -27,7 +27,7 @@ impl TestController {
             .args(["--identity", identity, "--metrics-address", "127.0.0.1:0"])
             .args(extra)
             .env("BULKHEAD_FAILPOINTS", failpoints)
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("a second handle on the log file"))
             .stderr(log)
             .spawn()
             .expect("the controller binary runs");

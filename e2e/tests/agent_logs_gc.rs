@@ -109,32 +109,35 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
         "rotations seen: {rotations}, largest file {largest} bytes, total {total} bytes (cap {CAP})"
     );
 
-    // `logs` reads the previous and the current file.
-    let out = Command::new(binary("bulkhead-node-agent"))
-        .args(["--state-dir"])
-        .arg(&agent.state_dir)
-        .args(["logs", &format!("{}/yes", ns.name)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout.len() as u64 > CAP && out.stdout.len() as u64 <= 2 * CAP + 65536,
-        "logs printed {} bytes: not the previous and the current file",
-        out.stdout.len()
-    );
-    assert!(out.stdout.starts_with(b"y\n"), "not the output of yes");
+    // `logs` reads the previous and the current file: more than one file holds. `yes` keeps
+    // writing, so a read just after a rotation finds the current file empty and prints only
+    // the previous one; such a read is tried again (at most 5 reads).
+    let agent_logs = || {
+        let out = Command::new(binary("bulkhead-node-agent"))
+            .args(["--state-dir"])
+            .arg(&agent.state_dir)
+            .args(["logs", &format!("{}/yes", ns.name)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let out = both_files(agent_logs, "logs");
+    assert!(out.starts_with(b"y\n"), "not the output of yes");
 
     // So does `kubectl bulkhead logs`.
     let dir = agent.state_dir.to_str().unwrap();
-    let printed = plugin::run(&["logs", "yes", "-n", &ns.name, "--agent-state-dir", dir]).ok();
-    assert!(
-        printed.len() as u64 > CAP && printed.len() as u64 <= 2 * CAP + 65536,
-        "kubectl bulkhead logs printed {} bytes: not the previous and the current file",
-        printed.len()
+    both_files(
+        || {
+            plugin::run(&["logs", "yes", "-n", &ns.name, "--agent-state-dir", dir])
+                .ok()
+                .into_bytes()
+        },
+        "kubectl bulkhead logs",
     );
 
     // Deleting the Instance removes its logs.
@@ -152,6 +155,25 @@ async fn a_yes_instance_log_stays_under_the_cap_and_goes_with_the_instance() {
             .exists()
     );
     ns.delete().await;
+}
+
+/// What `read` prints once it holds more than one capped file (the previous and the current
+/// one) and at most two plus what `yes` wrote meanwhile; at most 5 reads.
+fn both_files(read: impl Fn() -> Vec<u8>, what: &str) -> Vec<u8> {
+    let mut sizes = vec![];
+    for _ in 0..5 {
+        let out = read();
+        let len = out.len() as u64;
+        assert!(
+            len <= 2 * CAP + 65536,
+            "{what} printed {len} bytes: more than the previous and the current file"
+        );
+        if len > CAP {
+            return out;
+        }
+        sizes.push(len);
+    }
+    panic!("{what} printed at most one file's worth in 5 reads: {sizes:?} bytes (cap {CAP})")
 }
 
 /// Image records in the agent's containerd namespace: (name, manifest digest).
