@@ -2,7 +2,7 @@
 //! controllers with failpoints armed.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 

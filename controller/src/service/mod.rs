@@ -32,7 +32,7 @@ use kube::{
     },
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{Context, Error};
 use ownership::{Kind, Role, Slot};
@@ -121,8 +121,9 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
     let workloads = Api::<Workload>::namespaced(client.clone(), &ns);
     let uid = svc.uid().unwrap_or_default();
+    debug!(service = %name, namespace = %ns, "reconciling");
     // One round trip for the five reads (the Workload and the four names), not five.
-    let (workload, slots) = futures::try_join!(
+    let (workload, (slots, held)) = futures::try_join!(
         async { Ok::<_, Error>(workloads.get_opt(&svc.spec.workload_name).await?) },
         observe_names(&services, &slices, &name, &uid),
     )?;
@@ -148,6 +149,7 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let ready = publish::ready_instances(&instances, active.as_deref());
     let preview_ready = publish::ready_instances(&instances, preview.as_deref());
 
+    debug!(service = %name, namespace = %ns, active = ?active, "read the Workload and the four names");
     let plan = ownership::plan(&ns, svc.spec.preview, &slots);
     let published = Published {
         active: active.as_deref(),
@@ -155,7 +157,8 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         ready: &ready,
         preview_ready: &preview_ready,
     };
-    execute(svc, &services, &slices, &plan, &published).await?;
+    execute(svc, (&services, &slices), &plan, &published, &held).await?;
+    debug!(service = %name, namespace = %ns, active = ?active, "applied");
     if !plan.conflicts.is_empty() {
         warn!(service = %name, namespace = %ns, conflicts = ?plan.conflicts, "names taken by objects this WorkloadService does not own");
     }
@@ -210,13 +213,16 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     )))
 }
 
-/// What the four names hold now.
+/// The objects the four names hold, as JSON, by kind and name.
+type Held = std::collections::BTreeMap<(Kind, String), serde_json::Value>;
+
+/// What the four names hold now: who claims each, and the objects.
 async fn observe_names(
     services: &Api<Service>,
     slices: &Api<EndpointSlice>,
     name: &str,
     owner_uid: &str,
-) -> Result<Vec<Slot>, Error> {
+) -> Result<(Vec<Slot>, Held), Error> {
     let preview_name = format!("{name}{PREVIEW_SUFFIX}");
     // One round trip for the four reads, not four.
     let (active_service, active_slice, preview_service, preview_slice) = futures::try_join!(
@@ -226,6 +232,7 @@ async fn observe_names(
         slices.get_opt(&preview_name),
     )?;
     let mut slots = Vec::with_capacity(4);
+    let mut held = Held::new();
     for (role, object, service, slice) in [
         (Role::Active, name, active_service, active_slice),
         (
@@ -235,6 +242,17 @@ async fn observe_names(
             preview_slice,
         ),
     ] {
+        for (kind, json) in [
+            (Kind::Service, service.as_ref().map(serde_json::to_value)),
+            (
+                Kind::EndpointSlice,
+                slice.as_ref().map(serde_json::to_value),
+            ),
+        ] {
+            if let Some(Ok(json)) = json {
+                held.insert((kind, object.to_owned()), json);
+            }
+        }
         for (kind, meta) in [
             (Kind::Service, service.as_ref().map(|s| &s.metadata)),
             (Kind::EndpointSlice, slice.as_ref().map(|s| &s.metadata)),
@@ -247,7 +265,7 @@ async fn observe_names(
             });
         }
     }
-    Ok(slots)
+    Ok((slots, held))
 }
 
 /// The revisions and ready instances the objects publish.
@@ -258,14 +276,15 @@ struct Published<'a> {
     preview_ready: &'a [publish::Ready],
 }
 
-/// Applies and deletes what the plan says; a delete names the UID it checked, so an object
-/// that someone replaced in between is left alone.
+/// Applies and deletes what the plan says; an apply that would change nothing in what was
+/// read is skipped, and a delete names the UID it checked, so an object that someone
+/// replaced in between is left alone.
 async fn execute(
     svc: &WorkloadService,
-    services: &Api<Service>,
-    slices: &Api<EndpointSlice>,
+    (services, slices): (&Api<Service>, &Api<EndpointSlice>),
     plan: &ownership::Plan,
     published: &Published<'_>,
+    held: &Held,
 ) -> Result<(), Error> {
     let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
     // The applies touch four different objects: all in one round trip (the active slice is
@@ -276,14 +295,22 @@ async fn execute(
             Role::Preview => (published.preview, published.preview_ready),
         };
         let pp = &pp;
+        let body = match kind {
+            Kind::Service => publish::service(svc, object, role.as_str()),
+            Kind::EndpointSlice => {
+                publish::endpoint_slice(svc, object, role.as_str(), revision, ready)
+            }
+        };
+        let unchanged = held
+            .get(&(*kind, object.clone()))
+            .is_some_and(|o| publish::already_holds(o, &body));
         async move {
             match kind {
+                _ if unchanged => {}
                 Kind::Service => {
-                    let body = publish::service(svc, object, role.as_str());
-                    services.patch(object, pp, &Patch::Apply(body)).await?;
+                    services.patch(object, pp, &Patch::Apply(&body)).await?;
                 }
                 Kind::EndpointSlice => {
-                    let body = publish::endpoint_slice(svc, object, role.as_str(), revision, ready);
                     slices.patch(object, pp, &Patch::Apply(&body)).await?;
                 }
             }

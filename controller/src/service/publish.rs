@@ -138,6 +138,22 @@ pub fn service(svc: &WorkloadService, name: &str, role: &str) -> Value {
     })
 }
 
+/// Whether `observed` already holds every field of the apply `body` with the same value:
+/// applying it would change nothing (and is skipped: four no-op applies per reconcile slowed
+/// the one write a switch needs). Objects compare by the body's keys, lists by length and
+/// element, anything else by equality.
+pub fn already_holds(observed: &Value, body: &Value) -> bool {
+    match (observed, body) {
+        (Value::Object(o), Value::Object(b)) => b
+            .iter()
+            .all(|(k, v)| o.get(k).is_some_and(|ov| already_holds(ov, v))),
+        (Value::Array(o), Value::Array(b)) => {
+            o.len() == b.len() && o.iter().zip(b).all(|(ov, bv)| already_holds(ov, bv))
+        }
+        _ => observed == body,
+    }
+}
+
 /// The EndpointSlice of Service `name`, listing `ready` (server-side apply body).
 pub fn endpoint_slice(
     svc: &WorkloadService,
@@ -200,6 +216,33 @@ mod tests {
         InstanceSpec, InstanceStatus, WorkloadServiceSpec, conditions::new, conditions::status,
     };
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+    #[test]
+    fn an_apply_is_a_no_op_only_when_every_field_it_sets_is_already_there() {
+        let observed = json!({
+            "metadata": {"name": "web", "uid": "u", "labels": {"a": "1", "b": "2"}},
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "zone": "z"}],
+        });
+        let same = json!({
+            "metadata": {"name": "web", "labels": {"a": "1"}},
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}],
+        });
+        assert!(
+            already_holds(&observed, &same),
+            "server-added fields do not count"
+        );
+        let moved = json!({"endpoints": [{"addresses": ["10.0.0.2"]}]});
+        assert!(!already_holds(&observed, &moved), "another address");
+        let more = json!({"endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]});
+        assert!(!already_holds(&observed, &more), "another endpoint");
+        assert!(
+            !already_holds(&observed, &json!({"endpoints": []})),
+            "none left"
+        );
+        let label = json!({"metadata": {"labels": {"a": "2"}}});
+        assert!(!already_holds(&observed, &label), "a changed label");
+        assert!(!already_holds(&json!(null), &same), "nothing there yet");
+    }
 
     fn instance(name: &str, rev: &str, ip: &str, phase: InstancePhase, ready: bool) -> Instance {
         let mut i = Instance::new(

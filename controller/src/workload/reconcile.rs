@@ -82,6 +82,7 @@ pub async fn reconcile(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, E
 
 async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
+    tracing::debug!(workload = %wl.name_any(), namespace = ?wl.namespace(), "reconciling");
     // A followed tag is pinned to its accepted digest, which makes the revision; until a
     // digest is accepted nothing is started (docs/image-updates.md).
     let followed = crate::image_updates::follow::follow(&ctx, &wl, now).await;
@@ -364,6 +365,7 @@ async fn report(
         != (&previous.active_revision, &previous.preview_revision)
     {
         // The Services follow now, not a watch event later.
+        info!(workload = %seen.name, namespace = %seen.ns, active = ?next.active_revision, preview = ?next.preview_revision, "revisions recorded; waking the Services");
         let _ = ctx
             .switched
             .unbounded_send(ObjectRef::new(&seen.name).within(&seen.ns));
