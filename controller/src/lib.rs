@@ -55,6 +55,8 @@ pub struct Context {
     pub replacements: std::sync::Mutex<bulkhead_telemetry::backoff::Backoff>,
     /// Every WorkloadService, from the shared watch: which revision each one publishes.
     pub services: cache::Cached<bulkhead_crds::WorkloadService>,
+    /// One lock per WorkloadService between its reconciler and the traffic switch.
+    pub switchboard: service::switch::Switchboard,
     /// Tells the WorkloadService controller that a Workload's reconciler changed its active
     /// or preview revision, so its Services follow without waiting for the watch.
     pub switched: futures::channel::mpsc::UnboundedSender<

@@ -132,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             bulkhead_controller::REPLACE_MAX,
         )),
         services: caches.services.clone(),
+        switchboard: Default::default(),
         switched,
     });
     let workloads = Controller::new(

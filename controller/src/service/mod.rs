@@ -8,6 +8,7 @@
 
 pub mod ownership;
 pub mod publish;
+pub mod switch;
 
 use std::{sync::Arc, time::Duration};
 
@@ -114,8 +115,12 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let name = svc.name_any();
     if svc.metadata.deletion_timestamp.is_some() {
         // The Service and slices are owned by it; the garbage collector removes them.
+        ctx.switchboard.forget(&ns, &name);
         return Ok(Action::await_change());
     }
+    // Held from before the Workload is read until the applies return (see `switch`).
+    let entry = ctx.switchboard.entry(&ns, &name);
+    let mut known = entry.lock().await;
     let client = ctx.client.clone();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
@@ -158,6 +163,8 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         preview_ready: &preview_ready,
     };
     execute(svc, (&services, &slices), &plan, &published, &held).await?;
+    *known = switch::known_active_slice(&plan, &slots);
+    drop(known);
     debug!(service = %name, namespace = %ns, active = ?active, "applied");
     if !plan.conflicts.is_empty() {
         warn!(service = %name, namespace = %ns, conflicts = ?plan.conflicts, "names taken by objects this WorkloadService does not own");

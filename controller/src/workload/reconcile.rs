@@ -364,8 +364,13 @@ async fn report(
     if (&next.active_revision, &next.preview_revision)
         != (&previous.active_revision, &previous.preview_revision)
     {
-        // The Services follow now, not a watch event later.
-        info!(workload = %seen.name, namespace = %seen.ns, active = ?next.active_revision, preview = ?next.preview_revision, "revisions recorded; waking the Services");
+        // The traffic follows now (one slice write), and the Services' reconciler is woken
+        // rather than waiting for the watch event.
+        if next.active_revision != previous.active_revision
+            && let Some(active) = &next.active_revision
+        {
+            crate::service::switch::follow(ctx, &seen.ns, &seen.name, active).await;
+        }
         let _ = ctx
             .switched
             .unbounded_send(ObjectRef::new(&seen.name).within(&seen.ns));
