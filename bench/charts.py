@@ -17,6 +17,7 @@ BULKHEAD = "#1f77b4"
 BASE1 = "#ff7f0e"
 BASE2 = "#2ca02c"
 BASE3 = "#7f7f7f"
+BASE4 = "#d62728"
 
 
 def placeholder(path, title, why):
@@ -40,9 +41,11 @@ def start_chart(run, out):
         return
     series = [
         ("Bulkhead agent: Instance created → Running", s["agent_ms"], s.get("agent"), BULKHEAD),
-        ("ctr run -d (same OCI spec)", s["ctr_ms"], s.get("ctr"), BASE1),
-        ("runc run -d (same OCI spec)", s["runc_ms"], s.get("runc"), BASE2),
+        ("ctr run -d + the agent's CNI chain (same OCI spec)", s.get("ctr_cni_ms", []), s.get("ctr_cni"), BASE4),
+        ("ctr run -d (same OCI spec, no network)", s["ctr_ms"], s.get("ctr"), BASE1),
+        ("runc run -d (same OCI spec, no network)", s["runc_ms"], s.get("runc"), BASE2),
     ]
+    series = [x for x in series if x[1]]
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
     for label, values, _, color in series:
         x, y = ecdf(values)
@@ -54,18 +57,21 @@ def start_chart(run, out):
     a.grid(alpha=0.3, which="both")
     a.legend(fontsize=8, loc="lower right")
     names = ["p50", "p90", "p99"]
-    width = 0.27
+    width = 0.8 / len(series)
     for i, (label, _, summ, color) in enumerate(series):
         if not summ:
             continue
         vals = [summ[n] for n in names]
-        xs = [j + (i - 1) * width for j in range(3)]
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(3)]
         bars = b.bar(xs, vals, width, color=color, label=label.split(":")[0])
         for bar, v in zip(bars, vals):
             b.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
-    agent, ctr = s.get("agent"), s.get("ctr")
-    if agent and ctr and ctr["p50"] > 0:
-        b.set_title(f"Percentiles (ms); agent p50 = {agent['p50'] / ctr['p50']:.2f}× ctr run")
+    agent, cni = s.get("agent"), s.get("ctr_cni")
+    if agent and cni and cni["p50"] > 0:
+        b.set_title(
+            f"Percentiles (ms); agent p50 = {agent['p50'] / cni['p50']:.2f}×, "
+            f"p99 = {agent['p99'] / cni['p99']:.2f}× ctr run + CNI"
+        )
     else:
         b.set_title("Percentiles (ms)")
     b.set_xticks(range(3), names)
@@ -99,6 +105,8 @@ def fanout_chart(run, out):
     line(step.get("running"), "Bulkhead: Instances Running (fake agent)", BULKHEAD)
     if f.get("kcm"):
         line(f["kcm"]["series"], "kcm Deployment: Pods created (default flags)", BASE1)
+    if f.get("kcm_tuned"):
+        line(f["kcm_tuned"]["series"], "kcm Deployment: Pods created (--kube-api-qps 500 --kube-api-burst 1000)", BASE4)
     if f.get("raw_instances"):
         line(f["raw_instances"]["series"], f["raw_instances"]["label"], BASE2)
     if f.get("raw_pods"):
@@ -122,12 +130,13 @@ def fanout_chart(run, out):
         cpu.append(s["controller"]["cpu_s"])
         rss.append(s["controller"]["peak_rss"] / 1048576)
         colors.append(BULKHEAD)
-    kcm = f.get("kcm") or {}
-    if kcm.get("process"):
-        labels.append(f"kube-controller-manager\n0 → {kcm['n']} Pods")
-        cpu.append(kcm["process"]["cpu_s"])
-        rss.append(kcm["process"]["peak_rss"] / 1048576)
-        colors.append(BASE1)
+    for key, name, color in (("kcm", "kube-controller-manager", BASE1), ("kcm_tuned", "kcm, qps 500", BASE4)):
+        kcm = f.get(key) or {}
+        if kcm.get("process"):
+            labels.append(f"{name}\n0 → {kcm['n']} Pods")
+            cpu.append(kcm["process"]["cpu_s"])
+            rss.append(kcm["process"]["peak_rss"] / 1048576)
+            colors.append(color)
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     for axis, vals, title, unit in ((a, cpu, "CPU seconds", "s"), (b, rss, "Peak RSS", "MiB")):
         bars = axis.bar(range(len(vals)), vals, color=colors)

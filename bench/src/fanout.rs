@@ -9,9 +9,11 @@
 //! request to all bound, all Running, and the Workload Available with N available replicas,
 //! with the controller's CPU seconds and peak RSS (from /proc) over each step.
 //!
-//! Beside it on the same apiserver: kube-controller-manager's Deployment controller (default
-//! flags) creating N Pods (they stay Pending: there is no scheduler), and a raw parallel
-//! create loop of N Instances and of N Pods (the apiserver's write ceiling).
+//! Beside it on the same apiserver: kube-controller-manager's Deployment controller creating
+//! N Pods (they stay Pending: there is no scheduler), at its default flags and given
+//! `--kube-api-qps 500 --kube-api-burst 1000` ([`crate::kcm`]), each after a warm-up
+//! Deployment of one, and a raw parallel create loop of N Instances and of N Pods (the
+//! apiserver's write ceiling).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,7 +41,10 @@ use kube::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::procfs::{self, Usage};
+use crate::{
+    kcm,
+    procfs::{self, Usage},
+};
 
 /// The field manager of everything the simulation writes.
 pub const FAKE_AGENT: &str = "bulkhead-bench-fake-agent";
@@ -119,8 +124,14 @@ pub struct Results {
     pub controller_exe: String,
     /// The Workload's steps.
     pub steps: Vec<Step>,
-    /// kube-controller-manager's Deployment controller creating Pods.
+    /// kube-controller-manager's Deployment controller creating Pods (default flags).
     pub kcm: Option<Creation>,
+    /// The same with `--kube-api-qps 500 --kube-api-burst 1000` ([`crate::kcm`]).
+    #[serde(default)]
+    pub kcm_tuned: Option<Creation>,
+    /// Why `kcm_tuned` is missing, if it failed.
+    #[serde(default)]
+    pub kcm_tuned_error: Option<String>,
     /// Raw parallel creates of Instances.
     pub raw_instances: Option<Creation>,
     /// Raw parallel creates of Pods.
@@ -165,12 +176,43 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
         .await?,
     );
     eprintln!("[bench] kube-controller-manager: a Deployment of {first} replicas");
+    let local_kcm = || {
+        procfs::component_pid(
+            &cfg.state_dir,
+            "kube-controller-manager",
+            "kube-controller-manager",
+        )
+    };
     results.kcm = Some(
         in_namespace(client, &format!("bench-kcm-{tag}"), |ns| {
-            deployment(client.clone(), ns, first, cfg)
+            let label = "kube-controller-manager Deployment → ReplicaSet → Pods (default flags)";
+            deployment(client.clone(), ns, first, cfg, local_kcm(), label)
         })
         .await?,
     );
+    eprintln!(
+        "[bench] kube-controller-manager with --kube-api-qps {} --kube-api-burst {}: a Deployment of {first} replicas",
+        kcm::QPS,
+        kcm::BURST
+    );
+    let tuned = in_namespace(client, &format!("bench-kcm-tuned-{tag}"), |ns| {
+        kcm::with_tuned(&cfg.state_dir, |pid| {
+            let label = format!(
+                "kube-controller-manager Deployment → ReplicaSet → Pods (--kube-api-qps {} --kube-api-burst {})",
+                kcm::QPS,
+                kcm::BURST
+            );
+            deployment(client.clone(), ns, first, cfg, Ok(pid), label)
+        })
+    })
+    .await;
+    match tuned {
+        Ok(c) => results.kcm_tuned = Some(c),
+        Err(e) => {
+            eprintln!("[bench] the tuned kube-controller-manager baseline failed: {e:#}");
+            results.kcm_tuned_error = Some(format!("{e:#}"));
+        }
+    }
 
     eprintln!(
         "[bench] bulkhead-controller over {} simulated hosts",
@@ -370,20 +412,28 @@ fn series_of(seen: &FirstSeen, offset: f64) -> Series {
     thin(times.iter().enumerate().map(|(i, t)| (*t, i + 1)))
 }
 
+/// A Deployment of `n` replicas (label app=bench) after a warm-up Deployment of one, both
+/// in `ns`: kube-controller-manager (PID `kcm`, sampled) creates their Pods. Measured from
+/// the create request until the watch has seen all `n` Pods.
 async fn deployment(
     client: Client,
     ns: String,
     n: usize,
     cfg: &Config,
+    kcm: anyhow::Result<u32>,
+    label: impl Into<String>,
 ) -> anyhow::Result<Creation> {
     wait_service_account(&client, &ns).await?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    warm_up(&client, &deployments, &ns, &cfg.image).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let seen: FirstSeen = Arc::default();
     let origin = Instant::now();
     let watch = {
         let seen = seen.clone();
         tokio::spawn(async move {
-            let stream = watcher(pods, watcher::Config::default()).applied_objects();
+            let only_bench = watcher::Config::default().labels("app=bench");
+            let stream = watcher(pods, only_bench).applied_objects();
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 if let (Ok(p), Ok(mut m)) = (ev, seen.lock()) {
@@ -404,16 +454,9 @@ async fn deployment(
             },
         },
     }))?;
-    let kcm = procfs::component_pid(
-        &cfg.state_dir,
-        "kube-controller-manager",
-        "kube-controller-manager",
-    )
-    .and_then(|pid| procfs::Sampler::start(pid, Duration::from_millis(500)));
+    let kcm = kcm.and_then(|pid| procfs::Sampler::start(pid, Duration::from_millis(500)));
     let t0 = Instant::now();
-    let created = Api::<Deployment>::namespaced(client, &ns)
-        .create(&PostParams::default(), &d)
-        .await;
+    let created = deployments.create(&PostParams::default(), &d).await;
     let mut done_s = None;
     if created.is_ok() {
         while t0.elapsed() < cfg.step_timeout {
@@ -434,12 +477,47 @@ async fn deployment(
     };
     created?;
     Ok(Creation {
-        label: "kube-controller-manager Deployment → ReplicaSet → Pods (default flags)".into(),
+        label: label.into(),
         n,
         done_s,
         series: series_of(&seen, t0.duration_since(origin).as_secs_f64()),
         process,
     })
+}
+
+/// A Deployment of one replica (label app=bench-warm), until its Pod exists (≤ 60 s): the
+/// kube-controller-manager is then known to act (a fresh one has synced its caches), so the
+/// measured Deployment times its work, not its start.
+async fn warm_up(
+    client: &Client,
+    deployments: &Api<Deployment>,
+    ns: &str,
+    image: &str,
+) -> anyhow::Result<()> {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "warm-up"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "bench-warm"}},
+            "template": {
+                "metadata": {"labels": {"app": "bench-warm"}},
+                "spec": {"containers": [{"name": "web", "image": image}]},
+            },
+        },
+    }))?;
+    deployments.create(&PostParams::default(), &d).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let warm = ListParams::default().labels("app=bench-warm");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pods.list(&warm).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "kube-controller-manager made no Pod for the warm-up Deployment in {ns} within 60 s"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Cordons the real host and remembers what to restore.

@@ -1,9 +1,11 @@
 //! `make bench`: Bulkhead's benchmarks, each side by side with a baseline in the same run.
 //!
-//! 1. [`start`]: Instance start latency through the agent, beside `ctr run` and `runc run`
-//!    with the same OCI spec;
+//! 1. [`start`]: Instance start latency through the agent, beside `ctr run` plus the agent's
+//!    CNI chain, and `ctr run` and `runc run` without network, all with the same OCI spec
+//!    ([`handstart`], [`cni`]);
 //! 2. [`fanout`]: the controller scaling a Workload over simulated hosts, beside
-//!    kube-controller-manager's Deployment controller and a raw parallel create loop;
+//!    kube-controller-manager's Deployment controller at its defaults and with
+//!    `--kube-api-qps 500 --kube-api-burst 1000` ([`kcm`]), and a raw parallel create loop;
 //! 3. [`cutover`]: blue/green cutover under a 20 ms client, beside the same EndpointSlice
 //!    switch applied directly;
 //! 4. [`start`] also samples the agent's idle footprint with and without instances;
@@ -15,10 +17,14 @@
 //! tests here check only the statistics, /proc parsing, the cutover's readiness logic and
 //! the report's text.
 
+pub mod argv;
 pub mod cmd;
+pub mod cni;
 pub mod cutover;
 pub mod fanout;
 pub mod goals;
+pub mod handstart;
+pub mod kcm;
 pub mod machine;
 pub mod patched;
 pub mod procfs;

@@ -24,6 +24,13 @@ enum Command {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
+    /// The OCI hook of the `ctr run + CNI` start baseline: ADDs the local agent's CNI chain
+    /// for the container in the OCI state on stdin (run by runc, not by hand).
+    #[command(name = "cni-hook", hide = true)]
+    CniHook {
+        /// Configuration directory, plugin directory, work directory.
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -31,7 +38,7 @@ struct RunArgs {
     /// Output directory.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Starts of each kind (agent, ctr run, runc run).
+    /// Starts of each kind (agent, ctr run, ctr run + CNI, runc run).
     #[arg(long, default_value_t = 50)]
     starts: usize,
     /// Seconds of each idle window of the agent footprint.
@@ -78,12 +85,22 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Command::CniHook { args } = &args.command {
+        // Lean: runc waits for it inside the measured start.
+        let mut state = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut state)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(bulkhead_bench::cni::hook_main(args, &state));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     match args.command {
         Command::Run(a) => rt.block_on(run(a)),
+        Command::CniHook { .. } => Ok(()),
         Command::Report { out } => {
             let data = std::fs::read(out.join("results.json"))
                 .with_context(|| format!("reading {}/results.json", out.display()))?;
@@ -118,9 +135,18 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let only = |item: &str| a.only.iter().any(|o| o == item);
 
     if only("start") {
-        // Inside the state directory (mode 0711), so that the containers' mapped root can
-        // reach the copied root filesystem; down.sh removes it.
-        let work = state_dir.join("bench");
+        // In the runtime directory (up.sh makes it, and every directory down to it,
+        // traversable by others; the state directory is 0700), so that the containers'
+        // mapped root can reach the copied root filesystem; down.sh removes it.
+        let runtime = state_dir.join("runtime");
+        let work = std::fs::canonicalize(&runtime)
+            .with_context(|| {
+                format!(
+                    "{} (the runtime directory up.sh makes) is missing: run e2e/hack/up.sh",
+                    runtime.display()
+                )
+            })?
+            .join("bench");
         std::fs::create_dir_all(&work)?;
         set_mode(&work)?;
         let cfg = start::Config {

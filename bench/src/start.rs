@@ -3,20 +3,17 @@
 //! The real agent of the local system (host `local-1`) starts Instances bound to it (the
 //! image already pulled by a warm-up instance); the time is from the create request to the
 //! watch event that shows phase Running. Beside it, in the same loop (the order rotates each
-//! round), the same image runs with the OCI spec the agent produced for the warm-up instance
-//! (user namespace, seccomp, capabilities, read-only root, cgroup limits, masked paths: taken
-//! from `ctr containers info`) through `ctr run -d --config` against the same private
-//! containerd, and through `runc run -d` on a bundle. Both baselines use a copy of the image's
-//! unpacked root filesystem instead of an overlay snapshot, and neither runs CNI: the
-//! agent's figure includes its API round trips, snapshot, CNI ADD and the read-back of what
-//! the kernel enforces.
+//! round), the same start done by hand ([`crate::handstart`]): `ctr run` with the agent's
+//! OCI spec, `ctr run` plus the agent's CNI chain, and `runc run`. The baselines use a copy
+//! of the image's unpacked root filesystem instead of an overlay snapshot; the agent's
+//! figure also includes its API round trips and the read-back of what the kernel enforces.
 //!
 //! The agent's RSS and CPU are sampled idle with no instances, and idle again with the
 //! measured instances running.
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -34,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cmd::{Ctr, Runc},
+    cni,
+    handstart::{self, Baselines, Kind},
     procfs::{self, Usage},
     stats::Summary,
 };
@@ -64,12 +63,18 @@ pub struct Results {
     pub ctr_ms: Vec<f64>,
     /// `runc run -d` wall time.
     pub runc_ms: Vec<f64>,
+    /// Network namespace + the agent's CNI ADD + `ctr run -d` in it, wall time.
+    #[serde(default)]
+    pub ctr_cni_ms: Vec<f64>,
     /// Summaries of the three.
     pub agent: Option<Summary>,
     /// Summary of `ctr run`.
     pub ctr: Option<Summary>,
     /// Summary of `runc run`.
     pub runc: Option<Summary>,
+    /// Summary of `ctr run` plus the CNI chain.
+    #[serde(default)]
+    pub ctr_cni: Option<Summary>,
     /// The agent binary measured.
     pub agent_exe: String,
     /// The agent idle with no instances.
@@ -96,19 +101,24 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
         agent_exe: procfs::exe_path(agent_pid)?,
         ..Default::default()
     };
+    let mut b = Baselines {
+        ctr: Ctr {
+            address: cfg.state_dir.join("containerd/containerd.sock"),
+            namespace: "bulkhead".into(),
+        },
+        runc: Runc {
+            root: cfg.work.join("runc-root"),
+        },
+        cni: cni::Baseline::new(&handstart::agent_network(agent_pid)?, &cfg.work)?,
+        ctr_ids: Vec::new(),
+        runc_ids: Vec::new(),
+        spec: serde_json::Value::Null,
+    };
     let ns = format!("bench-start-{}", std::process::id());
     create_namespace(client, &ns).await?;
     let api: Api<Instance> = Api::namespaced(client.clone(), &ns);
     let seen: Seen = Arc::default();
     let watch = tokio::spawn(watch_running(api.clone(), seen.clone()));
-    let ctr = Ctr {
-        address: cfg.state_dir.join("containerd/containerd.sock"),
-        namespace: "bulkhead".into(),
-    };
-    let runc = Runc {
-        root: cfg.work.join("runc-root"),
-    };
-    let mut baseline_ids: (Vec<String>, Vec<String>) = Default::default();
 
     let outcome = async {
         eprintln!("[bench] agent footprint, no instances, {:?}", cfg.idle);
@@ -116,48 +126,37 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
 
         eprintln!("[bench] warm-up instance (pulls the image), and the OCI spec it got");
         let warm = start_instance(&api, &seen, "warm", cfg).await?;
-        let spec = baseline_spec(&ctr, &warm, cfg).await?;
+        b.spec = handstart::baseline_spec(&b.ctr, &warm, cfg).await?;
         delete_all(&api).await?;
 
         eprintln!(
-            "[bench] {} starts each: agent, ctr run, runc run",
+            "[bench] {} starts each: agent, ctr run, ctr run + CNI, runc run",
             cfg.starts
         );
         for i in 0..cfg.starts {
-            for k in 0..3 {
-                match (i + k) % 3 {
-                    0 => {
-                        let t = start_instance(&api, &seen, &format!("start-{i}"), cfg).await?;
-                        results.agent_ms.push(t.1 * 1e3);
+            for k in 0..Kind::ALL.len() {
+                let kind = Kind::ALL[(i + k) % Kind::ALL.len()];
+                let ms = match kind {
+                    Kind::Agent => {
+                        start_instance(&api, &seen, &format!("start-{i}"), cfg)
+                            .await?
+                            .1
+                            * 1e3
                     }
-                    1 => {
-                        let id = format!("bench-ctr-{}-{i}", std::process::id());
-                        let file = cfg.work.join("specs").join(format!("{id}.json"));
-                        let path = write_spec(&spec, &id, &file)?;
-                        baseline_ids.0.push(id.clone());
-                        let (_, wall) = ctr
-                            .run(&["run", "-d", "--null-io", "--config", &path, &id])
-                            .await?;
-                        results.ctr_ms.push(wall * 1e3);
-                    }
-                    _ => {
-                        let id = format!("bench-runc-{}-{i}", std::process::id());
-                        let bundle = cfg.work.join("bundles").join(&id);
-                        write_spec(&spec, &id, &bundle.join("config.json"))?;
-                        baseline_ids.1.push(id.clone());
-                        let b = bundle.to_string_lossy().into_owned();
-                        let wall = runc
-                            .run_detached(&["run", "-d", "--bundle", &b, &id])
-                            .await?;
-                        results.runc_ms.push(wall * 1e3);
-                    }
+                    _ => b.start(kind, i, cfg).await? * 1e3,
+                };
+                match kind {
+                    Kind::Agent => results.agent_ms.push(ms),
+                    Kind::Ctr => results.ctr_ms.push(ms),
+                    Kind::CtrCni => results.ctr_cni_ms.push(ms),
+                    Kind::Runc => results.runc_ms.push(ms),
                 }
             }
             if (i + 1) % 10 == 0 {
                 eprintln!("[bench]   {} of {} rounds", i + 1, cfg.starts);
             }
         }
-        remove_baselines(&ctr, &runc, &mut baseline_ids).await;
+        b.remove_all().await;
 
         tokio::time::sleep(Duration::from_secs(5)).await;
         results.loaded_instances = count_running(&api).await?;
@@ -176,10 +175,11 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
     .await;
 
     // Clean up whatever happened.
-    remove_baselines(&ctr, &runc, &mut baseline_ids).await;
+    b.remove_all().await;
     let _ = std::fs::remove_dir_all(cfg.work.join("runc-root"));
     let _ = std::fs::remove_dir_all(cfg.work.join("bundles"));
     let _ = std::fs::remove_dir_all(cfg.work.join("specs"));
+    let _ = std::fs::remove_dir_all(cfg.work.join("cni"));
     let cleanup = delete_all(&api).await;
     watch.abort();
     let _ = Api::<Namespace>::all(client.clone())
@@ -191,6 +191,7 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
     results.agent = Summary::of(&results.agent_ms);
     results.ctr = Summary::of(&results.ctr_ms);
     results.runc = Summary::of(&results.runc_ms);
+    results.ctr_cni = Summary::of(&results.ctr_cni_ms);
     results.wall_s = t_all.elapsed().as_secs_f64();
     Ok(results)
 }
@@ -266,102 +267,6 @@ async fn start_instance(
                 bail!("Instance {name} was not Running within 120 s")
             }
             None => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-}
-
-/// The OCI spec of the agent's container `id`, with its root pointed at a copy of the
-/// image's unpacked filesystem under the work directory.
-async fn baseline_spec(
-    ctr: &Ctr,
-    (id, _): &(String, f64),
-    cfg: &Config,
-) -> anyhow::Result<serde_json::Value> {
-    let (info, _) = ctr.run(&["containers", "info", id]).await?;
-    let info: serde_json::Value = serde_json::from_str(&info).context("ctr containers info")?;
-    let mut spec = info
-        .get("Spec")
-        .cloned()
-        .context("ctr containers info has no Spec")?;
-    let key = info
-        .get("SnapshotKey")
-        .and_then(|k| k.as_str())
-        .context("no SnapshotKey")?;
-    // The image's top layer is the parent of the container's snapshot.
-    let (list, _) = ctr.run(&["snapshots", "ls"]).await?;
-    let parent = list
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&key))
-        .and_then(|f| f.get(1).map(|p| p.to_string()))
-        .context("the container's snapshot has no parent")?;
-    let rootfs = cfg.work.join("rootfs");
-    if !rootfs.join("bin").exists() {
-        copy_snapshot(ctr, &parent, &cfg.work, &rootfs).await?;
-    }
-    spec["root"]["path"] = serde_json::json!(rootfs.to_string_lossy());
-    Ok(spec)
-}
-
-/// Copies the contents of snapshot `parent` (through a temporary read-only view, mounted
-/// and unmounted again) to `dest`.
-async fn copy_snapshot(ctr: &Ctr, parent: &str, work: &Path, dest: &Path) -> anyhow::Result<()> {
-    let key = format!("bench-rootfs-{}", std::process::id());
-    let mnt = work.join("mnt");
-    std::fs::create_dir_all(&mnt)?;
-    ctr.run(&["snapshots", "view", &key, parent]).await?;
-    let copied = async {
-        let (mount, _) = ctr
-            .run(&["snapshots", "mounts", &mnt.to_string_lossy(), &key])
-            .await?;
-        crate::cmd::run("sh", &["-c", mount.trim()], Duration::from_secs(30)).await?;
-        let tmp = dest.with_extension("tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        let src = format!("{}/.", mnt.display());
-        let copy = crate::cmd::run(
-            "cp",
-            &["-a", &src, &tmp.to_string_lossy()],
-            Duration::from_secs(120),
-        )
-        .await;
-        crate::cmd::run("umount", &[&mnt.to_string_lossy()], Duration::from_secs(30)).await?;
-        copy?;
-        std::fs::rename(&tmp, dest)?;
-        anyhow::Ok(())
-    }
-    .await;
-    let removed = ctr.run(&["snapshots", "rm", &key]).await;
-    copied?;
-    removed?;
-    Ok(())
-}
-
-/// Writes the spec for baseline container `id` to `path`, with a cgroup and host name of its
-/// own; returns the path.
-fn write_spec(spec: &serde_json::Value, id: &str, path: &Path) -> anyhow::Result<String> {
-    let mut spec = spec.clone();
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/bulkhead/{id}"));
-    spec["hostname"] = serde_json::json!(id);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_vec(&spec)?)?;
-    Ok(path.to_string_lossy().into_owned())
-}
-
-/// Kills and deletes the baseline containers (by the IDs this run gave them).
-async fn remove_baselines(ctr: &Ctr, runc: &Runc, ids: &mut (Vec<String>, Vec<String>)) {
-    for id in ids.0.drain(..) {
-        if let Err(e) = ctr.run(&["tasks", "rm", "-f", &id]).await {
-            eprintln!("[bench] removing task {id}: {e:#}");
-        }
-        if let Err(e) = ctr.run(&["containers", "rm", &id]).await {
-            eprintln!("[bench] removing container {id}: {e:#}");
-        }
-    }
-    for id in ids.1.drain(..) {
-        if let Err(e) = runc.run(&["delete", "-f", &id]).await {
-            eprintln!("[bench] removing runc container {id}: {e:#}");
         }
     }
 }
