@@ -74,12 +74,29 @@ const SUBSCRIBER_BUFFER: usize = 4096;
 /// The annotation `kubectl apply` leaves: a second copy of the object, never read here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drops what no decision reads before an Instance is stored: its managedFields (often the
-/// largest part of the object) and the last-applied copy.
+/// Drops what no decision of the controller reads before an Instance is stored: its
+/// managedFields (often the largest part of the object), the last-applied copy, the
+/// template but for its resources (the scheduler's requests; image, command, environment and
+/// probes are the agent's business, and a tenant may make them large), and the agent's
+/// report of the process (the isolation read-back, container, digest, start and last exit).
+/// The controller's own Instance writes are server-side applies of its own fields, built
+/// from scratch, so nothing pruned here is ever written back.
 pub fn prune(instance: &mut Instance) {
     instance.metadata.managed_fields = None;
     if let Some(a) = instance.metadata.annotations.as_mut() {
         a.remove(LAST_APPLIED);
+    }
+    let template = &mut instance.spec.template;
+    *template = bulkhead_crds::template::InstanceTemplate {
+        resources: std::mem::take(&mut template.resources),
+        ..Default::default()
+    };
+    if let Some(s) = instance.status.as_mut() {
+        s.isolation = None;
+        s.container_id = None;
+        s.image_digest = None;
+        s.started_at = None;
+        s.last_exit = None;
     }
 }
 
@@ -233,11 +250,42 @@ mod tests {
             .into(),
         );
         i.spec.revision = "r1".into();
+        i.spec.template.image = "localhost:5000/web:v1".into();
+        i.spec.template.command = vec!["x".repeat(4096)];
+        i.spec.template.resources.memory = Some("64Mi".into());
+        i.spec.isolation.user_namespace = true;
+        i.status = Some(bulkhead_crds::InstanceStatus {
+            phase: Some(bulkhead_crds::InstancePhase::Running),
+            pod_ip: Some("10.90.0.2".into()),
+            container_id: Some("bh-1".into()),
+            isolation: Some(Default::default()),
+            restart_count: 2,
+            ..Default::default()
+        });
+        let requirements = crate::scheduler::filter::Requirements::of(&i.spec, None);
+        let observed =
+            crate::workload::observe::observe(&i, 0, k8s_openapi::jiff::Timestamp::now());
         prune(&mut i);
         assert_eq!(i.metadata.managed_fields, None);
-        let annotations = i.metadata.annotations.unwrap_or_default();
+        let annotations = i.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.len(), 1);
         assert_eq!(annotations.get("keep").map(String::as_str), Some("me"));
         assert_eq!(i.spec.revision, "r1");
+        assert!(i.spec.template.command.is_empty() && i.spec.template.image.is_empty());
+        let s = i.status.as_ref().unwrap();
+        assert_eq!(
+            (s.container_id.as_ref(), s.isolation.as_ref()),
+            (None, None)
+        );
+        assert_eq!(s.pod_ip.as_deref(), Some("10.90.0.2"));
+        // What the decisions read is unchanged.
+        assert_eq!(
+            crate::scheduler::filter::Requirements::of(&i.spec, None),
+            requirements
+        );
+        assert_eq!(
+            crate::workload::observe::observe(&i, 0, k8s_openapi::jiff::Timestamp::now()),
+            observed
+        );
     }
 }

@@ -13,7 +13,7 @@ pub mod switch;
 use std::{sync::Arc, time::Duration};
 
 use bulkhead_crds::{
-    Instance, LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService, WorkloadServiceStatus,
+    LABEL_WORKLOAD, MANAGER_CONTROLLER, Workload, WorkloadService, WorkloadServiceStatus,
     conditions::{self, status, types},
 };
 use futures::StreamExt;
@@ -133,13 +133,11 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         observe_names(&services, &slices, &name, &uid),
     )?;
     let instances = match &workload {
-        Some(_) => ctx
-            .placement
-            .workload_instances(&ns, &svc.spec.workload_name)
-            .await?
-            .iter()
-            .map(|i| Instance::clone(i))
-            .collect(),
+        Some(_) => {
+            ctx.placement
+                .workload_instances(&ns, &svc.spec.workload_name)
+                .await?
+        }
         None => Vec::new(),
     };
     let wl_status = workload
@@ -151,8 +149,9 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         .clone()
         .or(wl_status.current_revision.clone());
     let preview = wl_status.preview_revision.clone();
-    let ready = publish::ready_instances(&instances, active.as_deref());
-    let preview_ready = publish::ready_instances(&instances, preview.as_deref());
+    let ready = publish::ready_instances(instances.iter().map(AsRef::as_ref), active.as_deref());
+    let preview_ready =
+        publish::ready_instances(instances.iter().map(AsRef::as_ref), preview.as_deref());
 
     debug!(service = %name, namespace = %ns, active = ?active, "read the Workload and the four names");
     let plan = ownership::plan(&ns, svc.spec.preview, &slots);

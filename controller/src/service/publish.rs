@@ -35,12 +35,15 @@ pub struct Ready {
 
 /// The instances of `revision` that are Running, Ready and not being deleted, ordered by IP.
 /// An instance that stops being Ready leaves the list at the next observation.
-pub fn ready_instances(instances: &[Instance], revision: Option<&str>) -> Vec<Ready> {
+pub fn ready_instances<'a>(
+    instances: impl IntoIterator<Item = &'a Instance>,
+    revision: Option<&str>,
+) -> Vec<Ready> {
     let Some(revision) = revision else {
         return Vec::new();
     };
     let mut out: Vec<Ready> = instances
-        .iter()
+        .into_iter()
         .filter(|i| i.spec.revision == revision && i.metadata.deletion_timestamp.is_none())
         .filter_map(|i| {
             let s = i.status.as_ref()?;

@@ -21,7 +21,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use bulkhead_crds::{Instance, MANAGER_CONTROLLER};
+use bulkhead_crds::MANAGER_CONTROLLER;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{
     Api, ResourceExt,
@@ -92,8 +92,7 @@ pub async fn follow(ctx: &Context, namespace: &str, workload: &str, active: &str
     ) else {
         return;
     };
-    let instances: Vec<Instance> = instances.iter().map(|i| Instance::clone(i)).collect();
-    let ready = publish::ready_instances(&instances, Some(active));
+    let ready = publish::ready_instances(instances.iter().map(AsRef::as_ref), Some(active));
     if ready.is_empty() {
         return;
     }

@@ -11,7 +11,8 @@ use super::plan::ObservedInstance;
 
 /// What the planner sees of an Instance at `now`.
 pub fn observe(instance: &Instance, min_ready_seconds: i32, now: Timestamp) -> ObservedInstance {
-    let status = instance.status.clone().unwrap_or_default();
+    let none = bulkhead_crds::InstanceStatus::default();
+    let status = instance.status.as_ref().unwrap_or(&none);
     let ready_condition = conditions::find(&status.conditions, types::READY)
         .filter(|c| c.status == conditions::status::TRUE);
     let ready = status.phase == Some(InstancePhase::Running) && ready_condition.is_some();
