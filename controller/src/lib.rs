@@ -55,6 +55,8 @@ pub struct Context {
     pub replacements: std::sync::Mutex<bulkhead_telemetry::backoff::Backoff>,
     /// Every WorkloadService, from the shared watch: which revision each one publishes.
     pub services: cache::Cached<bulkhead_crds::WorkloadService>,
+    /// Each Workload's last refused create: creates wait 30 s after one.
+    pub create_refusals: workload::reconcile::CreateRefusals,
     /// One lock per WorkloadService between its reconciler and the traffic switch.
     pub switchboard: service::switch::Switchboard,
     /// Tells the WorkloadService controller that a Workload's reconciler changed its active

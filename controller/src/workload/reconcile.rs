@@ -496,9 +496,55 @@ async fn apply_actions(
             plan::Action::Create(_) => None,
         })
         .collect();
-    let refused = create_all(ctx, wl, instances, &creates, rev, profile).await?;
+    let uid = wl.uid().unwrap_or_default();
+    let refused = match ctx.create_refusals.holds(&uid, !creates.is_empty()) {
+        // Refused less than CREATE_RETRY_SECONDS ago: every Instance change of the
+        // Workload wakes this reconciler, and each would try (and be refused) again.
+        Some(message) => Some(message),
+        None => {
+            let refused = create_all(ctx, wl, instances, &creates, rev, profile).await?;
+            if let Some(message) = &refused {
+                ctx.create_refusals.refused(&uid, message);
+            }
+            refused
+        }
+    };
     delete_all(ctx, wl, instances, &deletes).await?;
     Ok(refused)
+}
+
+/// The API server's last refusal of a Workload's create, by Workload UID: creates are tried
+/// again only `CREATE_RETRY_SECONDS` later, whatever wakes the reconciler meanwhile.
+#[derive(Debug, Default)]
+pub struct CreateRefusals(
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+);
+
+impl CreateRefusals {
+    /// The refusal that still holds back creates, if creates are wanted; forgets one whose
+    /// delay is over or that no create needs any more.
+    pub fn holds(&self, workload_uid: &str, creating: bool) -> Option<String> {
+        let mut map = self.0.lock().ok()?;
+        let retry = Duration::from_secs(CREATE_RETRY_SECONDS as u64);
+        match map.get(workload_uid) {
+            Some((at, message)) if creating && at.elapsed() < retry => Some(message.clone()),
+            Some(_) => {
+                map.remove(workload_uid);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records a refusal now.
+    pub fn refused(&self, workload_uid: &str, message: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(
+                workload_uid.to_string(),
+                (std::time::Instant::now(), message.to_string()),
+            );
+        }
+    }
 }
 
 /// New instances of the revision, each bound to the host the shared placement chooses (the
@@ -827,4 +873,21 @@ fn new_instance(wl: &Workload, name: &str, rev: &str) -> Result<Instance, Error>
         },
         status: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_create_holds_creates_back_until_none_is_wanted() {
+        let refusals = CreateRefusals::default();
+        assert_eq!(refusals.holds("w1", true), None, "nothing refused yet");
+        refusals.refused("w1", "exceeded quota");
+        assert_eq!(refusals.holds("w1", true).as_deref(), Some("exceeded quota"));
+        assert_eq!(refusals.holds("w2", true), None, "another Workload");
+        // Scaled down meanwhile: no create is wanted, the refusal is forgotten.
+        assert_eq!(refusals.holds("w1", false), None);
+        assert_eq!(refusals.holds("w1", true), None);
+    }
 }
