@@ -537,6 +537,14 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
         image("web:v1")
     );
     let _ = manifest::create(&ns.client, &ns.name, &recording).await;
+    // An Instance that fits no host: the scheduler writes its Scheduled=False condition, the
+    // controller's one field of Instance.status (bound at creation, the Workload's instances
+    // need no scheduler once the agent's Host is Ready).
+    let unfit = format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Instance\nmetadata: {{name: unfit}}\nspec:\n  revision: r1\n  template: {{image: \"{}\", resources: {{memory: 1Ei}}}}\n",
+        image("web:v1")
+    );
+    let _ = manifest::create(&ns.client, &ns.name, &unfit).await;
     let instances: Api<Instance> = ns.api();
     let workloads: Api<Workload> = ns.api();
     let services: Api<WorkloadService> = ns.api();
@@ -593,6 +601,13 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
             .ok()
             .flatten()
             .is_some();
+        let unfit_reported = instances
+            .get("unfit")
+            .await
+            .ok()
+            .and_then(|i| i.status)
+            .and_then(|s| conditions::find(&s.conditions, conditions::types::SCHEDULED).cloned())
+            .is_some_and(|c| c.status == conditions::status::FALSE);
         if ready == 1 && alive == 1 && !patched {
             let _ = workloads
                 .patch(
@@ -609,6 +624,7 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
             && published
             && dead_marked
             && recorded
+            && unfit_reported
             && ready == 1
             && alive == 1
             && images[0].ends_with("web:v2")
@@ -617,7 +633,7 @@ async fn exercise(paused: &LocalSystemPaused, rule: &serde_json::Value) -> Optio
         }
         if tokio::time::Instant::now() > deadline {
             break Some(format!(
-                "the scenario did not complete in 75 s (ready {ready}, alive {alive}, {images:?}, published {published}, dead host marked {dead_marked}, recorded {recorded})"
+                "the scenario did not complete in 75 s (ready {ready}, alive {alive}, {images:?}, published {published}, dead host marked {dead_marked}, recorded {recorded}, unfit reported {unfit_reported})"
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
