@@ -95,6 +95,8 @@ pub struct Walls {
     ready: bulkhead_telemetry::ready::Ready,
     /// The last transaction applied (without jumps), so unchanged plans are not re-applied.
     last: tokio::sync::Mutex<Option<String>>,
+    /// The per-instance chains the last sync kept (every other one was deleted).
+    kept: Mutex<Option<Vec<String>>>,
     applied: Mutex<BTreeMap<String, Applied>>,
 }
 
@@ -156,6 +158,7 @@ impl Walls {
             namespaces,
             instances,
             last: tokio::sync::Mutex::new(None),
+            kept: Mutex::default(),
             applied: Mutex::default(),
         });
         tokio::spawn(run(walls.clone(), events));
@@ -220,7 +223,13 @@ impl Walls {
             .iter()
             .flat_map(|l| ['E', 'I'].map(|d| render::instance_chain(&self.bridge, d, &l.id)))
             .collect();
-        iptables::remove_stale(self.root.as_deref(), &self.bridge, &keep).await?;
+        let kept = self.kept.lock().ok().and_then(|k| k.clone());
+        if needs_sweep(kept.as_deref(), &keep, force) {
+            iptables::remove_stale(self.root.as_deref(), &self.bridge, &keep).await?;
+        }
+        if let Ok(mut k) = self.kept.lock() {
+            *k = Some(keep);
+        }
         let now: BTreeMap<String, Applied> = locals
             .iter()
             .map(|l| {
@@ -343,6 +352,18 @@ impl Walls {
     }
 }
 
+/// Whether a sync must list the kernel's chains to delete stale ones: always when forced or
+/// first, else only when a chain the last sync kept is no longer kept. (After each sync the
+/// bridge's per-instance chains are exactly the kept ones, so a sync that only adds
+/// instances, like a start, leaves nothing stale and saves the listing.)
+fn needs_sweep(kept: Option<&[String]>, keep: &[String], force: bool) -> bool {
+    match kept {
+        None => true,
+        Some(_) if force => true,
+        Some(kept) => kept.iter().any(|c| !keep.contains(c)),
+    }
+}
+
 /// Whether the sysctl's content says bridged traffic is passed to iptables.
 fn bridge_netfilter_on(value: &str) -> bool {
     value.trim() == "1"
@@ -442,6 +463,29 @@ fn host_veth(result: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_sync_that_drops_a_kept_chain_lists_the_kernel_for_stale_ones() {
+        let kept = ["BE-bh-a".to_string(), "BI-bh-a".to_string()];
+        let grown = [
+            kept[0].clone(),
+            kept[1].clone(),
+            "BE-bh-b".into(),
+            "BI-bh-b".into(),
+        ];
+        assert!(needs_sweep(None, &grown, false), "the first sync sweeps");
+        assert!(
+            !needs_sweep(Some(&kept), &grown, false),
+            "a start only adds"
+        );
+        assert!(!needs_sweep(Some(&kept), &kept, false));
+        assert!(
+            needs_sweep(Some(&kept), &kept, true),
+            "the periodic resync sweeps"
+        );
+        assert!(needs_sweep(Some(&grown), &kept, false), "an instance left");
+        assert!(needs_sweep(Some(&kept), &[], false));
+    }
 
     #[test]
     fn bridge_netfilter_must_be_on() {
