@@ -84,7 +84,8 @@ mod tests {
     #[test]
     fn adds_to_an_empty_list_and_fails_if_someone_added_one_meanwhile() {
         let p = add_patch(&[], "bulkhead.dev/node-agent").unwrap();
-        let done = apply(serde_json::json!({"metadata": {}}), &p).unwrap();
+        // The API server's JSON patch reads a missing list as null, which the test op asks.
+        let done = apply(serde_json::json!({"metadata": {"finalizers": null}}), &p).unwrap();
         assert_eq!(
             done["metadata"]["finalizers"],
             serde_json::json!(["bulkhead.dev/node-agent"])
