@@ -15,6 +15,7 @@ pub mod cidr;
 pub mod iptables;
 pub mod plan;
 pub mod render;
+pub mod report;
 
 use std::{
     collections::BTreeMap,
@@ -80,7 +81,6 @@ pub struct Applied {
 
 /// The walls of one bridge.
 pub struct Walls {
-    client: Client,
     bridge: String,
     /// Service proxies' addresses, let through to every instance like the host.
     proxies: Vec<std::net::Ipv4Addr>,
@@ -97,6 +97,8 @@ pub struct Walls {
     last: tokio::sync::Mutex<Option<String>>,
     /// The per-instance chains the last sync kept (every other one was deleted).
     kept: Mutex<Option<Vec<String>>>,
+    /// Writes what was applied into the Instances' status, in the background.
+    reporter: Arc<report::Reporter>,
     applied: Mutex<BTreeMap<String, Applied>>,
 }
 
@@ -148,7 +150,6 @@ impl Walls {
             })
         };
         let walls = Arc::new(Self {
-            client: client.clone(),
             ready,
             bridge: bridge.to_string(),
             proxies: proxies.to_vec(),
@@ -159,6 +160,7 @@ impl Walls {
             instances,
             last: tokio::sync::Mutex::new(None),
             kept: Mutex::default(),
+            reporter: report::Reporter::start(client.clone()),
             applied: Mutex::default(),
         });
         tokio::spawn(run(walls.clone(), events));
@@ -249,12 +251,7 @@ impl Walls {
             if before.get(&id) != Some(&a)
                 && let Some((namespace, name)) = owners.get(&id)
             {
-                tokio::spawn(report(
-                    self.client.clone(),
-                    namespace.clone(),
-                    name.clone(),
-                    a,
-                ));
+                self.reporter.queue(namespace.clone(), name.clone(), a);
             }
         }
         info!(bridge = %self.bridge, instances = locals.len(), "network walls applied");
@@ -367,24 +364,6 @@ fn needs_sweep(kept: Option<&[String]>, keep: &[String], force: bool) -> bool {
 /// Whether the sysctl's content says bridged traffic is passed to iptables.
 fn bridge_netfilter_on(value: &str) -> bool {
     value.trim() == "1"
-}
-
-/// Writes an instance's applied walls into `status.isolation.network` (a field manager of
-/// its own, so the agent's full status writes never drop it).
-async fn report(client: Client, namespace: String, name: String, a: Applied) {
-    let api: Api<Instance> = Api::namespaced(client, &namespace);
-    let body = serde_json::json!({
-        "apiVersion": "bulkhead.dev/v1alpha1",
-        "kind": "Instance",
-        "status": {"isolation": {"network": network_status(&a)}},
-    });
-    let params = kube::api::PatchParams::apply("bulkhead-node-agent-walls").force();
-    if let Err(e) = api
-        .patch_status(&name, &params, &kube::api::Patch::Apply(&body))
-        .await
-    {
-        warn!(instance = %name, %namespace, error = %e, "reporting the network walls failed");
-    }
 }
 
 /// The status form of what is applied.
