@@ -84,6 +84,34 @@ pub async fn pull(
     pull_within(ctr, registry, reference, go_arch, bounds::PULL_TIMEOUT).await
 }
 
+/// The image `reference` names when containerd holds all of it already (a tag is resolved
+/// at the registry first, within [`bounds::PULL_TIMEOUT`]): what a start runs without a
+/// pull. None when something is missing.
+pub async fn present(
+    ctr: &Containerd,
+    registry: &Registry,
+    reference: &ImageRef,
+    go_arch: &str,
+) -> Result<Option<PulledImage>, PullError> {
+    registry.check_allowed(reference)?;
+    let digest = match &reference.digest {
+        Some(digest) => {
+            registry::check_digest(reference, digest)?;
+            digest.clone()
+        }
+        None => {
+            tokio::time::timeout(bounds::PULL_TIMEOUT, registry.resolve(reference, go_arch))
+                .await
+                .map_err(|_| PullError::TimedOut {
+                    reference: reference.to_string(),
+                    seconds: bounds::PULL_TIMEOUT.as_secs(),
+                })??
+                .digest
+        }
+    };
+    local(ctr, reference, &digest).await
+}
+
 /// [`pull`] with a deadline of its own.
 pub async fn pull_within(
     ctr: &Containerd,

@@ -7,6 +7,7 @@
 //! agent adopts what runs and starts nothing twice.
 
 pub mod backoff;
+pub mod finalizer;
 pub mod labels;
 pub mod probe;
 pub mod record;
@@ -14,6 +15,7 @@ pub mod restart;
 pub mod signature;
 pub mod start;
 pub mod status;
+pub mod steps;
 pub mod stop;
 pub mod sweep;
 
@@ -36,7 +38,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     image::Registry,
@@ -164,11 +166,17 @@ async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, kube::runtime::finalizer::Error<Error>> {
     let namespace = instance.namespace().unwrap_or_default();
+    debug!(instance = %instance.name_any(), %namespace, resource_version = ?instance.resource_version(), "reconciling");
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &namespace);
     // An Instance bound elsewhere is never touched (the field selector should not deliver it).
     if instance.spec.host_name.as_deref() != Some(ctx.host.as_str()) {
         return Ok(Action::await_change());
     }
+    // The finalizer is added here rather than by `finalizer()`, which would end this
+    // reconcile and start the instance only in the next one (see [`self::finalizer`]).
+    let instance = self::finalizer::ensure(&api, instance, FINALIZER_NODE_AGENT)
+        .await
+        .map_err(kube::runtime::finalizer::Error::AddFinalizer)?;
     finalizer(&api, FINALIZER_NODE_AGENT, instance, |event| async {
         match event {
             Event::Apply(instance) => start::apply(&instance, &ctx).await,

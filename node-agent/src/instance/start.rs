@@ -12,9 +12,9 @@ use bulkhead_crds::{
 };
 use containerd_client::services::v1::Container;
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::{Context, Error, labels, probe, restart, status};
+use super::{Context, Error, labels, probe, restart, status, steps::Steps};
 use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
@@ -176,19 +176,37 @@ async fn observe(
         }
         Some(TaskState::Running(pid)) => {
             super::record::on_request(ctx, instance, id).await?;
-            report_running(instance, ctx, container, pid, false, None).await?;
+            report_running(
+                &stored(ctx, instance).await?,
+                ctx,
+                container,
+                pid,
+                false,
+                None,
+                &mut Steps::new(),
+            )
+            .await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
         Some(TaskState::Created(created)) => {
             // The agent stopped between creating and starting the task.
-            let ip = match attach(ctx, id, created, Left::Maybe).await {
+            let ip = match attach(ctx, id, created, Left::Maybe, &mut Steps::new()).await {
                 Ok(ip) => ip,
                 Err(e) => return network_failed(instance, ctx, id, e).await,
             };
             let pid = ctx.containerd.start_task(id).await?;
             info!(instance = %instance.name_any(), container = id, pid, "started task left created by a previous agent");
-            report_running(instance, ctx, container, pid, false, ip).await?;
+            report_running(
+                &stored(ctx, instance).await?,
+                ctx,
+                container,
+                pid,
+                false,
+                ip,
+                &mut Steps::new(),
+            )
+            .await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
@@ -239,13 +257,22 @@ async fn observe(
                 .containerd
                 .create_task(id, mounts, &ctx.log_writer.uri(std::path::Path::new(&log)))
                 .await?;
-            let ip = match attach(ctx, id, created, Left::Maybe).await {
+            let ip = match attach(ctx, id, created, Left::Maybe, &mut Steps::new()).await {
                 Ok(ip) => ip,
                 Err(e) => return network_failed(instance, ctx, id, e).await,
             };
             let pid = ctx.containerd.start_task(id).await?;
             info!(instance = %instance.name_any(), container = id, pid, restarting, "created and started the task of an existing container");
-            report_running(instance, ctx, container, pid, restarting, ip).await?;
+            report_running(
+                &stored(ctx, instance).await?,
+                ctx,
+                container,
+                pid,
+                restarting,
+                ip,
+                &mut Steps::new(),
+            )
+            .await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
@@ -262,6 +289,7 @@ async fn start(
     uid: &str,
     id: &str,
 ) -> Result<Action, Error> {
+    let mut steps = Steps::new();
     let name = instance.name_any();
     let namespace = instance
         .namespace()
@@ -278,7 +306,8 @@ async fn start(
     if let ControlFlow::Break(action) = super::signature::verify(instance, ctx, &mut s).await? {
         return Ok(action);
     }
-    let pulled = match pull(instance, ctx, &mut s).await? {
+    steps.mark("signature");
+    let (pulled, was_pulled) = match pull(instance, ctx, &mut s, &mut steps).await? {
         ControlFlow::Continue(p) => p,
         ControlFlow::Break(action) => return Ok(action),
     };
@@ -289,6 +318,7 @@ async fn start(
         Ok(f) => f,
         Err(refusal) => return fail(refusal).await,
     };
+    steps.mark("seccomp");
 
     // 3. Allocations: unique on this host while the container exists.
     let (uid_range, mcs) = match allocate(ctx, uid, spec.isolation.user_namespace) {
@@ -302,13 +332,29 @@ async fn start(
             alloc.mcs.release(uid);
         }
     };
-    status::phase(&mut s, InstancePhase::Starting, None, None);
-    s.image_digest = Some(pulled.digest.clone());
-    status::write(ctx, instance, &s).await?;
+    steps.mark("allocate");
+    // No status write before the task exists when nothing was pulled: the Instance shows
+    // Running next. After a pull, Starting replaces the Pulling phase.
+    if was_pulled {
+        status::phase(&mut s, InstancePhase::Starting, None, None);
+        s.image_digest = Some(pulled.digest.clone());
+        status::write(ctx, instance, &s).await?;
+        steps.mark("status-starting");
+    }
 
     // 4. The runtime spec, the container (its labels hold what adoption reads back) and
     //    its task, created but not started.
-    let pid = match create(instance, ctx, id, &pulled, &filter, (uid_range, mcs)).await {
+    let created = create(
+        instance,
+        ctx,
+        id,
+        &pulled,
+        &filter,
+        (uid_range, mcs),
+        &mut steps,
+    )
+    .await;
+    let pid = match created {
         Ok(Created::Task(pid)) => pid,
         // Another reconcile got there first; look again rather than start a twin.
         Ok(Created::Raced) => return Ok(Action::requeue(Duration::from_millis(100))),
@@ -325,12 +371,13 @@ async fn start(
     failpoint::hit("after-create-task");
 
     // 5. The network, then the process runs.
-    let ip = match attach(ctx, id, pid, Left::Nothing).await {
+    let ip = match attach(ctx, id, pid, Left::Nothing, &mut steps).await {
         Ok(ip) => ip,
         Err(e) => return network_failed(instance, ctx, id, e).await,
     };
     failpoint::hit("after-network");
     let pid = ctx.containerd.start_task(id).await?;
+    steps.mark("start-task");
     failpoint::hit("after-start-task");
     info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
 
@@ -340,26 +387,23 @@ async fn start(
         .get_container(id)
         .await?
         .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
-    report_running(instance, ctx, &container, pid, false, ip).await?;
+    steps.mark("get-container");
+    report_running(instance, ctx, &container, pid, false, ip, &mut steps).await?;
+    debug!(instance = %name, %namespace, container = id, total_ms = steps.total().as_secs_f64() * 1000.0, steps = %steps.summary(), "start steps");
     supervise(instance, ctx, id);
     Ok(Action::requeue(RESYNC))
 }
 
-/// Pulls the instance's image, writing the Pulling phase; a transient failure is retried, a
-/// permanent one fails the instance.
+/// The instance's image: the one containerd holds already, without a status write (the
+/// Instance shows Running next), or pulled, writing the Pulling phase first; a transient
+/// failure is retried, a permanent one fails the instance. True when it was pulled.
 async fn pull(
     instance: &Instance,
     ctx: &Context,
     s: &mut bulkhead_crds::InstanceStatus,
-) -> Result<ControlFlow<Action, image::PulledImage>, Error> {
+    steps: &mut Steps,
+) -> Result<ControlFlow<Action, (image::PulledImage, bool)>, Error> {
     let image_ref = &instance.spec.template.image;
-    status::phase(
-        s,
-        InstancePhase::Pulling,
-        None,
-        Some(format!("pulling {image_ref}")),
-    );
-    status::write(ctx, instance, s).await?;
     let reference = match ImageRef::parse(image_ref) {
         Ok(r) => r,
         Err(e) => {
@@ -368,14 +412,35 @@ async fn pull(
         }
     };
     let started = std::time::Instant::now();
-    let pulled = image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
+    let here = image::present(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
+    steps.mark("image-present");
+    let fetched = match here {
+        Ok(Some(p)) => {
+            ctx.metrics.pull(true, started.elapsed(), 0);
+            return Ok(ControlFlow::Continue((p, false)));
+        }
+        Ok(None) => {
+            status::phase(
+                s,
+                InstancePhase::Pulling,
+                None,
+                Some(format!("pulling {image_ref}")),
+            );
+            status::write(ctx, instance, s).await?;
+            steps.mark("status-pulling");
+            let pulled = image::pull(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
+            steps.mark("pull");
+            pulled
+        }
+        Err(e) => Err(e),
+    };
     ctx.metrics.pull(
-        pulled.is_ok(),
+        fetched.is_ok(),
         started.elapsed(),
-        pulled.as_ref().map_or(0, |p| p.fetched_bytes),
+        fetched.as_ref().map_or(0, |p| p.fetched_bytes),
     );
-    match pulled {
-        Ok(p) => Ok(ControlFlow::Continue(p)),
+    match fetched {
+        Ok(p) => Ok(ControlFlow::Continue((p, true))),
         Err(e) if e.is_transient() => {
             warn!(instance = %instance.name_any(), error = %e, "image pull failed; will retry");
             let message = format!("{e}; retrying");
@@ -637,6 +702,7 @@ async fn create(
     pulled: &image::PulledImage,
     filter: &Filter,
     allocated: (Option<UidRange>, McsPair),
+    steps: &mut Steps,
 ) -> Result<Created, Error> {
     let log_path = ctx.log_path(
         &instance.namespace().unwrap_or_default(),
@@ -648,6 +714,7 @@ async fn create(
             Ok(p) => p,
             Err(refusal) => return Ok(Created::Refused(refusal)),
         };
+    steps.mark("spec");
     let snapshot_labels =
         HashMap::from([("containerd.io/gc.root".to_string(), "bulkhead".to_string())]);
     let _ = ctx.containerd.remove_snapshot(id).await;
@@ -665,6 +732,7 @@ async fn create(
             "creating the writable mount points of {id}: {e}"
         )));
     }
+    steps.mark("snapshot");
     if let Err(e) = ctx
         .containerd
         .create_container(id, &pulled.pinned, id, spec_json, container_labels)
@@ -676,13 +744,15 @@ async fn create(
         let _ = ctx.containerd.remove_snapshot(id).await;
         return Err(e.into());
     }
+    steps.mark("create-container");
     failpoint::hit("after-create-container");
     let mounts = rootfs::with_mount_label(mounts, rootfs_label(ctx, Some(allocated.1)).as_deref());
-    match ctx
+    let task = ctx
         .containerd
         .create_task(id, mounts, &ctx.log_writer.uri(&log_path))
-        .await
-    {
+        .await;
+    steps.mark("create-task");
+    match task {
         Ok(pid) => Ok(Created::Task(pid)),
         Err(e) => {
             let _ = ctx.containerd.delete_container(id).await;
@@ -726,6 +796,19 @@ fn allocate(
     }
 }
 
+/// The Instance as stored, not the controller's cached copy, which can lag behind the
+/// agent's own last write (and would make a running instance look newly started): what a
+/// report on an existing container works from. A fresh start needs none: nothing of the
+/// instance ran before, and [`status::current`] covers the agent's own earlier writes.
+async fn stored(ctx: &Context, instance: &Instance) -> Result<Instance, Error> {
+    let namespace = instance
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    Ok(Api::<Instance>::namespaced(ctx.client.clone(), &namespace)
+        .get(&instance.name_any())
+        .await?)
+}
+
 /// Writes the Running status from what the container's labels record.
 async fn report_running(
     instance: &Instance,
@@ -734,16 +817,8 @@ async fn report_running(
     pid: u32,
     restarted: bool,
     ip: Option<String>,
+    steps: &mut Steps,
 ) -> Result<(), Error> {
-    // Work from the stored Instance, not the controller's cached copy, which can lag behind
-    // the agent's own last write (and would make a running instance look newly started).
-    let namespace = instance
-        .namespace()
-        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let fresh = Api::<Instance>::namespaced(ctx.client.clone(), &namespace)
-        .get(&instance.name_any())
-        .await?;
-    let instance = &fresh;
     let mut s = status::current(ctx, instance);
     if restarted {
         s.restart_count += 1;
@@ -754,6 +829,7 @@ async fn report_running(
         ctx.containerd
             .set_label(&container.id, labels::IP, ip)
             .await?;
+        steps.mark("label-ip");
     }
     s.pod_ip = ip.or_else(|| container.labels.get(labels::IP).cloned());
     let was_running =
@@ -808,7 +884,9 @@ async fn report_running(
         .filter(|_| ctx.features.selinux == SELinuxHostMode::Enforcing)
         .map(spec::process_label);
     let generation = instance.metadata.generation;
-    match read_back(instance, pid, uid_start, selinux_label.clone()).await {
+    let observed = read_back(instance, pid, uid_start, selinux_label.clone()).await;
+    steps.mark("read-back");
+    match observed {
         ReadBack::Verified(o) => {
             if let Some(selinux) = iso.selinux.as_mut() {
                 selinux.enforced = selinux_label.is_some() && o.selinux_label == selinux_label;
@@ -879,6 +957,7 @@ async fn report_running(
     }
     let ip = s.pod_ip.clone();
     status::write(ctx, instance, &s).await?;
+    steps.mark("status-running");
     probe::start(ctx, instance, &container.id, pid, ip);
     Ok(())
 }
@@ -926,10 +1005,20 @@ fn refuse(
     message
 }
 
-/// Reads of a new task's isolation before it is judged weaker than asked, and the pause
-/// between them (2 s in all).
-const READ_BACK_TRIES: usize = 100;
-const READ_BACK_EVERY: Duration = Duration::from_millis(20);
+/// How long a new task's isolation is read before it is judged weaker than asked.
+const READ_BACK_FOR: Duration = Duration::from_secs(2);
+/// Reads at most (a bound on the loop beside the time).
+const READ_BACK_TRIES: usize = 200;
+
+/// The pause after read `attempt` (from 0): 1 ms for the first 50 reads, as runc's init
+/// usually execs the program within a few milliseconds of the start, then 20 ms.
+fn read_back_pause(attempt: usize) -> Duration {
+    if attempt < 50 {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis(20)
+    }
+}
 
 async fn read_back(
     instance: &Instance,
@@ -946,8 +1035,8 @@ async fn read_back(
         selinux_label,
     };
     let mut last = Vec::new();
-    // Most tasks read back right away: poll often, for the same 2 s bound as before.
-    for _ in 0..READ_BACK_TRIES {
+    let deadline = std::time::Instant::now() + READ_BACK_FOR;
+    for attempt in 0..READ_BACK_TRIES {
         match reader.observe(pid) {
             Err(_) => return ReadBack::Gone,
             Ok(o) => {
@@ -957,7 +1046,10 @@ async fn read_back(
                 }
             }
         }
-        tokio::time::sleep(READ_BACK_EVERY).await;
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(read_back_pause(attempt)).await;
     }
     ReadBack::Weaker(last)
 }
@@ -979,6 +1071,7 @@ async fn attach(
     id: &str,
     pid: u32,
     left: Left,
+    steps: &mut Steps,
 ) -> Result<Option<String>, crate::network::CniError> {
     let Some(cni) = &ctx.cni else { return Ok(None) };
     let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
@@ -989,6 +1082,7 @@ async fn attach(
         let _ = cni.del(id, Some(&netns)).await;
     }
     let ip = cni.add(id, &netns).await?;
+    steps.mark("cni-add");
     // The walls hold before the task starts, so before the instance can be Ready.
     if let Some(walls) = &ctx.walls {
         walls
@@ -999,6 +1093,7 @@ async fn attach(
                 command: "ADD",
                 message: e.to_string(),
             })?;
+        steps.mark("walls");
     }
     Ok(Some(ip))
 }
@@ -1159,6 +1254,17 @@ pub fn mcs_of(container_labels: &HashMap<String, String>) -> Option<McsPair> {
 mod tests {
     use super::*;
     use crate::{fixture_fs::write, isolation::verify};
+
+    #[test]
+    fn the_read_back_polls_fast_first_and_stays_within_its_bound() {
+        let planned: Duration = (0..READ_BACK_TRIES).map(read_back_pause).sum();
+        assert!(read_back_pause(0) <= Duration::from_millis(1));
+        assert!(
+            planned >= READ_BACK_FOR,
+            "the tries cover the whole bound: {planned:?}"
+        );
+        assert!(planned <= READ_BACK_FOR * 2, "{planned:?}");
+    }
 
     #[test]
     fn the_host_floor_refuses_what_it_does_not_allow_naming_each_field() {

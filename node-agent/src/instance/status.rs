@@ -128,6 +128,7 @@ pub async fn write(ctx: &Context, instance: &Instance, s: &InstanceStatus) -> Re
         "kind": "Instance",
         "status": s,
     });
+    let began = std::time::Instant::now();
     let written = api
         .patch_status(
             &instance.name_any(),
@@ -135,6 +136,7 @@ pub async fn write(ctx: &Context, instance: &Instance, s: &InstanceStatus) -> Re
             &Patch::Apply(&body),
         )
         .await?;
+    tracing::debug!(instance = %instance.name_any(), %namespace, phase = ?s.phase, ms = began.elapsed().as_secs_f64() * 1000.0, "wrote the status");
     ctx.written.record(&written);
     Ok(())
 }

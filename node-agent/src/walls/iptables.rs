@@ -38,14 +38,13 @@ fn command(root: Option<&Path>, program: &str) -> std::io::Result<tokio::process
     crate::network::cni::node_command(root, program)
 }
 
-/// Which of `jumps` are not in the kernel.
+/// Which of `jumps` are not in the kernel (checked at the same time).
 pub async fn missing_jumps(
     root: Option<&Path>,
     family: Family,
     jumps: [(&'static str, String); 3],
 ) -> Vec<(&'static str, String)> {
-    let mut missing = vec![];
-    for (chain, rule) in jumps {
+    let checks = jumps.map(|(chain, rule)| async move {
         let mut args = vec!["-w", "-t", "mangle", "-C", chain];
         args.extend(rule.split_whitespace());
         let present = match command(root, family.tables()) {
@@ -58,11 +57,13 @@ pub async fn missing_jumps(
                 .is_ok_and(|s| s.success()),
             Err(_) => false,
         };
-        if !present {
-            missing.push((chain, rule));
-        }
-    }
-    missing
+        (!present).then_some((chain, rule))
+    });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Applies one transaction (all or nothing: `iptables-restore` commits it at once).

@@ -15,6 +15,7 @@ pub mod cidr;
 pub mod iptables;
 pub mod plan;
 pub mod render;
+pub mod report;
 
 use std::{
     collections::BTreeMap,
@@ -80,7 +81,6 @@ pub struct Applied {
 
 /// The walls of one bridge.
 pub struct Walls {
-    client: Client,
     bridge: String,
     /// Service proxies' addresses, let through to every instance like the host.
     proxies: Vec<std::net::Ipv4Addr>,
@@ -95,6 +95,10 @@ pub struct Walls {
     ready: bulkhead_telemetry::ready::Ready,
     /// The last transaction applied (without jumps), so unchanged plans are not re-applied.
     last: tokio::sync::Mutex<Option<String>>,
+    /// The per-instance chains the last sync kept (every other one was deleted).
+    kept: Mutex<Option<Vec<String>>>,
+    /// Writes what was applied into the Instances' status, in the background.
+    reporter: Arc<report::Reporter>,
     applied: Mutex<BTreeMap<String, Applied>>,
 }
 
@@ -146,7 +150,6 @@ impl Walls {
             })
         };
         let walls = Arc::new(Self {
-            client: client.clone(),
             ready,
             bridge: bridge.to_string(),
             proxies: proxies.to_vec(),
@@ -156,6 +159,8 @@ impl Walls {
             namespaces,
             instances,
             last: tokio::sync::Mutex::new(None),
+            kept: Mutex::default(),
+            reporter: report::Reporter::start(client.clone()),
             applied: Mutex::default(),
         });
         tokio::spawn(run(walls.clone(), events));
@@ -220,7 +225,13 @@ impl Walls {
             .iter()
             .flat_map(|l| ['E', 'I'].map(|d| render::instance_chain(&self.bridge, d, &l.id)))
             .collect();
-        iptables::remove_stale(self.root.as_deref(), &self.bridge, &keep).await?;
+        let kept = self.kept.lock().ok().and_then(|k| k.clone());
+        if needs_sweep(kept.as_deref(), &keep, force) {
+            iptables::remove_stale(self.root.as_deref(), &self.bridge, &keep).await?;
+        }
+        if let Ok(mut k) = self.kept.lock() {
+            *k = Some(keep);
+        }
         let now: BTreeMap<String, Applied> = locals
             .iter()
             .map(|l| {
@@ -240,12 +251,7 @@ impl Walls {
             if before.get(&id) != Some(&a)
                 && let Some((namespace, name)) = owners.get(&id)
             {
-                tokio::spawn(report(
-                    self.client.clone(),
-                    namespace.clone(),
-                    name.clone(),
-                    a,
-                ));
+                self.reporter.queue(namespace.clone(), name.clone(), a);
             }
         }
         info!(bridge = %self.bridge, instances = locals.len(), "network walls applied");
@@ -343,27 +349,21 @@ impl Walls {
     }
 }
 
+/// Whether a sync must list the kernel's chains to delete stale ones: always when forced or
+/// first, else only when a chain the last sync kept is no longer kept. (After each sync the
+/// bridge's per-instance chains are exactly the kept ones, so a sync that only adds
+/// instances, like a start, leaves nothing stale and saves the listing.)
+fn needs_sweep(kept: Option<&[String]>, keep: &[String], force: bool) -> bool {
+    match kept {
+        None => true,
+        Some(_) if force => true,
+        Some(kept) => kept.iter().any(|c| !keep.contains(c)),
+    }
+}
+
 /// Whether the sysctl's content says bridged traffic is passed to iptables.
 fn bridge_netfilter_on(value: &str) -> bool {
     value.trim() == "1"
-}
-
-/// Writes an instance's applied walls into `status.isolation.network` (a field manager of
-/// its own, so the agent's full status writes never drop it).
-async fn report(client: Client, namespace: String, name: String, a: Applied) {
-    let api: Api<Instance> = Api::namespaced(client, &namespace);
-    let body = serde_json::json!({
-        "apiVersion": "bulkhead.dev/v1alpha1",
-        "kind": "Instance",
-        "status": {"isolation": {"network": network_status(&a)}},
-    });
-    let params = kube::api::PatchParams::apply("bulkhead-node-agent-walls").force();
-    if let Err(e) = api
-        .patch_status(&name, &params, &kube::api::Patch::Apply(&body))
-        .await
-    {
-        warn!(instance = %name, %namespace, error = %e, "reporting the network walls failed");
-    }
 }
 
 /// The status form of what is applied.
@@ -442,6 +442,29 @@ fn host_veth(result: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_sync_that_drops_a_kept_chain_lists_the_kernel_for_stale_ones() {
+        let kept = ["BE-bh-a".to_string(), "BI-bh-a".to_string()];
+        let grown = [
+            kept[0].clone(),
+            kept[1].clone(),
+            "BE-bh-b".into(),
+            "BI-bh-b".into(),
+        ];
+        assert!(needs_sweep(None, &grown, false), "the first sync sweeps");
+        assert!(
+            !needs_sweep(Some(&kept), &grown, false),
+            "a start only adds"
+        );
+        assert!(!needs_sweep(Some(&kept), &kept, false));
+        assert!(
+            needs_sweep(Some(&kept), &kept, true),
+            "the periodic resync sweeps"
+        );
+        assert!(needs_sweep(Some(&grown), &kept, false), "an instance left");
+        assert!(needs_sweep(Some(&kept), &[], false));
+    }
 
     #[test]
     fn bridge_netfilter_must_be_on() {
