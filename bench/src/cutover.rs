@@ -20,8 +20,8 @@
 //!    addresses to the new one's and back, and times the write until its own watch sees it.
 //!
 //! The controller's path between the two instants: the agent's status write is seen by the
-//! Workload reconciler, which records the promotion (one status write), which the
-//! WorkloadService reconciler sees and follows with one EndpointSlice write, seen by our
+//! Workload reconciler, which records the promotion (one status write) and then writes the
+//! active EndpointSlice itself (one write, `controller/src/service/switch.rs`), seen by our
 //! watch. The baseline is one write seen by one watch.
 
 use std::{

@@ -587,8 +587,8 @@ fn cutover_section(o: &mut String, run: &Run) {
          benchmark's watches receive them: the last preview Instance Running with Ready=True and \
          IsolationVerified=True, and the active EndpointSlice listing exactly the preview \
          instances' addresses. Between them the controller sees the agent's status write, \
-         records the promotion (one status write), and its WorkloadService reconciler writes \
-         the slice. The baseline is the floor of that switch: the benchmark applies an \
+         records the promotion (one status write), and then writes the active slice itself \
+         (one write). The baseline is the floor of that switch: the benchmark applies an \
          EndpointSlice of its own (a selectorless Service in the same namespace) from one \
          round's addresses to the other's and back, timed from the request until its own watch \
          shows it; {} such switches after each round, interleaved with the rollouts.\n",

@@ -884,7 +884,10 @@ mod tests {
         let refusals = CreateRefusals::default();
         assert_eq!(refusals.holds("w1", true), None, "nothing refused yet");
         refusals.refused("w1", "exceeded quota");
-        assert_eq!(refusals.holds("w1", true).as_deref(), Some("exceeded quota"));
+        assert_eq!(
+            refusals.holds("w1", true).as_deref(),
+            Some("exceeded quota")
+        );
         assert_eq!(refusals.holds("w2", true), None, "another Workload");
         // Scaled down meanwhile: no create is wanted, the refusal is forgotten.
         assert_eq!(refusals.holds("w1", false), None);
