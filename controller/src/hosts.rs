@@ -263,34 +263,22 @@ async fn release_orphaned(ctx: Arc<Context>) {
 }
 
 async fn release_once(ctx: &Context) -> Result<(), Error> {
-    let hosts: BTreeSet<String> = Api::<Host>::all(ctx.client.clone())
-        .list(&ListParams::default())
+    // From the shared stores: a LIST of every Instance each minute held them all in memory
+    // at once (90 MB at 10000) and cost the API server as much.
+    let hosts: BTreeSet<String> = ctx
+        .placement
+        .hosts_ready()
         .await?
-        .items
+        .state()
         .iter()
         .map(|h| h.name_any())
         .collect();
-    let instances = Api::<Instance>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    for inst in instances {
-        let Some(host) = inst.spec.host_name.as_deref() else {
-            continue;
-        };
-        if inst.metadata.deletion_timestamp.is_none()
-            || hosts.contains(host)
-            || !inst.finalizers().iter().any(|f| f == FINALIZER_NODE_AGENT)
-        {
-            continue;
-        }
+    let instances = ctx.placement.instances_ready().await?.state();
+    for (inst, host, keep) in orphaned(instances.iter().map(AsRef::as_ref), &hosts) {
         let ns = inst.namespace().unwrap_or_default();
-        let keep: Vec<&String> = inst
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER_NODE_AGENT)
-            .collect();
         info!(instance = %inst.name_any(), namespace = %ns, host, "host is gone; releasing the instance");
+        // The resourceVersion makes a stale store copy fail (409) rather than drop a
+        // finalizer added since; the next pass reads again.
         let patch =
             json!({"metadata": {"finalizers": keep, "resourceVersion": inst.resource_version()}});
         Api::<Instance>::namespaced(ctx.client.clone(), &ns)
@@ -304,9 +292,82 @@ async fn release_once(ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
+/// Instances being deleted whose Host is gone and that still carry the agent's finalizer,
+/// with their host and the finalizers to keep (pure).
+fn orphaned<'a>(
+    instances: impl Iterator<Item = &'a Instance>,
+    hosts: &BTreeSet<String>,
+) -> Vec<(&'a Instance, &'a str, Vec<&'a String>)> {
+    instances
+        .filter(|i| i.metadata.deletion_timestamp.is_some())
+        .filter_map(|i| {
+            let host = i.spec.host_name.as_deref()?;
+            let finalizers = i.finalizers();
+            if hosts.contains(host) || !finalizers.iter().any(|f| f == FINALIZER_NODE_AGENT) {
+                return None;
+            }
+            let keep = finalizers
+                .iter()
+                .filter(|f| *f != FINALIZER_NODE_AGENT)
+                .collect();
+            Some((i, host, keep))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_deleting_instances_of_gone_hosts_lose_only_the_agent_finalizer() {
+        let inst = |name: &str, host: Option<&str>, deleting: bool, finalizers: &[&str]| {
+            let mut i = Instance::new(
+                name,
+                bulkhead_crds::InstanceSpec {
+                    host_name: host.map(String::from),
+                    revision: "r".into(),
+                    template: Default::default(),
+                    isolation: Default::default(),
+                    seccomp_profile_digest: None,
+                    image_signature: None,
+                },
+            );
+            i.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+            if deleting {
+                i.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+            }
+            i
+        };
+        let all = [
+            inst(
+                "gone",
+                Some("h-gone"),
+                true,
+                &[FINALIZER_NODE_AGENT, "other/keep"],
+            ),
+            inst("alive-host", Some("h1"), true, &[FINALIZER_NODE_AGENT]),
+            inst(
+                "not-deleting",
+                Some("h-gone"),
+                false,
+                &[FINALIZER_NODE_AGENT],
+            ),
+            inst("released", Some("h-gone"), true, &["other/keep"]),
+            inst("unbound", None, true, &[FINALIZER_NODE_AGENT]),
+        ];
+        let hosts: BTreeSet<String> = ["h1".to_string()].into();
+        let out = orphaned(all.iter(), &hosts);
+        assert_eq!(
+            out.len(),
+            1,
+            "{:?}",
+            out.iter().map(|o| o.0.name_any()).collect::<Vec<_>>()
+        );
+        let (i, host, keep) = &out[0];
+        assert_eq!((i.name_any().as_str(), *host), ("gone", "h-gone"));
+        assert_eq!(keep, &vec![&"other/keep".to_string()]);
+    }
 
     #[test]
     fn a_lease_is_fresh_then_expired_then_lost() {

@@ -83,6 +83,15 @@ impl Placement {
         Ok(&self.hosts)
     }
 
+    /// Waits until the Instance store holds its first list.
+    pub async fn instances_ready(&self) -> Result<&Store<Instance>, crate::Error> {
+        self.instances_ready
+            .wait()
+            .await
+            .map_err(|_| crate::Error::StoreGone("Instance"))?;
+        Ok(&self.instances)
+    }
+
     /// The instances of Workload `namespace/workload`, from the shared store (never a list:
     /// reconciles and the cutover read it without a round trip).
     pub async fn workload_instances(
@@ -90,12 +99,9 @@ impl Placement {
         namespace: &str,
         workload: &str,
     ) -> Result<Vec<std::sync::Arc<Instance>>, crate::Error> {
-        self.instances_ready
-            .wait()
-            .await
-            .map_err(|_| crate::Error::StoreGone("Instance"))?;
         Ok(self
-            .instances
+            .instances_ready()
+            .await?
             .state()
             .into_iter()
             .filter(|i| {

@@ -273,3 +273,58 @@ spec:
     assert!(tasks(&a.namespace).is_empty());
     ns.delete().await;
 }
+
+/// An Instance being deleted whose Host no longer exists loses the agent's finalizer (no
+/// agent will ever remove it), read from the controller's shared store, not a LIST; one bound
+/// to a Host that still exists keeps it (the control: the pass does not release everything).
+#[tokio::test]
+async fn a_deleted_instance_of_a_gone_host_loses_the_agent_finalizer() {
+    use bulkhead_crds::FINALIZER_NODE_AGENT;
+    use kube::api::{DeleteParams, PostParams};
+    let ns = TestNamespace::new("orphan").await;
+    let hosts: Api<Host> = Api::all(ns.client.clone());
+    let kept_host = unique_host("orphan-kept");
+    let host: Host = serde_json::from_value(serde_json::json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Host",
+        "metadata": {"name": kept_host}, "spec": {"unschedulable": true},
+    }))
+    .unwrap();
+    hosts.create(&PostParams::default(), &host).await.unwrap();
+    let api: Api<Instance> = Api::namespaced(ns.client.clone(), &ns.name);
+    for (name, on) in [
+        ("of-gone", "orphan-no-such-host"),
+        ("of-kept", kept_host.as_str()),
+    ] {
+        let mut i = bulkhead_e2e::fixtures::instance(name).on(on).build();
+        i.metadata.finalizers = Some(vec![FINALIZER_NODE_AGENT.to_string()]);
+        api.create(&PostParams::default(), &i).await.unwrap();
+        api.delete(name, &DeleteParams::background()).await.unwrap();
+    }
+    // The controller looks every 60 s.
+    let released = poll_until(Duration::from_secs(150), || async {
+        api.get_opt("of-gone")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let kept = api.get_opt("of-kept").await.unwrap();
+    // Clean up before asserting.
+    if kept.is_some() {
+        let _ = api
+            .patch(
+                "of-kept",
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let _ = hosts.delete(&kept_host, &DeleteParams::default()).await;
+    assert!(
+        released.is_some(),
+        "the instance of a gone host kept the agent's finalizer for 150 s"
+    );
+    let kept = kept.expect("the instance of an existing host was released");
+    assert!(kept.finalizers().iter().any(|f| f == FINALIZER_NODE_AGENT));
+}
