@@ -109,6 +109,8 @@ def fanout_chart(run, out):
         line(f["kcm_tuned"]["series"], "kcm Deployment: Pods created (--kube-api-qps 500 --kube-api-burst 1000)", BASE4)
     if f.get("raw_instances"):
         line(f["raw_instances"]["series"], f["raw_instances"]["label"], BASE2)
+    if f.get("raw_status"):
+        line(f["raw_status"]["series"], f["raw_status"]["label"], BASE2, ":")
     if f.get("raw_pods"):
         line(f["raw_pods"]["series"], f["raw_pods"]["label"], BASE3)
     if step.get("available_s") is not None:

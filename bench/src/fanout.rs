@@ -66,6 +66,9 @@ pub struct Config {
     pub real_host: String,
     /// The local system's state directory.
     pub state_dir: std::path::PathBuf,
+    /// Whether to measure the raw create loops and kcm first (off only to profile the
+    /// controller quickly; the report then says the baselines were not measured).
+    pub baselines: bool,
 }
 
 /// Objects over time: (seconds since the request, count).
@@ -136,6 +139,10 @@ pub struct Results {
     pub raw_instances: Option<Creation>,
     /// Raw parallel creates of Pods.
     pub raw_pods: Option<Creation>,
+    /// Raw parallel creates of bound Instances, each followed by the Running status an agent
+    /// applies: the floor of "all Running" for any controller and agent on this apiserver.
+    #[serde(default)]
+    pub raw_status: Option<Creation>,
     /// Parallel requests of the raw loops.
     pub concurrency: usize,
     /// Wall seconds the whole item took.
@@ -155,13 +162,61 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
     };
     let tag = std::process::id();
 
+    if cfg.baselines {
+        baselines(client, cfg, first, tag, &mut results).await?;
+    } else {
+        eprintln!("[bench] baselines skipped (--no-baselines)");
+    }
+    eprintln!(
+        "[bench] bulkhead-controller over {} simulated hosts",
+        cfg.hosts
+    );
+    let cordon = Cordon::apply(client, &cfg.real_host).await?;
+    let sim = Simulation::start(client, cfg.hosts, tag).await;
+    let steps = match &sim {
+        Ok(sim) => {
+            in_namespace(client, &format!("bench-fanout-{tag}"), |ns| {
+                scale_steps(client.clone(), ns, sim, controller, cfg)
+            })
+            .await
+        }
+        Err(e) => Err(anyhow::anyhow!("starting the simulation: {e:#}")),
+    };
+    if let Ok(sim) = sim {
+        sim.stop(client).await;
+    }
+    cordon.restore(client).await;
+    results.steps = steps?;
+    results.wall_s = t_all.elapsed().as_secs_f64();
+    Ok(results)
+}
+
+/// The raw create loops and both kcm Deployments, each in its own namespace, for `first`
+/// objects.
+async fn baselines(
+    client: &Client,
+    cfg: &Config,
+    first: usize,
+    tag: u32,
+    results: &mut Results,
+) -> anyhow::Result<()> {
     eprintln!(
         "[bench] raw create loop: {first} Instances, {} in parallel",
         cfg.concurrency
     );
     results.raw_instances = Some(
         in_namespace(client, &format!("bench-raw-inst-{tag}"), |ns| {
-            raw_instances(client.clone(), ns, first, cfg)
+            raw_instances(client.clone(), ns, first, cfg, false)
+        })
+        .await?,
+    );
+    eprintln!(
+        "[bench] raw create + status loop: {first} Instances, {} in parallel",
+        cfg.concurrency
+    );
+    results.raw_status = Some(
+        in_namespace(client, &format!("bench-raw-status-{tag}"), |ns| {
+            raw_instances(client.clone(), ns, first, cfg, true)
         })
         .await?,
     );
@@ -214,28 +269,7 @@ pub async fn run(client: &Client, cfg: &Config) -> anyhow::Result<Results> {
         }
     }
 
-    eprintln!(
-        "[bench] bulkhead-controller over {} simulated hosts",
-        cfg.hosts
-    );
-    let cordon = Cordon::apply(client, &cfg.real_host).await?;
-    let sim = Simulation::start(client, cfg.hosts, tag).await;
-    let steps = match &sim {
-        Ok(sim) => {
-            in_namespace(client, &format!("bench-fanout-{tag}"), |ns| {
-                scale_steps(client.clone(), ns, sim, controller, cfg)
-            })
-            .await
-        }
-        Err(e) => Err(anyhow::anyhow!("starting the simulation: {e:#}")),
-    };
-    if let Ok(sim) = sim {
-        sim.stop(client).await;
-    }
-    cordon.restore(client).await;
-    results.steps = steps?;
-    results.wall_s = t_all.elapsed().as_secs_f64();
-    Ok(results)
+    Ok(())
 }
 
 /// Runs `body` in a fresh namespace, then deletes the namespace (first, so that no
@@ -322,31 +356,41 @@ fn thin(points: impl Iterator<Item = (f64, usize)>) -> Series {
     out
 }
 
+/// N creates of bound Instances; with `running`, each is then marked Running as the fake
+/// agent marks them (the same status, applied the same way) and the series is each status
+/// write's completion.
 async fn raw_instances(
     client: Client,
     ns: String,
     n: usize,
     cfg: &Config,
+    running: bool,
 ) -> anyhow::Result<Creation> {
     let api: Api<Instance> = Api::namespaced(client, &ns);
     // Bound to a host that does not exist: no agent or scheduler acts on them.
     let (wall, series) = create_parallel(n, cfg.concurrency, |i| {
         let api = api.clone();
-        let inst = bulkhead_e2e::fixtures::instance(&format!("raw-{i}"))
+        let name = format!("raw-{i}");
+        let inst = bulkhead_e2e::fixtures::instance(&name)
             .on("bench-no-such-host")
             .image(&cfg.image)
             .build();
         async move {
             api.create(&PostParams::default(), &inst).await?;
+            if running {
+                mark_running(api, name, i).await;
+            }
             Ok(())
         }
     })
     .await?;
+    let what = if running {
+        "raw create + Running status loop"
+    } else {
+        "raw create loop"
+    };
     Ok(Creation {
-        label: format!(
-            "raw create loop, Instances ({} in parallel)",
-            cfg.concurrency
-        ),
+        label: format!("{what}, Instances ({} in parallel)", cfg.concurrency),
         n,
         done_s: Some(wall),
         series,

@@ -53,6 +53,10 @@ struct RunArgs {
     /// Longest one fan-out step (or the kcm baseline) may take, seconds.
     #[arg(long, default_value_t = 900)]
     step_timeout_seconds: u64,
+    /// Skip the fan-out's baselines (raw create loops, kcm): for profiling the controller
+    /// only; the goals then read "not measured".
+    #[arg(long)]
+    no_baselines: bool,
     /// Requests in flight in the raw create loops.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -174,6 +178,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             image: image.clone(),
             real_host: a.host.clone(),
             state_dir: state_dir.clone(),
+            baselines: !a.no_baselines,
         };
         match fanout::run(&client, &cfg).await {
             Ok(r) => run.fanout = Some(r),

@@ -163,7 +163,10 @@ fn summary_table(o: &mut String, run: &Run) {
                 times(avail.zip(k.done_s).and_then(|(a, b)| ratio(a, b)))
             );
         }
-        for raw in [&f.raw_instances, &f.raw_pods].into_iter().flatten() {
+        for raw in [&f.raw_instances, &f.raw_status, &f.raw_pods]
+            .into_iter()
+            .flatten()
+        {
             let _ = writeln!(
                 o,
                 "| fan-out 0 → {}: Workload Available | {} | {} {} | {} |",
@@ -509,9 +512,15 @@ fn fanout_section(o: &mut String, run: &Run) {
         o,
         "| what | objects | until all exist | rate |\n|---|---|---|---|"
     );
-    for c in [&f.kcm, &f.kcm_tuned, &f.raw_instances, &f.raw_pods]
-        .into_iter()
-        .flatten()
+    for c in [
+        &f.kcm,
+        &f.kcm_tuned,
+        &f.raw_instances,
+        &f.raw_status,
+        &f.raw_pods,
+    ]
+    .into_iter()
+    .flatten()
     {
         creation_row(o, c);
     }
