@@ -571,15 +571,25 @@ struct Cordon {
     was: Option<bool>,
 }
 
+/// Marks a cordon the benchmark made, so that a run killed before it restored the host is
+/// recognised (and undone) by the next run rather than kept as the host's own setting.
+const CORDONED_BY_BENCH: &str = "bench.bulkhead.dev/cordoned";
+
 impl Cordon {
     async fn apply(client: &Client, host: &str) -> anyhow::Result<Self> {
         let api: Api<Host> = Api::all(client.clone());
-        let was = api.get_opt(host).await?.map(|h| h.spec.unschedulable);
+        let was = api.get_opt(host).await?.map(|h| {
+            let ours = h.annotations().contains_key(CORDONED_BY_BENCH);
+            h.spec.unschedulable && !ours
+        });
         if was == Some(false) {
             api.patch(
                 host,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+                &Patch::Merge(json!({
+                    "metadata": {"annotations": {CORDONED_BY_BENCH: "true"}},
+                    "spec": {"unschedulable": true},
+                })),
             )
             .await
             .with_context(|| format!("cordoning {host}"))?;
@@ -597,7 +607,10 @@ impl Cordon {
                 .patch(
                     &self.host,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"unschedulable": false}})),
+                    &Patch::Merge(json!({
+                        "metadata": {"annotations": {CORDONED_BY_BENCH: null}},
+                        "spec": {"unschedulable": false},
+                    })),
                 )
                 .await
             {
@@ -618,6 +631,13 @@ impl Simulation {
     async fn start(client: &Client, n: usize, tag: u32) -> anyhow::Result<Self> {
         let hosts: Vec<String> = (0..n).map(|i| format!("bench-sim-{tag}-{i}")).collect();
         let api: Api<Host> = Api::all(client.clone());
+        // Those of a run killed before it stopped them (their Leases are owned by them).
+        let _ = api
+            .delete_collection(
+                &DeleteParams::background(),
+                &ListParams::default().labels("bulkhead.dev/bench=simulated"),
+            )
+            .await;
         let apply = PatchParams::apply(FAKE_AGENT).force();
         let mut uids = Vec::new();
         for h in &hosts {
