@@ -455,3 +455,69 @@ async fn the_host_reports_what_its_instances_reserve() {
     );
     ns.delete().await;
 }
+
+/// Every status an Instance showed (none, or its phase), in order, as a watch delivers them,
+/// until it is Running.
+/// The watch has done its first list before `create` runs, so nothing is missed.
+async fn phases_until_running(
+    ns: &TestNamespace,
+    name: &str,
+    create: impl std::future::Future<Output = ()>,
+) -> Vec<Option<Option<InstancePhase>>> {
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let api: Api<bulkhead_crds::Instance> = ns.api();
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(api, cfg).boxed();
+    let deadline = tokio::time::Instant::now() + START;
+    let mut next = async || match tokio::time::timeout_at(deadline, events.next()).await {
+        Ok(Some(Ok(e))) => e,
+        other => panic!("watching {name}: {other:?}"),
+    };
+    while !matches!(next().await, Event::InitDone) {}
+    create.await;
+    let mut seen = Vec::new();
+    loop {
+        let Event::Apply(i) = next().await else {
+            continue;
+        };
+        // None: no status at all; Some(None): a status without a phase.
+        let status = i.status.as_ref().map(|s| s.phase);
+        if seen.last() != Some(&status) {
+            seen.push(status);
+        }
+        if status == Some(Some(InstancePhase::Running)) {
+            return seen;
+        }
+    }
+}
+
+/// A start whose image the host already holds writes no phase before the task runs: the
+/// first phase anyone sees is Running (one status write, not Starting then Running). The
+/// control: the first instance, whose image is pulled, shows Pulling first, so the watch does
+/// see what is written before Running.
+#[tokio::test]
+async fn a_start_with_the_image_present_shows_running_as_its_first_phase() {
+    let agent = start_agent("firstwrite");
+    let ns = TestNamespace::new("firstwrite").await;
+    let pulled = phases_until_running(&ns, "pulls", async {
+        instance("pulls").on(&agent.host).create(&ns).await;
+    })
+    .await;
+    assert!(
+        pulled.contains(&Some(Some(InstancePhase::Pulling))),
+        "the control: a pull is written before Running, and the watch sees it: {pulled:?}"
+    );
+    let local = phases_until_running(&ns, "local", async {
+        instance("local").on(&agent.host).create(&ns).await;
+    })
+    .await;
+    // The walls' own report (status.isolation.network, a writer of its own) may land just
+    // before the Running write; the start path itself writes no phase before Running.
+    let before = &local[..local.len() - 1];
+    assert!(
+        before.iter().all(|s| matches!(s, None | Some(None))),
+        "a phase before Running although the image is present: {local:?}; agent log:\n{}",
+        agent.log_tail()
+    );
+}
