@@ -456,13 +456,13 @@ async fn the_host_reports_what_its_instances_reserve() {
     ns.delete().await;
 }
 
-/// Every status an Instance showed (none, or its phase), in order, as a watch delivers them,
-/// until it is Running.
-/// The watch has done its first list before `create` runs, so nothing is missed.
+/// Creates Instance `name` on `host` and returns every status it showed (none, or its
+/// phase), in order, as a watch delivers them, until it is Running. The watch has done its
+/// first list before the create, so nothing is missed.
 async fn phases_until_running(
     ns: &TestNamespace,
     name: &str,
-    create: impl std::future::Future<Output = ()>,
+    host: &str,
 ) -> Vec<Option<Option<InstancePhase>>> {
     use futures::StreamExt;
     use kube::runtime::watcher::{self, Event};
@@ -475,7 +475,7 @@ async fn phases_until_running(
         other => panic!("watching {name}: {other:?}"),
     };
     while !matches!(next().await, Event::InitDone) {}
-    create.await;
+    instance(name).on(host).create(ns).await;
     let mut seen = Vec::new();
     loop {
         let Event::Apply(i) = next().await else {
@@ -500,18 +500,12 @@ async fn phases_until_running(
 async fn a_start_with_the_image_present_shows_running_as_its_first_phase() {
     let agent = start_agent("firstwrite");
     let ns = TestNamespace::new("firstwrite").await;
-    let pulled = phases_until_running(&ns, "pulls", async {
-        instance("pulls").on(&agent.host).create(&ns).await;
-    })
-    .await;
+    let pulled = phases_until_running(&ns, "pulls", &agent.host).await;
     assert!(
         pulled.contains(&Some(Some(InstancePhase::Pulling))),
         "the control: a pull is written before Running, and the watch sees it: {pulled:?}"
     );
-    let local = phases_until_running(&ns, "local", async {
-        instance("local").on(&agent.host).create(&ns).await;
-    })
-    .await;
+    let local = phases_until_running(&ns, "local", &agent.host).await;
     // The walls' own report (status.isolation.network, a writer of its own) may land just
     // before the Running write; the start path itself writes no phase before Running.
     let before = &local[..local.len() - 1];
@@ -520,4 +514,5 @@ async fn a_start_with_the_image_present_shows_running_as_its_first_phase() {
         "a phase before Running although the image is present: {local:?}; agent log:\n{}",
         agent.log_tail()
     );
+    ns.delete().await;
 }

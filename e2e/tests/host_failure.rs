@@ -327,4 +327,5 @@ async fn a_deleted_instance_of_a_gone_host_loses_the_agent_finalizer() {
     );
     let kept = kept.expect("the instance of an existing host was released");
     assert!(kept.finalizers().iter().any(|f| f == FINALIZER_NODE_AGENT));
+    ns.delete().await;
 }

@@ -688,14 +688,17 @@ async fn delete_all(
     let (mut deleted, mut failed) = (Vec::new(), None);
     for (instance, result) in results {
         match result {
-            Ok(()) => deleted.push(instance.clone()),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Ok(()) => {
+                ctx.expectations.expect(&wkey, &instance, Pending::Delete);
+                deleted.push(instance);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                ctx.expectations.expect(&wkey, &instance, Pending::Delete);
+            }
             Err(e) => {
                 failed.get_or_insert(e);
-                continue;
             }
         }
-        ctx.expectations.expect(&wkey, &instance, Pending::Delete);
     }
     deleted.sort();
     if !deleted.is_empty() {

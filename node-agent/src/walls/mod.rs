@@ -112,8 +112,8 @@ impl std::fmt::Debug for Walls {
 
 /// Keeps of an Instance only what the walls read (identity, labels, the status address):
 /// every agent holds every Instance of the cluster, so a whole object each would cost each
-/// host memory in proportion to the fleet's size (180 MiB of the agent's RSS after 20000
-/// instances came and went).
+/// host memory in proportion to the fleet's size (192 MiB of RSS after one 10000-instance
+/// fan-out elsewhere in the cluster; 69 MiB pruned).
 fn prune(instance: &mut Instance) {
     let meta = &mut instance.metadata;
     meta.managed_fields = None;
@@ -532,11 +532,6 @@ mod tests {
         );
         assert!(read_results(&dir.path().join("missing")).is_empty());
     }
-}
-
-#[cfg(test)]
-mod prune_tests {
-    use super::*;
 
     #[test]
     fn the_pruned_instance_keeps_what_the_walls_plan_reads() {
