@@ -117,6 +117,127 @@ where
     }
 }
 
+/// Passes an Instance change on to one subscriber only when what the store keeps of it differs
+/// from what this subscriber last saw: the agent's writes of what pruning drops (its report
+/// of the walls, the isolation read-back) and a relist of unchanged objects wake no
+/// reconcile. On a busy host the walls report of every neighbour of a new instance is one
+/// status write each; each used to run the Workload reconciler and the WorkloadService
+/// reconciler (five reads) while a rollout's traffic switch waited behind them.
+pub fn changed_only(events: InstanceEvents, store: Store<Instance>) -> InstanceEvents {
+    changed_by(events, store, content_hash)
+}
+
+/// Passes a change of an object on only when `hash` of it differs from the last one this
+/// subscriber saw of the same object (name and UID).
+///
+/// Deletions reach no subscriber of a shared reflector (kube-runtime dispatches applies only),
+/// so a key is forgotten once its object has left the store.
+pub fn changed_by<K>(events: Events<K>, store: Store<K>, hash: fn(&K) -> u64) -> Events<K>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let mut filter = Filter {
+        seen: Seen::default(),
+        store,
+        hash,
+    };
+    events
+        .filter(move |o| futures::future::ready(filter.pass(o)))
+        .boxed()
+}
+
+/// The state of [`changed_by`] for one subscriber.
+struct Filter<K: kube::Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    seen: Seen,
+    store: Store<K>,
+    hash: fn(&K) -> u64,
+}
+
+impl<K> Filter<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// Whether `o` passes (it changed); records it.
+    fn pass(&mut self, o: &K) -> bool {
+        let changed = self.seen.changed(o, (self.hash)(o));
+        // Forget what left the store, in one sweep once the map doubles it.
+        if self.seen.0.len() > 2 * self.store.len() + 1024 {
+            let live: std::collections::HashSet<Key> =
+                self.store.state().iter().map(|o| key(o.as_ref())).collect();
+            self.seen.0.retain(|k, _| live.contains(k));
+        }
+        changed
+    }
+}
+
+/// Namespace, name and UID of an object.
+type Key = (Option<String>, String, Option<String>);
+
+fn key<K: kube::Resource>(o: &K) -> Key {
+    let m = o.meta();
+    (
+        m.namespace.clone(),
+        m.name.clone().unwrap_or_default(),
+        m.uid.clone(),
+    )
+}
+
+/// What one subscriber last saw of each object: a hash of what it reads.
+#[derive(Debug, Default)]
+pub struct Seen(
+    std::collections::HashMap<Key, u64>,
+    /// The keys a relist in progress has shown so far.
+    Option<std::collections::HashSet<Key>>,
+);
+
+impl Seen {
+    /// Whether `hash` of `o` differs from the last one seen under its key; records it.
+    pub fn changed<K: kube::Resource>(&mut self, o: &K, hash: u64) -> bool {
+        let key = key(o);
+        if let Some(relisted) = self.1.as_mut() {
+            relisted.insert(key.clone());
+        }
+        self.0.insert(key, hash) != Some(hash)
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget<K: kube::Resource>(&mut self, o: &K) {
+        self.0.remove(&key(o));
+    }
+
+    /// A watch relists (`Init`): what it does not show again was deleted meanwhile.
+    pub fn relisting(&mut self) {
+        self.1 = Some(Default::default());
+    }
+
+    /// The relist is complete (`InitDone`): forgets every object it did not show.
+    pub fn relisted(&mut self) {
+        if let Some(relisted) = self.1.take() {
+            self.0.retain(|k, _| relisted.contains(k));
+        }
+    }
+}
+
+/// A hash of an Instance as stored, but for its resourceVersion (every write changes it).
+fn content_hash(i: &Instance) -> u64 {
+    let mut i = i.clone();
+    i.metadata.resource_version = None;
+    hash_of(&serde_json::to_vec(&i).unwrap_or_default())
+}
+
+/// The standard library's hash of `v`.
+pub fn hash_of<T: std::hash::Hash + ?Sized>(v: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
 /// The shared stores and their subscriptions.
 #[allow(missing_debug_implementations)] // reflector stores are not Debug
 pub struct Caches {
@@ -146,8 +267,8 @@ pub fn start(client: &Client) -> Caches {
     // and the WorkloadService controller run on these stores and wait there themselves.
     let (instances, writer) = reflector::store_shared::<Instance>(SUBSCRIBER_BUFFER);
     let (instances_told, instances_ready) = Ready::channel();
-    let (for_workloads, for_scheduler, for_services) =
-        (subscribe(&writer), subscribe(&writer), subscribe(&writer));
+    let changed = || changed_only(subscribe(&writer), instances.clone());
+    let (for_workloads, for_scheduler, for_services) = (changed(), changed(), changed());
     let watch = watcher(
         Api::<Instance>::all(client.clone()),
         watcher::Config::default(),
@@ -171,8 +292,14 @@ pub fn start(client: &Client) -> Caches {
     tokio::spawn(lease_watch);
     let (services, service_writer) = reflector::store_shared::<WorkloadService>(SUBSCRIBER_BUFFER);
     let (services_told, services_ready) = Ready::channel();
-    let (services_for_services, services_for_workloads) =
-        (subscribe(&service_writer), subscribe(&service_writer));
+    // The Workload reconciler reads of a WorkloadService only which revision it publishes.
+    let services_for_workloads = changed_by(subscribe(&service_writer), services.clone(), |s| {
+        hash_of(&(
+            &s.spec.workload_name,
+            s.status.as_ref().map(|st| &st.active_revision),
+        ))
+    });
+    let services_for_services = subscribe(&service_writer);
     let service_watch = watcher(
         Api::<WorkloadService>::all(client.clone()),
         watcher::Config::default(),
@@ -228,6 +355,68 @@ mod tests {
             let woke = tokio::time::timeout(Duration::from_secs(2), w).await;
             assert!(woke.is_ok(), "a waiter on Ready was not woken");
         }
+    }
+
+    fn stored(name: &str, uid: &str, rv: &str) -> Instance {
+        let spec = bulkhead_crds::InstanceSpec {
+            host_name: Some("h1".into()),
+            revision: "r1".into(),
+            template: Default::default(),
+            isolation: Default::default(),
+            seccomp_profile_digest: None,
+            image_signature: None,
+        };
+        let mut i = Instance::new(name, spec);
+        i.status = Some(bulkhead_crds::InstanceStatus {
+            pod_ip: Some("10.90.0.2".into()),
+            ..Default::default()
+        });
+        i.metadata.namespace = Some("ns".into());
+        i.metadata.uid = Some(uid.into());
+        i.metadata.resource_version = Some(rv.into());
+        i
+    }
+
+    #[test]
+    fn a_subscriber_sees_an_instance_again_only_when_its_stored_content_changed() {
+        let (store, mut writer) = reflector::store::<Instance>();
+        let mut seen = Filter {
+            seen: Seen::default(),
+            store: store.clone(),
+            hash: content_hash,
+        };
+        let a = stored("a", "u1", "1");
+        writer.apply_watcher_event(&watcher::Event::Apply(a.clone()));
+        assert!(seen.pass(&a), "first sight");
+        // The walls report: a status field pruning drops, and a new resourceVersion.
+        let mut walls = a.clone();
+        walls.metadata.resource_version = Some("2".into());
+        if let Some(s) = walls.status.as_mut() {
+            s.isolation = Some(Default::default());
+        }
+        prune(&mut walls);
+        assert!(!seen.pass(&walls), "only pruned fields changed");
+        // Control: a phase change passes.
+        let mut running = walls.clone();
+        running.metadata.resource_version = Some("3".into());
+        if let Some(s) = running.status.as_mut() {
+            s.phase = Some(bulkhead_crds::InstancePhase::Running);
+        }
+        assert!(seen.pass(&running), "a phase change");
+        assert!(!seen.pass(&running), "the same object twice");
+        // A new object under the same name (a new UID) is new.
+        let twin = stored("a", "u2", "4");
+        assert!(seen.pass(&twin));
+        // What left the store is forgotten once the map grows past twice the store.
+        for n in 0..1100 {
+            assert!(seen.pass(&stored(&format!("gone-{n}"), "g", "1")));
+        }
+        assert!(seen.seen.0.len() < 1100, "{} keys kept", seen.seen.0.len());
+        assert!(
+            seen.seen
+                .0
+                .contains_key(&(Some("ns".into()), "a".into(), Some("u1".into())))
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         reflector::{ObjectRef, Store},
         watcher,
@@ -63,9 +63,8 @@ pub async fn run(
     controller
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<EndpointSlice>::all(client.clone()), managed)
-        .watches(
-            Api::<Workload>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            published_changes(Api::<Workload>::all(client.clone())),
             move |wl| services_of(&by_workload, wl.namespace(), &wl.name_any()),
         )
         .watches_shared_stream(instances, move |inst| match inst.labels().get(LABEL_WORKLOAD) {
@@ -85,6 +84,47 @@ pub async fn run(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The Workload changes a WorkloadService follows: the revisions it publishes, its deletion
+/// and its coming and going (not its every status write: a rollout writes many, and each
+/// reconcile here reads five objects while the traffic switch waits for its lock).
+fn published_changes(
+    api: Api<Workload>,
+) -> impl futures::Stream<Item = Result<Workload, watcher::Error>> + Send + 'static {
+    let mut seen = crate::cache::Seen::default();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let passed = match event {
+                Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) => {
+                    seen.changed(&w, published(&w)).then_some(Ok(w))
+                }
+                Ok(watcher::Event::Delete(w)) => {
+                    seen.forget(&w);
+                    Some(Ok(w))
+                }
+                Ok(watcher::Event::Init) => {
+                    seen.relisting();
+                    None
+                }
+                Ok(watcher::Event::InitDone) => {
+                    seen.relisted();
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(passed)
+        })
+}
+
+/// What a WorkloadService reads of its Workload.
+fn published(w: &Workload) -> u64 {
+    let s = w.status.as_ref();
+    crate::cache::hash_of(&(
+        s.map(|s| (&s.active_revision, &s.current_revision, &s.preview_revision)),
+        w.metadata.deletion_timestamp.is_some(),
+    ))
 }
 
 fn services_of(
@@ -118,9 +158,10 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         ctx.switchboard.forget(&ns, &name);
         return Ok(Action::await_change());
     }
-    // Held from before the Workload is read until the applies return (see `switch`).
+    // Switches before the Workload is read: the active slice is applied only if none follows
+    // (see `switch`).
     let entry = ctx.switchboard.entry(&ns, &name);
-    let mut known = entry.lock().await;
+    let switches = entry.lock().await.switches;
     let client = ctx.client.clone();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
@@ -161,9 +202,13 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         ready: &ready,
         preview_ready: &preview_ready,
     };
-    execute(svc, (&services, &slices), &plan, &published, &held).await?;
-    *known = switch::known_active_slice(&plan, &slots);
-    drop(known);
+    let lane = (entry.as_ref(), switches);
+    let superseded = execute(svc, (&services, &slices), &plan, &published, &held, lane).await?;
+    entry.lock().await.known = switch::known_active_slice(&plan, &slots);
+    if superseded {
+        debug!(service = %name, namespace = %ns, "a switch came after the Workload was read; again");
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     debug!(service = %name, namespace = %ns, active = ?active, "applied");
     if !plan.conflicts.is_empty() {
         warn!(service = %name, namespace = %ns, conflicts = ?plan.conflicts, "names taken by objects this WorkloadService does not own");
@@ -284,14 +329,18 @@ struct Published<'a> {
 
 /// Applies and deletes what the plan says; an apply that would change nothing in what was
 /// read is skipped, and a delete names the UID it checked, so an object that someone
-/// replaced in between is left alone.
+/// replaced in between is left alone. The active slice is written under the lane's lock,
+/// and not at all when a switch came after `switches` (then returns true).
 async fn execute(
     svc: &WorkloadService,
     (services, slices): (&Api<Service>, &Api<EndpointSlice>),
     plan: &ownership::Plan,
     published: &Published<'_>,
     held: &Held,
-) -> Result<(), Error> {
+    (lane, switches): (&tokio::sync::Mutex<switch::Lane>, u64),
+) -> Result<bool, Error> {
+    let superseded = std::sync::atomic::AtomicBool::new(false);
+    let superseded_ref = &superseded;
     let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
     // The applies touch four different objects: all in one round trip (the active slice is
     // the traffic switch, and it no longer waits behind the Service applies).
@@ -315,6 +364,15 @@ async fn execute(
                 _ if unchanged => {}
                 Kind::Service => {
                     services.patch(object, pp, &Patch::Apply(&body)).await?;
+                }
+                Kind::EndpointSlice if *role == Role::Active => {
+                    let lane = lane.lock().await;
+                    if lane.switches != switches {
+                        superseded_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    slices.patch(object, pp, &Patch::Apply(&body)).await?;
+                    drop(lane);
                 }
                 Kind::EndpointSlice => {
                     slices.patch(object, pp, &Patch::Apply(&body)).await?;
@@ -343,7 +401,7 @@ async fn execute(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(superseded.into_inner())
 }
 
 /// Writes the status when it changed.

@@ -8,13 +8,14 @@
 //! one write, the same body the WorkloadService reconciler would apply (which then finds
 //! nothing to change and only reports).
 //!
-//! Two writers of one slice stay in order through a lock per WorkloadService: its
-//! reconciler holds it from before it reads the Workload until its applies return, the
-//! switch while it writes. A reconcile that read the old revision finishes before the switch
-//! is written; any later one reads the new revision. The switch writes only a slice the
-//! reconciler last saw as its own and names that slice's UID, so a slice someone replaced
-//! or deleted in between is refused by the API server (the UID is immutable, and an apply
-//! naming a UID creates nothing), never taken over.
+//! Two writers of one slice stay in order through a lane per WorkloadService: the switch
+//! counts itself there and writes under its lock; the reconciler notes the count before it
+//! reads the Workload and applies the active slice under the same lock only if no switch
+//! came in between (else it drops what it computed from the old revision and runs again).
+//! The reconciler's reads no longer hold the switch back, only its one active-slice write.
+//! The switch writes only a slice the reconciler last saw as its own and names that slice's
+//! UID, so a slice someone replaced or deleted in between is refused by the API server (the
+//! UID is immutable, and an apply naming a UID creates nothing), never taken over.
 
 use std::{
     collections::HashMap,
@@ -39,13 +40,23 @@ use crate::Context;
 /// The UID of the active EndpointSlice the reconciler last saw as its own, if any.
 pub type Known = Option<String>;
 
-/// One lock per WorkloadService (`namespace/name`), guarding what its reconciler knows.
+/// What the reconciler and the switch of one WorkloadService share.
 #[derive(Debug, Default)]
-pub struct Switchboard(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Known>>>>);
+pub struct Lane {
+    /// The active slice the switch may write.
+    pub known: Known,
+    /// Switches so far: a reconcile that read the Workload before the latest one must not
+    /// apply the active slice it computed.
+    pub switches: u64,
+}
+
+/// One lane per WorkloadService (`namespace/name`).
+#[derive(Debug, Default)]
+pub struct Switchboard(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lane>>>>);
 
 impl Switchboard {
-    /// The lock of WorkloadService `namespace/name`.
-    pub fn entry(&self, namespace: &str, name: &str) -> Arc<tokio::sync::Mutex<Known>> {
+    /// The lane of WorkloadService `namespace/name`.
+    pub fn entry(&self, namespace: &str, name: &str) -> Arc<tokio::sync::Mutex<Lane>> {
         let mut map = self
             .0
             .lock()
@@ -104,8 +115,9 @@ pub async fn follow(ctx: &Context, namespace: &str, workload: &str, active: &str
     for svc in ours {
         let name = svc.name_any();
         let entry = ctx.switchboard.entry(namespace, &name);
-        let known = entry.lock().await;
-        let Some(uid) = known.as_deref() else {
+        let mut lane = entry.lock().await;
+        lane.switches += 1;
+        let Some(uid) = lane.known.as_deref() else {
             continue;
         };
         let mut body =
