@@ -197,6 +197,59 @@ fn instance_chains(bridge: &str) -> usize {
         .count()
 }
 
+/// The field manager of the walls' own reports (node-agent/src/walls/report.rs).
+const WALLS_MANAGER: &str = "bulkhead-node-agent-walls";
+
+/// `status.isolation.network.rules` of `name`, and whether the walls' own reporter has
+/// written to it.
+async fn walls_report(ns: &TestNamespace, name: &str) -> (i32, bool) {
+    let api: Api<bulkhead_crds::Instance> = ns.api();
+    let i = api.get(name).await.unwrap();
+    let by_reporter = i
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|f| f.manager.as_deref() == Some(WALLS_MANAGER));
+    let rules = i
+        .status
+        .and_then(|s| s.isolation?.network)
+        .map_or(0, |n| n.rules);
+    (rules, by_reporter)
+}
+
+/// A start's own Running write carries its walls, so the reporter sends nothing for it; a
+/// neighbour's start adds one address to its chains, which the reporter writes (once, after
+/// its deferral): the control that shows its writes would be seen.
+#[tokio::test]
+async fn a_start_carries_its_walls_report_and_a_neighbours_start_is_reported_later() {
+    let agent = start_agent("walls-rep");
+    let ns = TestNamespace::new("walls-rep").await;
+    run(&agent, &ns, "first", &["sleep"]).await;
+    let (rules, by_reporter) = walls_report(&ns, "first").await;
+    assert!(rules >= 4, "the Running write carries the walls: {rules} rules");
+    // Longer than the reporter's deferral (2 s): a report of its own would be sent by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (after, by_reporter_later) = walls_report(&ns, "first").await;
+    assert!(
+        !by_reporter && !by_reporter_later && after == rules,
+        "the reporter wrote the walls of a start that carried them ({rules} then {after} rules)"
+    );
+
+    run(&agent, &ns, "second", &["sleep"]).await;
+    let reported = bulkhead_e2e::poll_until(CHANGE, || async {
+        let (now, by_reporter) = walls_report(&ns, "first").await;
+        (by_reporter && now == rules + 1).then_some(())
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "a neighbour's start never reached the first instance's status: {:?}\n{}",
+        walls_report(&ns, "first").await,
+        agent.log_tail()
+    );
+}
+
 #[tokio::test]
 async fn an_egress_policy_limits_an_instance_to_one_destination() {
     let agent = start_agent("walls-eg");

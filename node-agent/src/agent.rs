@@ -289,6 +289,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         host: cfg.host_name.clone(),
         containerd,
         registry: Registry::new(cfg.allowed_registries.clone()),
+        recent_tags: Default::default(),
         allocations: Mutex::new(Allocations {
             uids: cfg.uid_range_pool.clone(),
             mcs: McsAllocator::new(),

@@ -10,6 +10,8 @@
 // which the controller shares (it follows tags and verifies signatures with them).
 pub use bulkhead_registry::{bounds, client as registry, digest, reference};
 
+pub mod recent;
+
 use std::collections::HashMap;
 
 use containerd_client::types::Descriptor;
@@ -85,29 +87,38 @@ pub async fn pull(
 }
 
 /// The image `reference` names when containerd holds all of it already (a tag is resolved
-/// at the registry first, within [`bounds::PULL_TIMEOUT`]): what a start runs without a
-/// pull. None when something is missing.
+/// at the registry first, within [`bounds::PULL_TIMEOUT`], or taken from `recent`): what a
+/// start runs without a pull. None when something is missing.
 pub async fn present(
     ctr: &Containerd,
-    registry: &Registry,
+    (registry, recent): (&Registry, &recent::RecentTags),
     reference: &ImageRef,
     go_arch: &str,
 ) -> Result<Option<PulledImage>, PullError> {
     registry.check_allowed(reference)?;
+    let name = reference.to_string();
     let digest = match &reference.digest {
         Some(digest) => {
             registry::check_digest(reference, digest)?;
             digest.clone()
         }
-        None => {
-            tokio::time::timeout(bounds::PULL_TIMEOUT, registry.resolve(reference, go_arch))
+        None => match recent.get(&name, go_arch, std::time::Instant::now()) {
+            Some(digest) => digest,
+            None => {
+                let digest = tokio::time::timeout(
+                    bounds::PULL_TIMEOUT,
+                    registry.resolve(reference, go_arch),
+                )
                 .await
                 .map_err(|_| PullError::TimedOut {
-                    reference: reference.to_string(),
+                    reference: name.clone(),
                     seconds: bounds::PULL_TIMEOUT.as_secs(),
                 })??
-                .digest
-        }
+                .digest;
+                recent.put(&name, go_arch, &digest, std::time::Instant::now());
+                digest
+            }
+        },
     };
     local(ctr, reference, &digest).await
 }

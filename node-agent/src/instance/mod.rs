@@ -82,6 +82,8 @@ pub struct Context {
     pub containerd: Containerd,
     /// Registry client with the allow-list.
     pub registry: Registry,
+    /// Tags resolved in the last few seconds.
+    pub recent_tags: crate::image::recent::RecentTags,
     /// Allocators.
     pub allocations: Mutex<Allocations>,
     /// The host's isolation features.

@@ -376,7 +376,17 @@ async fn start(
         Err(e) => return network_failed(instance, ctx, id, e).await,
     };
     failpoint::hit("after-network");
-    let pid = ctx.containerd.start_task(id).await?;
+    // The address label (what a report from a stale view reads back) goes on while the
+    // process starts: both before the Running write.
+    let label = async {
+        match &ip {
+            Some(ip) => ctx.containerd.set_label(id, labels::IP, ip).await,
+            None => Ok(()),
+        }
+    };
+    let (started, labelled) = tokio::join!(ctx.containerd.start_task(id), label);
+    let pid = started?;
+    labelled?;
     steps.mark("start-task");
     failpoint::hit("after-start-task");
     info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
@@ -412,7 +422,13 @@ async fn pull(
         }
     };
     let started = std::time::Instant::now();
-    let here = image::present(&ctx.containerd, &ctx.registry, &reference, go_arch()).await;
+    let here = image::present(
+        &ctx.containerd,
+        (&ctx.registry, &ctx.recent_tags),
+        &reference,
+        go_arch(),
+    )
+    .await;
     steps.mark("image-present");
     let fetched = match here {
         Ok(Some(p)) => {
@@ -825,7 +841,9 @@ async fn report_running(
     }
     // The address is recorded on the container, so that a report from a stale view of the
     // Instance never loses it.
-    if let Some(ip) = &ip {
+    if let Some(ip) = &ip
+        && container.labels.get(labels::IP) != Some(ip)
+    {
         ctx.containerd
             .set_label(&container.id, labels::IP, ip)
             .await?;
@@ -928,12 +946,13 @@ async fn report_running(
             return status::write(ctx, instance, &s).await;
         }
     }
-    iso.network = ctx
+    let walled = ctx
         .walls
         .as_ref()
-        .and_then(|w| w.applied(&container.id))
-        .map(|a| crate::walls::network_status(&a))
-        .or(iso.network);
+        .and_then(|w| Some((w, w.applied(&container.id)?)));
+    if let Some((_, a)) = &walled {
+        iso.network = Some(crate::walls::network_status(a));
+    }
     s.isolation = Some(iso);
     if instance.spec.template.readiness_probe.is_none() {
         status::set_condition(
@@ -958,6 +977,10 @@ async fn report_running(
     let ip = s.pod_ip.clone();
     status::write(ctx, instance, &s).await?;
     steps.mark("status-running");
+    // This write carried the walls' figures: their own report of them is not sent.
+    if let (Some((walls, a)), Some(namespace)) = (&walled, instance.namespace()) {
+        walls.claim(&namespace, &instance.name_any(), a);
+    }
     probe::start(ctx, instance, &container.id, pid, ip);
     Ok(())
 }
@@ -1081,12 +1104,20 @@ async fn attach(
     if left == Left::Maybe {
         let _ = cni.del(id, Some(&netns)).await;
     }
-    let ip = cni.add(id, &netns).await?;
+    // The walls' jumps are checked while the network is attached (they do not depend on it).
+    let check = async {
+        match &ctx.walls {
+            Some(walls) => Some(walls.missing_jumps().await),
+            None => None,
+        }
+    };
+    let (ip, checked) = tokio::join!(cni.add(id, &netns), check);
+    let ip = ip?;
     steps.mark("cni-add");
     // The walls hold before the task starts, so before the instance can be Ready.
     if let Some(walls) = &ctx.walls {
         walls
-            .sync(false)
+            .sync_checked(false, checked)
             .await
             .map_err(|e| crate::network::CniError::Plugin {
                 plugin: "network walls".into(),

@@ -198,6 +198,11 @@ impl Walls {
         self.applied.lock().ok()?.get(container_id).cloned()
     }
 
+    /// The instance's own status write carries `a`: its queued report of `a` is not sent.
+    pub fn claim(&self, namespace: &str, name: &str, a: &Applied) {
+        self.reporter.claim(namespace, name, a);
+    }
+
     /// Checks that bridged IPv4 and IPv6 traffic passes iptables (else the walls would hold
     /// only between bridges).
     pub fn check_bridge_netfilter() -> Result<(), WallsError> {
@@ -218,6 +223,23 @@ impl Walls {
 
     /// Plans and applies the bridge's walls; `force` re-applies an unchanged plan.
     pub async fn sync(&self, force: bool) -> Result<(), WallsError> {
+        self.sync_checked(force, None).await
+    }
+
+    /// The bridge's jumps from the built-in chains that are not in the kernel. A start checks
+    /// them while its network is attached, not after (see [`Self::sync_checked`]).
+    pub async fn missing_jumps(&self) -> Vec<(&'static str, String)> {
+        iptables::missing_jumps(self.root.as_deref(), V4, render::jumps(&self.bridge)).await
+    }
+
+    /// [`Self::sync`] with the jumps already checked (`Some`: the missing ones), which the
+    /// restore then adds. A jump removed between the check and the restore is added back by
+    /// the next sync (at most 30 s later), as one removed at any other time is.
+    pub async fn sync_checked(
+        &self,
+        force: bool,
+        checked: Option<Vec<(&'static str, String)>>,
+    ) -> Result<(), WallsError> {
         tokio::time::timeout(Duration::from_secs(30), self.ready.wait())
             .await
             .map_err(|_| WallsError::NotSynced)?
@@ -228,8 +250,10 @@ impl Walls {
         if !force && last.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        let missing =
-            iptables::missing_jumps(self.root.as_deref(), V4, render::jumps(&self.bridge)).await;
+        let missing = match checked {
+            Some(missing) => missing,
+            None => self.missing_jumps().await,
+        };
         iptables::restore(
             self.root.as_deref(),
             V4,
@@ -277,7 +301,8 @@ impl Walls {
             if before.get(&id) != Some(&a)
                 && let Some((namespace, name)) = owners.get(&id)
             {
-                self.reporter.queue(namespace.clone(), name.clone(), a);
+                self.reporter
+                    .queue(namespace.clone(), name.clone(), a, before.get(&id));
             }
         }
         info!(bridge = %self.bridge, instances = locals.len(), "network walls applied");
