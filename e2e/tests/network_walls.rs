@@ -227,7 +227,10 @@ async fn a_start_carries_its_walls_report_and_a_neighbours_start_is_reported_lat
     let ns = TestNamespace::new("walls-rep").await;
     run(&agent, &ns, "first", &["sleep"]).await;
     let (rules, by_reporter) = walls_report(&ns, "first").await;
-    assert!(rules >= 4, "the Running write carries the walls: {rules} rules");
+    assert!(
+        rules >= 4,
+        "the Running write carries the walls: {rules} rules"
+    );
     // Longer than the reporter's deferral (2 s): a report of its own would be sent by now.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (after, by_reporter_later) = walls_report(&ns, "first").await;
