@@ -131,9 +131,14 @@ pub async fn remove_stale(
     Ok(())
 }
 
-/// The per-instance chains of `bridge` in an `iptables -S` listing that are not in `keep`.
+/// The per-instance and shared chains of `bridge` in an `iptables -S` listing that are not
+/// in `keep`.
 fn stale(listing: &str, bridge: &str, keep: &[String]) -> Vec<String> {
-    let prefixes = [format!("BE-{bridge}-"), format!("BI-{bridge}-")];
+    let prefixes = [
+        format!("BE-{bridge}-"),
+        format!("BI-{bridge}-"),
+        format!("BS-{bridge}-"),
+    ];
     listing
         .lines()
         .filter_map(|l| l.strip_prefix("-N "))
@@ -150,10 +155,15 @@ mod tests {
     #[test]
     fn only_this_bridges_unkept_instance_chains_are_stale() {
         let listing = "-P PREROUTING ACCEPT\n-N BE-bh1\n-N BE-bh1-aaaa\n-N BI-bh1-bbbb\n\
-                       -N BI-bh12-cccc\n-N BI-bh1-dddd\n-A BE-bh1 -j DROP\n";
+                       -N BI-bh12-cccc\n-N BI-bh1-dddd\n-N BS-bh1-eeee\n-N BS-bh1-ffff\n\
+                       -A BE-bh1 -j DROP\n";
         assert_eq!(
-            stale(listing, "bh1", &["BI-bh1-dddd".to_string()]),
-            ["BE-bh1-aaaa", "BI-bh1-bbbb"]
+            stale(
+                listing,
+                "bh1",
+                &["BI-bh1-dddd".to_string(), "BS-bh1-ffff".to_string()]
+            ),
+            ["BE-bh1-aaaa", "BI-bh1-bbbb", "BS-bh1-eeee"]
         );
     }
 }

@@ -274,6 +274,7 @@ impl Walls {
         let keep: Vec<String> = locals
             .iter()
             .flat_map(|l| ['E', 'I'].map(|d| render::instance_chain(&self.bridge, d, &l.id)))
+            .chain(render::shared(&self.bridge, &locals).1.into_keys())
             .collect();
         let kept = self.kept.lock().ok().and_then(|k| k.clone());
         if needs_sweep(kept.as_deref(), &keep, force) {

@@ -13,13 +13,15 @@
 //!   reaches every instance it routes to, whatever the walls between instances say.
 //! - `BH-<bridge>`, from `INPUT -i <bridge>`: instances reaching the host itself: only
 //!   replies (probes are the host's own connections).
+//! - `BS-<bridge>-<hash>`: the rules several instances have in common (one direction), which
+//!   their own chains go to instead of repeating them ([`shared`]).
 //!
 //! Replies of allowed connections pass first (conntrack). Per-instance chains RETURN what
 //! is allowed and end in DROP; the dispatch chains reach them with `-g`, so a RETURN goes
 //! on with the next FORWARD rule (egress first, then the receiver's ingress) and then the
 //! filter table. Mangle runs before filter, so no ACCEPT elsewhere can bypass a wall.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use sha2::{Digest, Sha256};
 
@@ -95,6 +97,51 @@ pub fn render6(bridge: &str, missing: &[(&str, String)]) -> String {
     out
 }
 
+/// The chain that holds the rules of one direction (`E` or `I`) shared by several of a
+/// bridge's instances, named after the first of them (by container ID), so that it keeps
+/// its name while members come and go and only its rules change.
+pub fn shared_chain(bridge: &str, dir: char, first: &str) -> String {
+    let hash = hex::encode(&Sha256::digest(format!("{dir}/{first}").as_bytes())[..4]);
+    format!("BS-{bridge}-{hash}")
+}
+
+/// The shared chain each `(direction, container ID)` goes to.
+pub type Gotos = BTreeMap<(char, String), String>;
+/// Shared chains and their rules (matches, each to RETURN; a DROP follows).
+pub type SharedChains = BTreeMap<String, Vec<String>>;
+
+/// The rules of one direction of each instance that have the same rules as another
+/// instance's: one shared chain per set of identical rules (the members of a namespace all
+/// admit the same peers), so a bridge's rules grow with its instances, not with their
+/// square (`iptables-restore` of 50 instances of one namespace: 39 ms each way before,
+/// 18 ms shared). Returns, per `(direction, container ID)`, the shared chain to go to, and
+/// the shared chains with their rules.
+pub fn shared(bridge: &str, locals: &[Local]) -> (Gotos, SharedChains) {
+    let mut groups: BTreeMap<(char, Vec<String>), Vec<&str>> = BTreeMap::new();
+    for l in locals {
+        for (dir, d, peer) in [('E', &l.walls.egress, "-d"), ('I', &l.walls.ingress, "-s")] {
+            if let Direction::Only(allows) = d {
+                let body = allows.iter().flat_map(|a| matches(a, peer)).collect();
+                groups.entry((dir, body)).or_default().push(&l.id);
+            }
+        }
+    }
+    let mut goto = BTreeMap::new();
+    let mut chains = BTreeMap::new();
+    for ((dir, body), mut ids) in groups {
+        if ids.len() < 2 {
+            continue;
+        }
+        ids.sort_unstable();
+        let chain = shared_chain(bridge, dir, ids[0]);
+        for id in ids {
+            goto.insert((dir, id.to_string()), chain.clone());
+        }
+        chains.insert(chain, body);
+    }
+    (goto, chains)
+}
+
 /// The transaction: every chain of the bridge rewritten at once, plus the jumps in
 /// `missing` (those not in the kernel yet). `proxies` are the service proxies' addresses,
 /// let through to every instance like the host.
@@ -114,6 +161,14 @@ pub fn render(
     for p in proxies {
         rules.push(format!("-A {bi} -s {p}/32 -j RETURN"));
     }
+    let (goto, shared) = shared(bridge, locals);
+    for (chain, body) in &shared {
+        for m in body {
+            rules.push(format!("-A {chain}{m} -j RETURN"));
+        }
+        rules.push(format!("-A {chain} -j DROP"));
+        chains.push(chain.clone());
+    }
     for l in locals {
         let (ce, ci) = (
             instance_chain(bridge, 'E', &l.id),
@@ -126,8 +181,15 @@ pub fn render(
             .unwrap_or_default();
         rules.push(format!("-A {be} -s {}/32{port} -g {ce}", l.ip));
         rules.push(format!("-A {bi} -d {}/32 -g {ci}", l.ip));
-        direction(&mut rules, &ce, &l.walls.egress, "-d");
-        direction(&mut rules, &ci, &l.walls.ingress, "-s");
+        for (dir, chain, walls, peer) in [
+            ('E', &ce, &l.walls.egress, "-d"),
+            ('I', &ci, &l.walls.ingress, "-s"),
+        ] {
+            match goto.get(&(dir, l.id.clone())) {
+                Some(to) => rules.push(format!("-A {chain} -g {to}")),
+                None => direction(&mut rules, chain, walls, peer),
+            }
+        }
         chains.push(ce);
         chains.push(ci);
     }
@@ -182,8 +244,8 @@ fn matches(a: &Allow, peer: &str) -> Vec<String> {
         .collect()
 }
 
-/// The number of rules the kernel holds for one instance (its two chains and the two
-/// dispatch rules), for the status.
+/// The number of rules the kernel holds for one instance (its two chains, or the shared
+/// chain holding the same rules, and the two dispatch rules), for the status.
 pub fn rule_count(l: &Local) -> usize {
     let count = |dir: &Direction| match dir {
         Direction::Open => 1,
@@ -231,6 +293,76 @@ mod tests {
              -A FORWARD -i bh1 -j B6-bh1\n-A FORWARD -o bh1 -j B6-bh1\n-A INPUT -i bh1 -j B6-bh1\n\
              COMMIT\n"
         );
+    }
+
+    /// Admits exactly `peers` (host addresses), any port.
+    fn only(peers: &[&str]) -> Direction {
+        Direction::Only(
+            peers
+                .iter()
+                .map(|p| Allow {
+                    peer: Some(Cidr::host(p.parse().unwrap())),
+                    ports: vec![],
+                })
+                .collect(),
+        )
+    }
+
+    fn member(id: &str, ip: &str, ingress: Direction) -> Local {
+        Local {
+            id: id.into(),
+            ip: ip.parse().unwrap(),
+            ..local(ingress, Direction::Open)
+        }
+    }
+
+    #[test]
+    fn instances_with_the_same_rules_go_to_one_shared_chain_that_keeps_its_name() {
+        let ns = ["10.90.5.2", "10.90.5.3", "10.90.5.4"];
+        let a = member("bh-a", ns[0], only(&ns[..2]));
+        let b = member("bh-b", ns[1], only(&ns[..2]));
+        // Control: different rules stay in the instance's own chain.
+        let c = member("bh-c", "10.90.5.9", only(&["10.90.5.9"]));
+        let text = render("bh1", &[a.clone(), b.clone(), c.clone()], &[], &[]);
+        let common = shared_chain("bh1", 'I', "bh-a");
+        assert!(common.len() <= 28, "{common}");
+        for want in [
+            format!(":{common} - [0:0]"),
+            format!("-A {common} -s 10.90.5.2/32 -j RETURN"),
+            format!("-A {common} -s 10.90.5.3/32 -j RETURN"),
+            format!("-A {common} -j DROP"),
+            format!("-A {} -g {common}", instance_chain("bh1", 'I', "bh-a")),
+            format!("-A {} -g {common}", instance_chain("bh1", 'I', "bh-b")),
+            format!(
+                "-A {} -s 10.90.5.9/32 -j RETURN",
+                instance_chain("bh1", 'I', "bh-c")
+            ),
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing {want:?} in\n{text}"
+            );
+        }
+        // Each peer rule once, not once per member; open egress is not shared.
+        assert_eq!(
+            text.matches("-s 10.90.5.2/32 -j RETURN").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains(&shared_chain("bh1", 'E', "bh-a")));
+        // A third member (a later ID) changes the shared rules, not the chain's name.
+        let d = member("bh-d", ns[2], only(&ns));
+        let members = [
+            member("bh-a", ns[0], only(&ns)),
+            member("bh-b", ns[1], only(&ns)),
+            d,
+        ];
+        let (goto, chains) = shared("bh1", &members);
+        assert_eq!(chains.keys().collect::<Vec<_>>(), [&common]);
+        assert_eq!(chains[&common].len(), 3);
+        assert_eq!(goto.len(), 3);
+        // Alone again: no shared chain.
+        assert!(shared("bh1", &[a]).1.is_empty());
     }
 
     #[test]
