@@ -238,12 +238,12 @@ remove_cgroups() {
 }
 
 # The network walls of a bridge (node-agent/src/walls/render.rs): the mangle jumps to its
-# chains BE-/BI-/BH-<bridge> (and B6-<bridge> for IPv6), then those chains and the
-# per-instance ones under them. Names end at the bridge name or a dash, so bh1's walls never
-# take bh12's.
+# chains BE-/BI-/BH-<bridge> (and B6-<bridge> for IPv6), then those chains, the
+# per-instance ones under them and the shared ones (BS-<bridge>-<hash>). Names end at the
+# bridge name or a dash, so bh1's walls never take bh12's.
 remove_walls() {
   local bridge=$1 tables rule chain re
-  re="^B[EIH6]-$bridge(-[0-9a-f]+)?\$"
+  re="^B[EIHS6]-$bridge(-[0-9a-f]+)?\$"
   for tables in iptables ip6tables; do
     while read -r rule; do
       [[ -n "$rule" ]] || continue

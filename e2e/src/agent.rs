@@ -333,7 +333,7 @@ fn remove_walls_of(binary: &str, bridge: &str) {
     let Ok(out) = iptables(&["-S"]) else { return };
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     let ours = |chain: &str| {
-        ["BE-", "BI-", "BH-", "B6-"].iter().any(|p| {
+        ["BE-", "BI-", "BH-", "BS-", "B6-"].iter().any(|p| {
             chain
                 .strip_prefix(p)
                 .and_then(|rest| rest.strip_prefix(bridge))
