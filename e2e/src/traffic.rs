@@ -24,11 +24,13 @@ use tokio::{
 
 /// The polling period.
 pub const PERIOD: Duration = Duration::from_millis(20);
-/// A request answered later than this is slow: on the loaded 2-CPU machine a full suite
-/// has seen one lost SYN (TCP sends it again after 1 s) in several hundred requests.
+/// A request answered later than this is slow: a rollout test counts it as a stall. (Two full
+/// suites once saw a 1.3 to 1.5 s answer right after a signed push: the test body's
+/// synchronous `cosign` call had blocked the runtime the requests ran on. They run on their
+/// own thread now; see [`Poller`].)
 pub const SLOW: Duration = Duration::from_secs(1);
-/// A request not answered within this failed: long enough for one lost SYN to be sent again
-/// and answered, as any TCP client waits; an endpoint that is gone never answers.
+/// A request not answered within this failed: long enough for a lost SYN to be sent again
+/// after TCP's 1 s and answered, as any TCP client waits; an endpoint that is gone never answers.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// The longest a poller runs.
 pub const MAX_RUN: Duration = Duration::from_secs(600);
@@ -94,12 +96,25 @@ impl Report {
     }
 }
 
-/// A running poller.
+/// A running poller. Its requests run on a thread of their own, with a runtime of their own:
+/// a test body that blocks its runtime (a synchronous `skopeo` or `cosign` call, say) would
+/// otherwise hold a request mid-flight and make its answer look late. The slice watch runs on
+/// the caller's runtime; a blocked caller only delays a change of endpoints.
 #[derive(Debug)]
 pub struct Poller {
     stop: Arc<AtomicBool>,
     report: Arc<Mutex<Report>>,
-    task: tokio::task::JoinHandle<()>,
+    requests: Option<std::thread::JoinHandle<()>>,
+    watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where the requests go.
+enum Target {
+    /// The next endpoint the Service's EndpointSlice lists (kept by a watch); requests count
+    /// from the first endpoint listed.
+    Slice(Arc<Mutex<Option<Vec<String>>>>),
+    /// One `IP:port`; requests count from its first answer.
+    Address(String),
 }
 
 impl Poller {
@@ -108,8 +123,6 @@ impl Poller {
     pub fn start(client: Client, namespace: &str, service: &str) -> Self {
         let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
         let endpoints: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let report = Arc::new(Mutex::new(Report::default()));
         let watch = {
             let endpoints = endpoints.clone();
             let cfg = watcher::Config::default().fields(&format!("metadata.name={service}"));
@@ -127,48 +140,9 @@ impl Poller {
                 }
             })
         };
-        let task = {
-            let (stop, report) = (stop.clone(), report.clone());
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let mut tick = tokio::time::interval(PERIOD);
-                let mut n = 0usize;
-                let mut serving = false;
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
-                    tick.tick().await;
-                    let current = endpoints.lock().ok().and_then(|e| e.clone());
-                    let Some(list) = current else { continue };
-                    if list.is_empty() && !serving {
-                        continue;
-                    }
-                    serving = true;
-                    let at = started.elapsed();
-                    let sample = if list.is_empty() {
-                        Sample {
-                            at,
-                            endpoint: String::new(),
-                            answer: Err("the EndpointSlice lists no endpoint".into()),
-                            took: Duration::ZERO,
-                        }
-                    } else {
-                        let endpoint = list[n % list.len()].clone();
-                        n += 1;
-                        let answer = get(&endpoint).await;
-                        Sample {
-                            at,
-                            endpoint,
-                            answer,
-                            took: started.elapsed() - at,
-                        }
-                    };
-                    if let Ok(mut r) = report.lock() {
-                        r.samples.push(sample);
-                    }
-                }
-                watch.abort();
-            })
-        };
-        Poller { stop, report, task }
+        let mut poller = Self::spawn(Target::Slice(endpoints));
+        poller.watch = Some(watch);
+        poller
     }
 
     /// Starts polling `IP:port` of Service `service` in `namespace` (its ClusterIP and first
@@ -181,34 +155,36 @@ impl Poller {
         service: &str,
     ) -> Result<Self, String> {
         let endpoint = cluster_ip_endpoint(&client, namespace, service).await?;
+        Ok(Self::address(endpoint))
+    }
+
+    /// Starts polling one `IP:port`; requests count from its first answer.
+    pub fn address(endpoint: String) -> Self {
+        Self::spawn(Target::Address(endpoint))
+    }
+
+    fn spawn(target: Target) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(Report::default()));
-        let task = {
+        let requests = {
             let (stop, report) = (stop.clone(), report.clone());
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let mut tick = tokio::time::interval(PERIOD);
-                let mut serving = false;
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
-                    tick.tick().await;
-                    let at = started.elapsed();
-                    let answer = get(&endpoint).await;
-                    serving |= answer.is_ok();
-                    if !serving {
-                        continue;
-                    }
-                    if let Ok(mut r) = report.lock() {
-                        r.samples.push(Sample {
-                            at,
-                            endpoint: endpoint.clone(),
-                            answer,
-                            took: started.elapsed() - at,
-                        });
-                    }
-                }
-            })
+            std::thread::Builder::new()
+                .name("traffic".into())
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the traffic client")
+                        .block_on(requests(target, &stop, &report));
+                })
+                .expect("a thread for the traffic client")
         };
-        Ok(Poller { stop, report, task })
+        Poller {
+            stop,
+            report,
+            requests: Some(requests),
+            watch: None,
+        }
     }
 
     /// What it saw so far.
@@ -217,11 +193,75 @@ impl Poller {
     }
 
     /// Stops and returns everything it saw.
-    pub async fn stop(self) -> Report {
+    pub async fn stop(mut self) -> Report {
         self.stop.store(true, Ordering::SeqCst);
-        let Poller { report, task, .. } = self;
-        let _ = task.await;
-        report.lock().map(|r| r.clone()).unwrap_or_default()
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+        if let Some(requests) = self.requests.take() {
+            // At most one request (ANSWER_WITHIN) still runs.
+            let _ = tokio::task::spawn_blocking(move || requests.join()).await;
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for Poller {
+    /// A poller dropped without [`Poller::stop`] (a test that panicked) stops after its
+    /// current request.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+    }
+}
+
+/// One request every [`PERIOD`] to `target` until `stop` (or [`MAX_RUN`]), each recorded.
+async fn requests(target: Target, stop: &AtomicBool, report: &Mutex<Report>) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(PERIOD);
+    let mut n = 0usize;
+    let mut serving = false;
+    while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
+        tick.tick().await;
+        let at = started.elapsed();
+        let (endpoint, answer) = match &target {
+            Target::Slice(endpoints) => {
+                let current = endpoints.lock().ok().and_then(|e| e.clone());
+                let Some(list) = current else { continue };
+                if list.is_empty() {
+                    if !serving {
+                        continue;
+                    }
+                    let none = Err("the EndpointSlice lists no endpoint".to_string());
+                    (String::new(), none)
+                } else {
+                    serving = true;
+                    let endpoint = list[n % list.len()].clone();
+                    n += 1;
+                    let answer = get(&endpoint).await;
+                    (endpoint, answer)
+                }
+            }
+            Target::Address(endpoint) => {
+                let answer = get(endpoint).await;
+                serving |= answer.is_ok();
+                if !serving {
+                    continue;
+                }
+                (endpoint.clone(), answer)
+            }
+        };
+        let took = started.elapsed() - at;
+        if let Ok(mut r) = report.lock() {
+            r.samples.push(Sample {
+                at,
+                endpoint,
+                answer,
+                took,
+            });
+        }
     }
 }
 
@@ -322,5 +362,64 @@ mod tests {
         assert_eq!(report.slow().len(), 1);
         assert_eq!(report.slow()[0].took, Duration::from_millis(1040));
         assert_eq!(report.failed().len(), 1);
+    }
+
+    /// A loopback HTTP server that answers "v1" 50 ms after each request (so that a poller is
+    /// nearly always waiting for an answer), until `done`; at most 1000 connections.
+    fn slow_server(done: Arc<AtomicBool>) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            for conn in listener.incoming().take(1000) {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 512];
+                let _ = conn.read(&mut buf);
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nv1\n");
+            }
+        });
+        (addr, server)
+    }
+
+    /// The caller's runtime blocked for 1.5 s (as a synchronous `cosign` call in a test body
+    /// did) delays no request: they run on the poller's own thread.
+    #[test]
+    fn a_caller_that_blocks_its_runtime_makes_no_answer_late() {
+        let done = Arc::new(AtomicBool::new(false));
+        let (addr, server) = slow_server(done.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = runtime.block_on(async {
+            let poller = Poller::address(addr.clone());
+            for _ in 0..100 {
+                if poller.snapshot().served() >= 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(poller.snapshot().served() >= 3, "the server answers");
+            std::thread::sleep(Duration::from_millis(1500));
+            poller.stop().await
+        });
+        done.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&addr);
+        server.join().unwrap();
+        assert!(report.failed().is_empty(), "{:?}", report.failed());
+        assert!(
+            report.slow().is_empty(),
+            "late answers: {:?}",
+            report.slow()
+        );
+        assert!(
+            report.served() >= 15,
+            "requests went on while the caller was blocked: {}",
+            report.served()
+        );
     }
 }
