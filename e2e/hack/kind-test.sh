@@ -32,7 +32,9 @@ ns="$BULKHEAD_NAMESPACE"
 started=$SECONDS
 finish() {
   local rc=$?
-  if [[ $rc -ne 0 ]]; then
+  if [[ $rc -ne 0 ]] && ! kubectl get --raw /readyz >/dev/null 2>&1; then
+    log "failed after $((SECONDS - started))s, with no cluster API to ask (kind-up's diagnosis is above)"
+  elif [[ $rc -ne 0 ]]; then
     log "failed after $((SECONDS - started))s; state:"
     kubectl get pods -A -o wide 2>&1 | head -30 >&2 || true
     kubectl get wl,inst -A -o wide 2>&1 | head -20 >&2 || true

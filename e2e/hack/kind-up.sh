@@ -46,11 +46,46 @@ for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhos
   podman rmi "$old" >/dev/null 2>&1 || true
 done
 
-if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER_NAME"; then
+# diagnose_node: why the node's control plane did not come up, short enough to read at the
+# end of a CI log: kubeadm's verdict lines, the node's containers, the kubelet's last words,
+# the logs of control-plane containers that exited, and this machine's load.
+diagnose_node() {
+  local node="$KIND_CLUSTER_NAME-control-plane" id
+  log "kubeadm said:"
+  grep -E 'error execution phase|is not healthy|not ready|timed out|context deadline|\[(control-plane|kubelet)-check\]' \
+    "$KIND_STATE/create.log" | grep -v '^\s' | tail -12 | cut -c1-300 >&2 || true
+  podman exec "$node" crictl ps -a 2>&1 | cut -c1-160 >&2 || true
+  log "kubelet (last 15 lines):"
+  podman exec "$node" journalctl -u kubelet --no-pager -n 15 2>&1 | cut -c1-300 >&2 || true
+  for id in $(podman exec "$node" crictl ps -a -q --state exited 2>/dev/null | head -4); do
+    log "exited container $id:"
+    podman exec "$node" crictl logs --tail 6 "$id" 2>&1 | cut -c1-300 >&2 || true
+  done
+  log "load: $(cut -d' ' -f1-3 /proc/loadavg); $(free -m | awk '/^Mem:/ {print $7 " MiB available"}')"
+}
+
+# create_cluster: kind create cluster. kubeadm's init on a loaded machine has failed once in
+# CI (a control plane not healthy within kubeadm's 4 minutes); kind keeps the failed node
+# (--retain) so that the diagnosis above can read it, then it goes and the create runs once more.
+create_cluster() {
+  local attempt
   render_config >"$KIND_STATE/kind.yaml"
-  log "kind create cluster --name $KIND_CLUSTER_NAME"
-  kind create cluster --name "$KIND_CLUSTER_NAME" --image "$KIND_NODE_IMAGE" \
-    --config "$KIND_STATE/kind.yaml" --kubeconfig "$KUBECONFIG" --wait 5m
+  for attempt in 1 2; do
+    log "kind create cluster --name $KIND_CLUSTER_NAME (attempt $attempt of 2)"
+    if kind create cluster --name "$KIND_CLUSTER_NAME" --image "$KIND_NODE_IMAGE" --retain \
+      --config "$KIND_STATE/kind.yaml" --kubeconfig "$KUBECONFIG" --wait 5m >"$KIND_STATE/create.log" 2>&1; then
+      grep -v '^\s*$' "$KIND_STATE/create.log" | tail -3 >&2
+      return 0
+    fi
+    log "kind create cluster failed (attempt $attempt; its whole output: $KIND_STATE/create.log)"
+    diagnose_node
+    kind delete cluster --name "$KIND_CLUSTER_NAME" --kubeconfig "$KUBECONFIG" >/dev/null 2>&1 || true
+  done
+  die "kind create cluster failed twice (diagnosis above)"
+}
+
+if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER_NAME"; then
+  create_cluster
 fi
 kubectl get nodes -o wide
 
