@@ -47,20 +47,20 @@ for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhos
 done
 
 # diagnose_node: why the node's control plane did not come up, short enough to read at the
-# end of a CI log: kubeadm's verdict lines, the node's containers, the kubelet's last words,
-# the logs of control-plane containers that exited, and this machine's load.
+# end of a CI log: kubeadm's verdict lines, the node's containerd tasks, the kubelet's last
+# words, the last lines of each control-plane component's log, and this machine's load.
+# (The node image has ctr, not crictl.)
 diagnose_node() {
-  local node="$KIND_CLUSTER_NAME-control-plane" id
+  local node="$KIND_CLUSTER_NAME-control-plane"
   log "kubeadm said:"
   grep -E 'error execution phase|is not healthy|not ready|timed out|context deadline|\[(control-plane|kubelet)-check\]' \
     "$KIND_STATE/create.log" | grep -v '^\s' | tail -12 | cut -c1-300 >&2 || true
-  podman exec "$node" crictl ps -a 2>&1 | cut -c1-160 >&2 || true
+  log "the node's tasks:"
+  podman exec "$node" ctr -n k8s.io tasks ls 2>&1 | head -12 | cut -c1-160 >&2 || true
   log "kubelet (last 15 lines):"
   podman exec "$node" journalctl -u kubelet --no-pager -n 15 2>&1 | cut -c1-300 >&2 || true
-  for id in $(podman exec "$node" crictl ps -a -q --state exited 2>/dev/null | head -4); do
-    log "exited container $id:"
-    podman exec "$node" crictl logs --tail 6 "$id" 2>&1 | cut -c1-300 >&2 || true
-  done
+  podman exec "$node" sh -c 'for f in /var/log/pods/kube-system_*/*/*.log; do
+      echo "== ${f#/var/log/pods/kube-system_}"; tail -n 5 "$f"; done' 2>&1 | cut -c1-300 >&2 || true
   log "load: $(cut -d' ' -f1-3 /proc/loadavg); $(free -m | awk '/^Mem:/ {print $7 " MiB available"}')"
 }
 
