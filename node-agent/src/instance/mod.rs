@@ -12,6 +12,7 @@ pub mod labels;
 pub mod probe;
 pub mod record;
 pub mod restart;
+pub mod running;
 pub mod signature;
 pub mod start;
 pub mod status;

@@ -4,9 +4,9 @@ use std::{collections::HashMap, ops::ControlFlow, sync::Arc, time::Duration};
 
 use bulkhead_crds::{
     Instance, InstancePhase, SeccompProfile,
-    conditions::{self, types},
+    conditions::types,
     host::SELinuxHostMode,
-    instance::{ExitStatus, SELinuxStatus, SeccompStatus, UserNamespaceStatus},
+    instance::ExitStatus,
     isolation::{Isolation, SeccompType},
     policy::{self, IsolationLevel},
 };
@@ -14,12 +14,12 @@ use containerd_client::services::v1::Container;
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
 use tracing::{debug, info, warn};
 
-use super::{Context, Error, labels, probe, restart, status, steps::Steps};
+use super::{Context, Error, labels, restart, running::report_running, status, steps::Steps};
 use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
     image::{self, ImageRef},
-    isolation::{mcs::McsPair, notify, seccomp, userns::UidRange, verify},
+    isolation::{mcs::McsPair, notify, seccomp, userns::UidRange},
     runtime::{containerd::TaskState, rootfs},
     spec::{self, SpecInput},
 };
@@ -150,21 +150,7 @@ async fn observe(
     container: &Container,
 ) -> Result<Action, Error> {
     let id = container.id.as_str();
-    // A restarted agent listens again for the container's seccomp listener fds.
-    let mut lost_listener = false;
-    if let Some(mode) = container
-        .labels
-        .get(labels::SECCOMP_NOTIFY)
-        .and_then(|l| notify::Mode::from_label(l))
-        && let Some(key) = container.labels.get(labels::INSTANCE)
-    {
-        match ctx.notifier.listen(id, key, mode) {
-            Ok((_, created)) => {
-                lost_listener = created && !matches!(mode, notify::Mode::Enforce { .. })
-            }
-            Err(e) => warn!(container = id, error = %e, "cannot listen for seccomp notifications"),
-        }
-    }
+    let lost_listener = listen_again(ctx, container);
     match ctx.containerd.task_state(id).await? {
         Some(TaskState::Running(_)) if lost_listener => {
             // The process's listener fd went with the previous agent: its notified calls now
@@ -176,107 +162,130 @@ async fn observe(
         }
         Some(TaskState::Running(pid)) => {
             super::record::on_request(ctx, instance, id).await?;
-            report_running(
-                &stored(ctx, instance).await?,
-                ctx,
-                container,
-                pid,
-                false,
-                None,
-                &mut Steps::new(),
-            )
-            .await?;
+            let stored = stored(ctx, instance).await?;
+            report_running(&stored, ctx, container, pid, false, None, &mut Steps::new()).await?;
             supervise(instance, ctx, id);
             Ok(Action::requeue(RESYNC))
         }
+        // The agent stopped between creating and starting the task.
         Some(TaskState::Created(created)) => {
-            // The agent stopped between creating and starting the task.
-            let ip = match attach(ctx, id, created, Left::Maybe, &mut Steps::new()).await {
-                Ok(ip) => ip,
-                Err(e) => return network_failed(instance, ctx, id, e).await,
-            };
-            let pid = ctx.containerd.start_task(id).await?;
-            info!(instance = %instance.name_any(), container = id, pid, "started task left created by a previous agent");
-            report_running(
-                &stored(ctx, instance).await?,
-                ctx,
-                container,
-                pid,
-                false,
-                ip,
-                &mut Steps::new(),
-            )
-            .await?;
-            supervise(instance, ctx, id);
-            Ok(Action::requeue(RESYNC))
+            start_existing(instance, ctx, container, created, false).await
         }
-        Some(TaskState::Stopped(code)) => {
-            let backoff = record_exit(instance, ctx, id, code).await?;
-            if let Some(cni) = &ctx.cni
-                && let Err(e) = cni.del(id, None).await
-            {
-                warn!(container = id, error = %e, "releasing the network of an exited instance failed");
-            }
-            ctx.containerd.delete_task(id).await?;
-            Ok(match backoff {
-                Some(secs) => Action::requeue(Duration::from_secs(secs as u64)),
-                None => Action::await_change(),
-            })
-        }
+        Some(TaskState::Stopped(code)) => reap(instance, ctx, id, code).await,
         Some(TaskState::Other) => Ok(Action::requeue(Duration::from_secs(5))),
-        None => {
-            let phase = status::current(ctx, instance).phase;
-            if matches!(
-                phase,
-                Some(InstancePhase::Failed | InstancePhase::Succeeded)
-            ) {
-                return Ok(Action::await_change());
-            }
-            // A crash-looping instance waits out its back-off first.
-            let current = status::current(ctx, instance);
-            let restarting = current.reason.as_deref() == Some(CRASH_LOOP);
-            if restarting && let Some(wait) = backoff_remaining(&current) {
-                return Ok(Action::requeue(Duration::from_secs(wait as u64)));
-            }
-            // The container exists but its task does not: a restart after an exit, or the
-            // agent stopped mid-start.
-            let mounts = ctx
-                .containerd
-                .snapshot_mounts(&container.snapshot_key)
-                .await?;
-            let log = container
-                .labels
-                .get(labels::LOG_PATH)
-                .cloned()
-                .unwrap_or_default();
-            let mounts = rootfs::with_mount_label(
-                mounts,
-                rootfs_label(ctx, mcs_of(&container.labels)).as_deref(),
-            );
-            let created = ctx
-                .containerd
-                .create_task(id, mounts, &ctx.log_writer.uri(std::path::Path::new(&log)))
-                .await?;
-            let ip = match attach(ctx, id, created, Left::Maybe, &mut Steps::new()).await {
-                Ok(ip) => ip,
-                Err(e) => return network_failed(instance, ctx, id, e).await,
-            };
-            let pid = ctx.containerd.start_task(id).await?;
-            info!(instance = %instance.name_any(), container = id, pid, restarting, "created and started the task of an existing container");
-            report_running(
-                &stored(ctx, instance).await?,
-                ctx,
-                container,
-                pid,
-                restarting,
-                ip,
-                &mut Steps::new(),
-            )
-            .await?;
-            supervise(instance, ctx, id);
-            Ok(Action::requeue(RESYNC))
+        None => recreate_task(instance, ctx, container).await,
+    }
+}
+
+/// A restarted agent listens again for the container's seccomp listener fds; true when the
+/// listener is new and the filter relies on it (Record, Complain: the running process's
+/// notified calls went to the previous agent's listener, now gone).
+fn listen_again(ctx: &Context, container: &Container) -> bool {
+    let id = container.id.as_str();
+    let Some(mode) = container
+        .labels
+        .get(labels::SECCOMP_NOTIFY)
+        .and_then(|l| notify::Mode::from_label(l))
+    else {
+        return false;
+    };
+    let Some(key) = container.labels.get(labels::INSTANCE) else {
+        return false;
+    };
+    match ctx.notifier.listen(id, key, mode) {
+        Ok((_, created)) => created && !matches!(mode, notify::Mode::Enforce { .. }),
+        Err(e) => {
+            warn!(container = id, error = %e, "cannot listen for seccomp notifications");
+            false
         }
     }
+}
+
+/// Starts the created task `created` of an existing container (left created by a previous
+/// agent, or made again by [`recreate_task`]): its network first (an agent killed between
+/// ADD and start may have left it), then the process, then the Running report.
+async fn start_existing(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    container: &Container,
+    created: u32,
+    restarting: bool,
+) -> Result<Action, Error> {
+    let id = container.id.as_str();
+    let ip = match attach(ctx, id, created, Left::Maybe, &mut Steps::new()).await {
+        Ok(ip) => ip,
+        Err(e) => return network_failed(instance, ctx, id, e).await,
+    };
+    let pid = ctx.containerd.start_task(id).await?;
+    info!(instance = %instance.name_any(), container = id, pid, restarting, "started the task of an existing container");
+    let stored = stored(ctx, instance).await?;
+    report_running(
+        &stored,
+        ctx,
+        container,
+        pid,
+        restarting,
+        ip,
+        &mut Steps::new(),
+    )
+    .await?;
+    supervise(instance, ctx, id);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A task that exited: its exit recorded (with a restart back-off when the policy restarts
+/// it), its network released and the task deleted; the container stays.
+async fn reap(instance: &Instance, ctx: &Context, id: &str, code: u32) -> Result<Action, Error> {
+    let backoff = record_exit(instance, ctx, id, code).await?;
+    if let Some(cni) = &ctx.cni
+        && let Err(e) = cni.del(id, None).await
+    {
+        warn!(container = id, error = %e, "releasing the network of an exited instance failed");
+    }
+    ctx.containerd.delete_task(id).await?;
+    Ok(match backoff {
+        Some(secs) => Action::requeue(Duration::from_secs(secs as u64)),
+        None => Action::await_change(),
+    })
+}
+
+/// The container exists but its task does not: a restart after an exit (once its back-off
+/// is over), or the agent stopped mid-start. A finished instance stays finished.
+async fn recreate_task(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    container: &Container,
+) -> Result<Action, Error> {
+    let current = status::current(ctx, instance);
+    if matches!(
+        current.phase,
+        Some(InstancePhase::Failed | InstancePhase::Succeeded)
+    ) {
+        return Ok(Action::await_change());
+    }
+    let restarting = current.reason.as_deref() == Some(CRASH_LOOP);
+    if restarting && let Some(wait) = backoff_remaining(&current) {
+        return Ok(Action::requeue(Duration::from_secs(wait as u64)));
+    }
+    let id = container.id.as_str();
+    let mounts = ctx
+        .containerd
+        .snapshot_mounts(&container.snapshot_key)
+        .await?;
+    let log = container
+        .labels
+        .get(labels::LOG_PATH)
+        .cloned()
+        .unwrap_or_default();
+    let mounts = rootfs::with_mount_label(
+        mounts,
+        rootfs_label(ctx, mcs_of(&container.labels)).as_deref(),
+    );
+    let created = ctx
+        .containerd
+        .create_task(id, mounts, &ctx.log_writer.uri(std::path::Path::new(&log)))
+        .await?;
+    start_existing(instance, ctx, container, created, restarting).await
 }
 
 /// Why an instance cannot start: a reason and a message for its Failed status.
@@ -290,46 +299,68 @@ async fn start(
     id: &str,
 ) -> Result<Action, Error> {
     let mut steps = Steps::new();
-    let name = instance.name_any();
+    let gathered = match gather(instance, ctx, uid, id, &mut steps).await? {
+        ControlFlow::Continue(g) => g,
+        ControlFlow::Break(action) => return Ok(action),
+    };
+    launch(instance, ctx, uid, id, gathered, &mut steps).await
+}
+
+/// What a start needs before anything exists in the runtime.
+struct Gathered {
+    pulled: image::PulledImage,
+    filter: Filter,
+    allocated: (Option<UidRange>, McsPair),
+}
+
+/// Fails the instance for `refusal`; it waits for a change of its spec.
+async fn refused(instance: &Instance, ctx: &Context, refusal: Refusal) -> Result<Action, Error> {
+    status::fail(ctx, instance, refusal.0, refusal.1).await?;
+    Ok(Action::await_change())
+}
+
+/// Steps 1 to 3 of a start: the image, the seccomp filter and the host allocations, or the
+/// action to take instead (a refusal is written as the instance's failure).
+async fn gather(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    uid: &str,
+    id: &str,
+    steps: &mut Steps,
+) -> Result<ControlFlow<Action, Gathered>, Error> {
     let namespace = instance
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let spec = &instance.spec;
-    let fail = |(reason, message): Refusal| async move {
-        status::fail(ctx, instance, reason, message)
-            .await
-            .map(|()| Action::await_change())
-    };
-
     // 1. The image, by digest, its signature checked first when the spec requires one.
     let mut s = status::current(ctx, instance);
     if let ControlFlow::Break(action) = super::signature::verify(instance, ctx, &mut s).await? {
-        return Ok(action);
+        return Ok(ControlFlow::Break(action));
     }
     steps.mark("signature");
-    let (pulled, was_pulled) = match pull(instance, ctx, &mut s, &mut steps).await? {
+    let (pulled, was_pulled) = match pull(instance, ctx, &mut s, steps).await? {
         ControlFlow::Continue(p) => p,
-        ControlFlow::Break(action) => return Ok(action),
+        ControlFlow::Break(action) => return Ok(ControlFlow::Break(action)),
     };
     failpoint::hit("after-pull");
 
     // 2. The seccomp filter.
     let filter = match seccomp_filter(instance, ctx, &namespace, id).await? {
         Ok(f) => f,
-        Err(refusal) => return fail(refusal).await,
+        Err(refusal) => {
+            return refused(instance, ctx, refusal)
+                .await
+                .map(ControlFlow::Break);
+        }
     };
     steps.mark("seccomp");
 
     // 3. Allocations: unique on this host while the container exists.
-    let (uid_range, mcs) = match allocate(ctx, uid, spec.isolation.user_namespace) {
+    let allocated = match allocate(ctx, uid, instance.spec.isolation.user_namespace) {
         Ok(a) => a,
-        Err(refusal) => return fail(refusal).await,
-    };
-    let release = || {
-        ctx.notifier.close(id);
-        if let Ok(mut alloc) = ctx.allocations.lock() {
-            alloc.uids.release(uid);
-            alloc.mcs.release(uid);
+        Err(refusal) => {
+            return refused(instance, ctx, refusal)
+                .await
+                .map(ControlFlow::Break);
         }
     };
     steps.mark("allocate");
@@ -341,37 +372,48 @@ async fn start(
         status::write(ctx, instance, &s).await?;
         steps.mark("status-starting");
     }
+    Ok(ControlFlow::Continue(Gathered {
+        pulled,
+        filter,
+        allocated,
+    }))
+}
 
+/// Steps 4 to 6 of a start: the container and its task, its network, the process, and the
+/// Running report. A failure before the task exists gives the allocations back.
+async fn launch(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    uid: &str,
+    id: &str,
+    g: Gathered,
+    steps: &mut Steps,
+) -> Result<Action, Error> {
+    let (name, namespace) = (
+        instance.name_any(),
+        instance.namespace().unwrap_or_default(),
+    );
     // 4. The runtime spec, the container (its labels hold what adoption reads back) and
     //    its task, created but not started.
-    let created = create(
-        instance,
-        ctx,
-        id,
-        &pulled,
-        &filter,
-        (uid_range, mcs),
-        &mut steps,
-    )
-    .await;
+    let created = create(instance, ctx, id, &g.pulled, &g.filter, g.allocated, steps).await;
     let pid = match created {
         Ok(Created::Task(pid)) => pid,
         // Another reconcile got there first; look again rather than start a twin.
         Ok(Created::Raced) => return Ok(Action::requeue(Duration::from_millis(100))),
         Ok(Created::Refused(refusal)) => {
             warn!(instance = %name, container = id, message = %refusal.1, "creating the task failed");
-            release();
-            return fail(refusal).await;
+            release(ctx, uid, id);
+            return refused(instance, ctx, refusal).await;
         }
         Err(e) => {
-            release();
+            release(ctx, uid, id);
             return Err(e);
         }
     };
     failpoint::hit("after-create-task");
 
     // 5. The network, then the process runs.
-    let ip = match attach(ctx, id, pid, Left::Nothing, &mut steps).await {
+    let ip = match attach(ctx, id, pid, Left::Nothing, steps).await {
         Ok(ip) => ip,
         Err(e) => return network_failed(instance, ctx, id, e).await,
     };
@@ -389,7 +431,7 @@ async fn start(
     labelled?;
     steps.mark("start-task");
     failpoint::hit("after-start-task");
-    info!(instance = %name, %namespace, container = id, pid, image = %pulled.digest, "instance started");
+    info!(instance = %name, %namespace, container = id, pid, image = %g.pulled.digest, "instance started");
 
     // 6. Read back what the kernel enforces and report it.
     let container = ctx
@@ -398,10 +440,19 @@ async fn start(
         .await?
         .ok_or_else(|| Error::Host(format!("container {id} vanished right after creation")))?;
     steps.mark("get-container");
-    report_running(instance, ctx, &container, pid, false, ip, &mut steps).await?;
+    report_running(instance, ctx, &container, pid, false, ip, steps).await?;
     debug!(instance = %name, %namespace, container = id, total_ms = steps.total().as_secs_f64() * 1000.0, steps = %steps.summary(), "start steps");
     supervise(instance, ctx, id);
     Ok(Action::requeue(RESYNC))
+}
+
+/// Gives back what [`allocate`] took for `uid` and closes the seccomp listener of `id`.
+fn release(ctx: &Context, uid: &str, id: &str) {
+    ctx.notifier.close(id);
+    if let Ok(mut alloc) = ctx.allocations.lock() {
+        alloc.uids.release(uid);
+        alloc.mcs.release(uid);
+    }
 }
 
 /// The instance's image: the one containerd holds already, without a status write (the
@@ -825,258 +876,6 @@ async fn stored(ctx: &Context, instance: &Instance) -> Result<Instance, Error> {
         .await?)
 }
 
-/// Writes the Running status from what the container's labels record.
-async fn report_running(
-    instance: &Instance,
-    ctx: &Arc<Context>,
-    container: &Container,
-    pid: u32,
-    restarted: bool,
-    ip: Option<String>,
-    steps: &mut Steps,
-) -> Result<(), Error> {
-    let mut s = status::current(ctx, instance);
-    if restarted {
-        s.restart_count += 1;
-    }
-    // The address is recorded on the container, so that a report from a stale view of the
-    // Instance never loses it.
-    if let Some(ip) = &ip
-        && container.labels.get(labels::IP) != Some(ip)
-    {
-        ctx.containerd
-            .set_label(&container.id, labels::IP, ip)
-            .await?;
-        steps.mark("label-ip");
-    }
-    s.pod_ip = ip.or_else(|| container.labels.get(labels::IP).cloned());
-    let was_running =
-        s.phase == Some(InstancePhase::Running) && s.container_id.as_deref() == Some(&container.id);
-    status::phase(&mut s, InstancePhase::Running, None, None);
-    s.container_id = Some(container.id.clone());
-    s.image_digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
-    if !was_running {
-        s.started_at = Some(status::now());
-        if s.restart_count == 0
-            && let Some(created) = &instance.metadata.creation_timestamp
-        {
-            let latency = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
-            ctx.metrics
-                .started(Duration::try_from(latency).unwrap_or_default());
-        }
-    }
-    let l = &container.labels;
-    let mut iso = s.isolation.clone().unwrap_or_default();
-    iso.selinux = l.get(labels::MCS).map(|level| SELinuxStatus {
-        level: level.clone(),
-        enforced: ctx.features.selinux == SELinuxHostMode::Enforcing,
-    });
-    iso.user_namespace = l
-        .get(labels::UID_START)
-        .and_then(|v| v.parse::<i64>().ok())
-        .map(|start| {
-            let size = i64::from(UidRange::SIZE);
-            UserNamespaceStatus {
-                host_uid: start,
-                host_gid: start,
-                size,
-                range: format!("{start}-{}", start + size - 1),
-            }
-        });
-    iso.seccomp = Some(SeccompStatus {
-        mode: if l.contains_key(labels::SECCOMP_DIGEST) {
-            "filter".into()
-        } else {
-            "disabled".into()
-        },
-        filters: None,
-        profile: l.get(labels::SECCOMP_PROFILE).cloned(),
-        profile_digest: l.get(labels::SECCOMP_DIGEST).cloned(),
-    });
-    // What the kernel really enforces. An instance is never left running with less than
-    // was asked: it is stopped and failed, naming the difference.
-    let uid_start = l.get(labels::UID_START).and_then(|v| v.parse().ok());
-    // Where SELinux enforces, the label is read back like every other wall: only a process
-    // running with exactly its allocated pair counts as enforced.
-    let selinux_label = mcs_of(l)
-        .filter(|_| ctx.features.selinux == SELinuxHostMode::Enforcing)
-        .map(spec::process_label);
-    let generation = instance.metadata.generation;
-    let observed = read_back(instance, pid, uid_start, selinux_label.clone()).await;
-    steps.mark("read-back");
-    match observed {
-        ReadBack::Verified(o) => {
-            if let Some(selinux) = iso.selinux.as_mut() {
-                selinux.enforced = selinux_label.is_some() && o.selinux_label == selinux_label;
-            }
-            let (capabilities, namespaces) = verify::status_parts(&o);
-            if let Some(seccomp) = iso.seccomp.as_mut() {
-                seccomp.mode = match o.seccomp_mode {
-                    2 => "filter",
-                    1 => "strict",
-                    _ => "disabled",
-                }
-                .into();
-                seccomp.filters = Some(o.seccomp_filters);
-            }
-            iso.capabilities = Some(capabilities);
-            iso.no_new_privs = Some(o.no_new_privs);
-            iso.namespaces = namespaces;
-            iso.cgroup = Some(o.cgroup.clone());
-            iso.read_only_root_filesystem = Some(o.read_only_root);
-            if !conditions::is_true(&s.conditions, types::ISOLATION_VERIFIED) {
-                iso.verified_at = Some(status::now());
-            }
-            status::set_condition(
-                &mut s,
-                types::ISOLATION_VERIFIED,
-                true,
-                "Verified",
-                "the kernel enforces every isolation setting asked for",
-                generation,
-            );
-        }
-        ReadBack::Gone => {}
-        ReadBack::Weaker(differences) => {
-            let mut s = status::current(ctx, instance);
-            let message = refuse(&mut s, &differences, generation);
-            warn!(instance = %instance.name_any(), container = %container.id, %message, "stopping an instance whose isolation is weaker than asked");
-            let uid = instance.uid().unwrap_or_default();
-            super::stop::teardown(ctx, &container.id, &uid, Duration::ZERO).await?;
-            return status::write(ctx, instance, &s).await;
-        }
-    }
-    let walled = ctx
-        .walls
-        .as_ref()
-        .and_then(|w| Some((w, w.applied(&container.id)?)));
-    if let Some((_, a)) = &walled {
-        iso.network = Some(crate::walls::network_status(a));
-    }
-    s.isolation = Some(iso);
-    if instance.spec.template.readiness_probe.is_none() {
-        status::set_condition(
-            &mut s,
-            types::READY,
-            true,
-            "Running",
-            "the instance's process runs",
-            generation,
-        );
-    } else if !was_running {
-        // The readiness probe decides from here.
-        status::set_condition(
-            &mut s,
-            types::READY,
-            false,
-            "ReadinessProbePending",
-            "waiting for the readiness probe to pass",
-            generation,
-        );
-    }
-    let ip = s.pod_ip.clone();
-    status::write(ctx, instance, &s).await?;
-    steps.mark("status-running");
-    // This write carried the walls' figures: their own report of them is not sent.
-    if let (Some((walls, a)), Some(namespace)) = (&walled, instance.namespace()) {
-        walls.claim(&namespace, &instance.name_any(), a);
-    }
-    probe::start(ctx, instance, &container.id, pid, ip);
-    Ok(())
-}
-
-/// The outcome of reading back an instance's isolation.
-enum ReadBack {
-    /// Everything asked for is enforced.
-    Verified(verify::Observed),
-    /// The process is gone (it exited); its exit is handled elsewhere.
-    Gone,
-    /// The kernel enforces less than asked.
-    Weaker(Vec<String>),
-}
-
-/// Reads the kernel's view of `pid`. runc applies the seccomp filter and drops capabilities
-/// in the container's init just before it execs the program, which can be a moment after
-/// the task started, so a weaker reading is retried for up to two seconds.
-/// The status of an instance refused because the kernel enforces less than asked: Failed,
-/// `IsolationVerified=False`, both with reason `IsolationNotEnforced` and a message naming
-/// every difference (returned).
-fn refuse(
-    s: &mut bulkhead_crds::InstanceStatus,
-    differences: &[String],
-    generation: Option<i64>,
-) -> String {
-    let message = format!(
-        "the kernel enforces less than asked: {}",
-        differences.join("; ")
-    );
-    status::set_condition(
-        s,
-        types::ISOLATION_VERIFIED,
-        false,
-        "IsolationNotEnforced",
-        &message,
-        generation,
-    );
-    status::ended(
-        s,
-        InstancePhase::Failed,
-        "IsolationNotEnforced",
-        message.clone(),
-        generation,
-    );
-    message
-}
-
-/// How long a new task's isolation is read before it is judged weaker than asked.
-const READ_BACK_FOR: Duration = Duration::from_secs(2);
-/// Reads at most (a bound on the loop beside the time).
-const READ_BACK_TRIES: usize = 200;
-
-/// The pause after read `attempt` (from 0): 1 ms for the first 50 reads, as runc's init
-/// usually execs the program within a few milliseconds of the start, then 20 ms.
-fn read_back_pause(attempt: usize) -> Duration {
-    if attempt < 50 {
-        Duration::from_millis(1)
-    } else {
-        Duration::from_millis(20)
-    }
-}
-
-async fn read_back(
-    instance: &Instance,
-    pid: u32,
-    uid_start: Option<u32>,
-    selinux_label: Option<String>,
-) -> ReadBack {
-    let reader = verify::ProcReader::default();
-    let spec = &instance.spec;
-    let expected = verify::Expected {
-        isolation: &spec.isolation,
-        resources: &spec.template.resources,
-        uid_start: uid_start.filter(|_| spec.isolation.user_namespace),
-        selinux_label,
-    };
-    let mut last = Vec::new();
-    let deadline = std::time::Instant::now() + READ_BACK_FOR;
-    for attempt in 0..READ_BACK_TRIES {
-        match reader.observe(pid) {
-            Err(_) => return ReadBack::Gone,
-            Ok(o) => {
-                last = verify::differences(&expected, &o);
-                if last.is_empty() {
-                    return ReadBack::Verified(o);
-                }
-            }
-        }
-        if std::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(read_back_pause(attempt)).await;
-    }
-    ReadBack::Weaker(last)
-}
-
 /// Whether an earlier agent may have attached a task's network namespace already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Left {
@@ -1284,18 +1083,6 @@ pub fn mcs_of(container_labels: &HashMap<String, String>) -> Option<McsPair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{fixture_fs::write, isolation::verify};
-
-    #[test]
-    fn the_read_back_polls_fast_first_and_stays_within_its_bound() {
-        let planned: Duration = (0..READ_BACK_TRIES).map(read_back_pause).sum();
-        assert!(read_back_pause(0) <= Duration::from_millis(1));
-        assert!(
-            planned >= READ_BACK_FOR,
-            "the tries cover the whole bound: {planned:?}"
-        );
-        assert!(planned <= READ_BACK_FOR * 2, "{planned:?}");
-    }
 
     #[test]
     fn the_host_floor_refuses_what_it_does_not_allow_naming_each_field() {
@@ -1314,48 +1101,5 @@ mod tests {
             "baseline allows it: {m}"
         );
         assert_eq!(below_floor(&iso, IsolationLevel::Privileged), None);
-    }
-
-    /// The refusal path, driven through the read-back seam: a fake /proc where the process
-    /// kept CAP_SYS_ADMIN and lost no_new_privs, though nothing was asked for.
-    #[test]
-    fn a_weaker_kernel_view_fails_the_instance_naming_each_difference() {
-        let dir = tempfile::tempdir().unwrap();
-        verify::tests::fixture(dir.path());
-        write(
-            dir.path(),
-            "/proc/42/status",
-            "Name:\tsh\nCapEff:\t0000000000200000\nCapBnd:\t0000000000200400\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n",
-        );
-        let observed = verify::ProcReader::at(dir.path()).observe(42).unwrap();
-        let (isolation, resources) = (Default::default(), Default::default());
-        let expected = verify::Expected {
-            isolation: &isolation,
-            resources: &resources,
-            uid_start: Some(1_000_000_000),
-            selinux_label: None,
-        };
-        let differences = verify::differences(&expected, &observed);
-        assert!(!differences.is_empty());
-
-        let mut s = bulkhead_crds::InstanceStatus {
-            phase: Some(InstancePhase::Running),
-            ..Default::default()
-        };
-        let message = refuse(&mut s, &differences, Some(3));
-        assert_eq!(s.phase, Some(InstancePhase::Failed));
-        assert_eq!(s.reason.as_deref(), Some("IsolationNotEnforced"));
-        let verified = conditions::find(&s.conditions, types::ISOLATION_VERIFIED).unwrap();
-        assert_eq!(
-            (verified.status.as_str(), verified.reason.as_str()),
-            ("False", "IsolationNotEnforced")
-        );
-        for d in &differences {
-            assert!(message.contains(d.as_str()), "{message} lacks {d}");
-        }
-        assert!(
-            message.contains("SYS_ADMIN") && message.to_lowercase().contains("no_new_privs"),
-            "{message}"
-        );
     }
 }
