@@ -158,8 +158,8 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         ctx.switchboard.forget(&ns, &name);
         return Ok(Action::await_change());
     }
-    // Switches before the Workload is read: the active slice is applied only if none follows
-    // (see `switch`).
+    // 1. Switches before the Workload is read: the active slice is applied only if none
+    //    follows (see `switch`).
     let entry = ctx.switchboard.entry(&ns, &name);
     let switches = entry.lock().await.switches;
     let client = ctx.client.clone();
@@ -168,39 +168,22 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     let workloads = Api::<Workload>::namespaced(client.clone(), &ns);
     let uid = svc.uid().unwrap_or_default();
     debug!(service = %name, namespace = %ns, "reconciling");
-    // One round trip for the five reads (the Workload and the four names), not five.
+
+    // 2. One round trip for the five reads (the Workload and the four names), not five.
     let (workload, (slots, held)) = futures::try_join!(
         async { Ok::<_, Error>(workloads.get_opt(&svc.spec.workload_name).await?) },
         observe_names(&services, &slices, &name, &uid),
     )?;
-    let instances = match &workload {
-        Some(_) => {
-            ctx.placement
-                .workload_instances(&ns, &svc.spec.workload_name)
-                .await?
-        }
-        None => Vec::new(),
-    };
-    let wl_status = workload
-        .as_ref()
-        .and_then(|w| w.status.clone())
-        .unwrap_or_default();
-    let active = wl_status
-        .active_revision
-        .clone()
-        .or(wl_status.current_revision.clone());
-    let preview = wl_status.preview_revision.clone();
-    let ready = publish::ready_instances(instances.iter().map(AsRef::as_ref), active.as_deref());
-    let preview_ready =
-        publish::ready_instances(instances.iter().map(AsRef::as_ref), preview.as_deref());
+    let revisions = revisions(ctx, &ns, svc, workload.as_ref()).await?;
+    debug!(service = %name, namespace = %ns, active = ?revisions.active, "read the Workload and the four names");
 
-    debug!(service = %name, namespace = %ns, active = ?active, "read the Workload and the four names");
+    // 3. The plan for the four names, applied unless a switch came meanwhile.
     let plan = ownership::plan(&ns, svc.spec.preview, &slots);
     let published = Published {
-        active: active.as_deref(),
-        preview: preview.as_deref(),
-        ready: &ready,
-        preview_ready: &preview_ready,
+        active: revisions.active.as_deref(),
+        preview: revisions.preview.as_deref(),
+        ready: &revisions.ready,
+        preview_ready: &revisions.preview_ready,
     };
     let lane = (entry.as_ref(), switches);
     let superseded = execute(svc, (&services, &slices), &plan, &published, &held, lane).await?;
@@ -209,50 +192,31 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
         debug!(service = %name, namespace = %ns, "a switch came after the Workload was read; again");
         return Ok(Action::requeue(Duration::ZERO));
     }
-    debug!(service = %name, namespace = %ns, active = ?active, "applied");
+    debug!(service = %name, namespace = %ns, active = ?revisions.active, "applied");
     if !plan.conflicts.is_empty() {
         warn!(service = %name, namespace = %ns, conflicts = ?plan.conflicts, "names taken by objects this WorkloadService does not own");
     }
 
-    let (ok, reason, message) = match (&workload, &active) {
-        _ if !plan.conflicts.is_empty() => (
-            false,
-            ownership::SERVICE_CONFLICT,
-            plan.conflicts.join("; "),
-        ),
-        (None, _) => (
-            false,
-            "WorkloadNotFound",
-            format!("Workload {ns}/{} does not exist", svc.spec.workload_name),
-        ),
-        (Some(_), None) => (
-            false,
-            "NoActiveRevision",
-            "the Workload has no active revision yet".into(),
-        ),
-        (Some(_), Some(rev)) if ready.is_empty() => (
-            false,
-            "NoReadyEndpoints",
-            format!("no instance of active revision {rev} is ready"),
-        ),
-        (Some(_), Some(rev)) => (
-            true,
-            "EndpointsPublished",
-            format!("{} ready instances of revision {rev}", ready.len()),
-        ),
-    };
+    // 4. The status.
+    let wl = format!("{ns}/{}", svc.spec.workload_name);
+    let (ok, reason, message) = condition(
+        &plan.conflicts,
+        (&wl, workload.is_some()),
+        revisions.active.as_deref(),
+        revisions.ready.len(),
+    );
+    let shown_preview = |v: Vec<String>| if svc.spec.preview { v } else { Vec::new() };
     report(
         svc,
         ctx,
         &ns,
-        active,
-        if svc.spec.preview { preview } else { None },
-        &publish::endpoint_strings(&ready, &svc.spec.ports),
-        &if svc.spec.preview {
-            publish::endpoint_strings(&preview_ready, &svc.spec.ports)
-        } else {
-            Vec::new()
-        },
+        revisions.active.clone(),
+        revisions.preview.clone().filter(|_| svc.spec.preview),
+        &publish::endpoint_strings(&revisions.ready, &svc.spec.ports),
+        &shown_preview(publish::endpoint_strings(
+            &revisions.preview_ready,
+            &svc.spec.ports,
+        )),
         ok,
         reason,
         message,
@@ -262,6 +226,78 @@ async fn reconcile_inner(svc: &WorkloadService, ctx: &Context) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(
         if plan.conflicts.is_empty() { 300 } else { 30 },
     )))
+}
+
+/// The Workload's active and preview revisions and the ready instances of each.
+struct Revisions {
+    active: Option<String>,
+    preview: Option<String>,
+    ready: Vec<publish::Ready>,
+    preview_ready: Vec<publish::Ready>,
+}
+
+/// Reads `workload`'s revisions from its status (the active one, else the current one) and
+/// their ready instances from the shared store; none without a Workload.
+async fn revisions(
+    ctx: &Context,
+    ns: &str,
+    svc: &WorkloadService,
+    workload: Option<&Workload>,
+) -> Result<Revisions, Error> {
+    let instances = match workload {
+        Some(_) => {
+            ctx.placement
+                .workload_instances(ns, &svc.spec.workload_name)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let status = workload.and_then(|w| w.status.clone()).unwrap_or_default();
+    let active = status.active_revision.or(status.current_revision);
+    let preview = status.preview_revision;
+    let of = |revision: Option<&str>| {
+        publish::ready_instances(instances.iter().map(AsRef::as_ref), revision)
+    };
+    Ok(Revisions {
+        ready: of(active.as_deref()),
+        preview_ready: of(preview.as_deref()),
+        active,
+        preview,
+    })
+}
+
+/// The `EndpointsPublished` condition: (status, reason, message). A name conflict comes
+/// first, then a missing Workload (`workload`: its namespace/name and whether it exists),
+/// then no active revision, then no ready instance of it.
+fn condition(
+    conflicts: &[String],
+    (workload, exists): (&str, bool),
+    active: Option<&str>,
+    ready: usize,
+) -> (bool, &'static str, String) {
+    match (exists, active) {
+        _ if !conflicts.is_empty() => (false, ownership::SERVICE_CONFLICT, conflicts.join("; ")),
+        (false, _) => (
+            false,
+            "WorkloadNotFound",
+            format!("Workload {workload} does not exist"),
+        ),
+        (true, None) => (
+            false,
+            "NoActiveRevision",
+            "the Workload has no active revision yet".into(),
+        ),
+        (true, Some(rev)) if ready == 0 => (
+            false,
+            "NoReadyEndpoints",
+            format!("no instance of active revision {rev} is ready"),
+        ),
+        (true, Some(rev)) => (
+            true,
+            "EndpointsPublished",
+            format!("{ready} ready instances of revision {rev}"),
+        ),
+    }
 }
 
 /// The objects the four names hold, as JSON, by kind and name.
@@ -454,4 +490,38 @@ async fn report(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name conflict outranks everything; then a missing Workload, no active revision, no
+    /// ready instance; only then are endpoints published.
+    #[test]
+    fn the_published_condition_names_the_first_thing_missing() {
+        let conflict = vec!["Service web is not owned by this WorkloadService".to_string()];
+        let wl = ("ns/web", true);
+        let reason =
+            |c: &[String], wl: (&str, bool), active, ready| condition(c, wl, active, ready).1;
+        assert_eq!(
+            reason(&conflict, wl, Some("r1"), 2),
+            ownership::SERVICE_CONFLICT
+        );
+        assert_eq!(
+            reason(&[], ("ns/web", false), Some("r1"), 2),
+            "WorkloadNotFound"
+        );
+        assert_eq!(reason(&[], wl, None, 2), "NoActiveRevision");
+        assert_eq!(reason(&[], wl, Some("r1"), 0), "NoReadyEndpoints");
+        let (ok, reason, message) = condition(&[], wl, Some("r1"), 2);
+        assert!(ok);
+        assert_eq!(
+            (reason, message.as_str()),
+            ("EndpointsPublished", "2 ready instances of revision r1")
+        );
+        let (ok, _, message) = condition(&[], ("ns/web", false), None, 0);
+        assert!(!ok);
+        assert_eq!(message, "Workload ns/web does not exist");
+    }
 }
