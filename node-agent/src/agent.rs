@@ -196,6 +196,7 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // 1. The host's checks and connections.
     preflight(&cfg).await?;
     let client = kube_client(cfg.kubeconfig.as_ref()).await?;
     let containerd =
@@ -212,76 +213,28 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         })?,
         max_bytes: cfg.log_max_bytes,
     };
-
     let root = HostRoot::default();
-    let features = root.features();
-    let node_info = detect::node_info(&root, containerd_version, detect::runc_version(&cfg.runc));
-    info!(host = %cfg.host_name, kernel = %node_info.kernel_version, selinux = ?features.selinux, cgroup = features.cgroup_version, "host detected");
+    let report = HostReport {
+        capacity: root.capacity(i64::from(cfg.uid_range_pool.capacity())),
+        node_info: detect::node_info(&root, containerd_version, detect::runc_version(&cfg.runc)),
+        features: root.features(),
+        isolation_floor: cfg.isolation_floor,
+    };
+    info!(host = %cfg.host_name, kernel = %report.node_info.kernel_version, selinux = ?report.features.selinux, cgroup = report.features.cgroup_version, "host detected");
 
-    let capacity = root.capacity(i64::from(cfg.uid_range_pool.capacity()));
+    // 2. The Host, alive from the start: start-up housekeeping (tearing down orphans, each
+    //    with its grace period) can outlast a Lease, and a host must not look dead, its
+    //    instances given up, while its agent is busy. Ready comes only after it.
     let host = lease::ensure_host(&client, &cfg.host_name, cfg.register_unschedulable)
         .await
         .context("registering the Host")?;
-    // The Lease says the agent is alive, from the start: start-up housekeeping (tearing down
-    // orphans, each with its grace period) can outlast a Lease, and a host must not look
-    // dead, its instances given up, while its agent is busy. Ready comes only after it.
     lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await?;
-    {
-        let client = client.clone();
-        let cfg = cfg.clone();
-        let host = host.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(cfg.lease.renew);
-            loop {
-                tick.tick().await;
-                if let Err(e) =
-                    lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await
-                {
-                    warn!(error = %e, "renewing the host Lease failed");
-                }
-            }
-        });
-    }
+    spawn_lease_renewal(client.clone(), cfg.clone(), host);
 
-    let cni = if cfg.no_network {
-        None
-    } else {
-        Some(
-            match &cfg.cni_conf_dir {
-                Some(dir) => {
-                    crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir, &cfg.state_dir)?
-                }
-                None => crate::network::Cni::bridge(
-                    &cfg.cni_bin_dir,
-                    &cfg.cni_bridge,
-                    &cfg.instance_subnet,
-                    &cfg.state_dir,
-                ),
-            }
-            .with_root(cfg.cni_root.clone()),
-        )
-    };
-    // Walls only on the agent's own bridge: a node's own CNI configuration brings its own
-    // policy agent. Rules a previous agent left stay until this sync replaces them at once.
-    let walls_on = cfg.network_walls && !cfg.no_network && cfg.cni_conf_dir.is_none();
-    if walls_on {
-        crate::walls::Walls::check_bridge_netfilter()?;
-    }
-    let walls = walls_on.then(|| {
-        crate::walls::Walls::start(
-            &client,
-            &cfg.cni_bridge,
-            &cfg.service_proxies,
-            &cfg.state_dir,
-            cfg.cni_root.clone(),
-        )
-    });
-    if let Some(walls) = &walls {
-        walls
-            .sync(true)
-            .await
-            .context("applying the network walls")?;
-    }
+    // 3. The instance network and its walls.
+    let (cni, walls) = network(&cfg, &client).await?;
+
+    // 4. The shared context and the tasks beside the instances.
     let (wake_tx, wake_rx) = mpsc::unbounded();
     let (first_seen_tx, first_seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
@@ -294,7 +247,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             uids: cfg.uid_range_pool.clone(),
             mcs: McsAllocator::new(),
         }),
-        features: features.clone(),
+        features: report.features.clone(),
         isolation_floor: cfg.isolation_floor,
         state_dir: cfg.state_dir.clone(),
         log_writer,
@@ -312,19 +265,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         notifier: crate::isolation::notify::Notifier::new(cfg.state_dir.join("sc"), first_seen_tx),
         recorder: crate::instance::record::recorder(client.clone(), &cfg.host_name),
     });
-    // Recordings survive an agent restart: their counts are saved every few seconds.
-    let saver = ctx.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
-        loop {
-            tick.tick().await;
-            saver.notifier.save();
-        }
-    });
-    tokio::spawn(crate::instance::record::publish_first_seen(
-        ctx.clone(),
-        first_seen_rx,
-    ));
+    spawn_recording_tasks(&ctx, first_seen_rx);
     tokio::spawn(bulkhead_telemetry::serve_with(
         cfg.metrics_address.clone(),
         Arc::new(Endpoint(ctx.clone())),
@@ -334,7 +275,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         },
     ));
 
-    // Rebuild state before anything new can start.
+    // 5. State rebuilt from the containers before anything new can start.
     let begun = std::time::Instant::now();
     let restored = sweep::rebuild_allocations(&ctx).await?;
     let rebuilt = begun.elapsed();
@@ -343,17 +284,36 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let removed = sweep::remove_orphans(&ctx).await?;
     info!(restored, removed, ?rebuilt, ?cleared, took = ?begun.elapsed(), "adopted running containers");
 
-    let isolation_floor = cfg.isolation_floor;
-    let status = move |ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)| {
+    // 6. The Host status, then housekeeping, then the instances.
+    let reserved_now = reserved(&ctx).await.unwrap_or_default();
+    lease::report_host_status(&client, &cfg.host_name, report.status(&ctx, reserved_now)).await?;
+    spawn_host_status(ctx.clone(), cfg.clone(), report);
+    tokio::spawn(crate::image_gc::run(ctx.clone(), cfg.image_gc.clone()));
+    spawn_orphan_sweep(ctx.clone());
+    instance::run(ctx, wake_rx).await;
+    Ok(())
+}
+
+/// What the Host status reports besides the allocations.
+struct HostReport {
+    capacity: bulkhead_crds::host::HostCapacity,
+    node_info: bulkhead_crds::host::NodeInfo,
+    features: bulkhead_crds::host::HostFeatures,
+    isolation_floor: bulkhead_crds::policy::IsolationLevel,
+}
+
+impl HostReport {
+    /// The Host status with the allocations in use and the reserved CPU and memory.
+    fn status(&self, ctx: &Context, (cpu_millis, memory_bytes): (i64, i64)) -> HostStatus {
         let (uids, mcs) = ctx
             .allocations
             .lock()
             .map(|a| (a.uids.in_use() as i64, a.mcs.in_use() as i64))
             .unwrap_or_default();
         HostStatus {
-            capacity: Some(capacity.clone()),
-            node_info: Some(node_info.clone()),
-            features: Some(features.clone()),
+            capacity: Some(self.capacity.clone()),
+            node_info: Some(self.node_info.clone()),
+            features: Some(self.features.clone()),
             allocations: Some(HostAllocations {
                 instances: mcs,
                 uid_ranges: uids,
@@ -361,54 +321,120 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 cpu_millis,
                 memory_bytes,
             }),
-            isolation_floor: Some(isolation_floor),
+            isolation_floor: Some(self.isolation_floor),
             ..Default::default()
         }
-    };
-    let reserved_now = reserved(&ctx).await.unwrap_or_default();
-    lease::report_host_status(&client, &cfg.host_name, status(&ctx, reserved_now)).await?;
+    }
+}
 
-    // The Host status, like a kubelet's node status updates.
-    let lease_ctx = ctx.clone();
-    let lease_cfg = cfg.clone();
+/// The instance network (the agent's bridge, a node's own CNI configuration, or none) and
+/// the walls, synced once before any instance starts. Walls only on the agent's own bridge:
+/// a node's own CNI configuration brings its own policy agent. Rules a previous agent left
+/// stay until this sync replaces them at once.
+async fn network(
+    cfg: &AgentConfig,
+    client: &Client,
+) -> anyhow::Result<(
+    Option<crate::network::Cni>,
+    Option<Arc<crate::walls::Walls>>,
+)> {
+    if cfg.no_network {
+        return Ok((None, None));
+    }
+    let cni = match &cfg.cni_conf_dir {
+        Some(dir) => crate::network::Cni::from_conf_dir(&cfg.cni_bin_dir, dir, &cfg.state_dir)?,
+        None => crate::network::Cni::bridge(
+            &cfg.cni_bin_dir,
+            &cfg.cni_bridge,
+            &cfg.instance_subnet,
+            &cfg.state_dir,
+        ),
+    }
+    .with_root(cfg.cni_root.clone());
+    if !cfg.network_walls || cfg.cni_conf_dir.is_some() {
+        return Ok((Some(cni), None));
+    }
+    crate::walls::Walls::check_bridge_netfilter()?;
+    let walls = crate::walls::Walls::start(
+        client,
+        &cfg.cni_bridge,
+        &cfg.service_proxies,
+        &cfg.state_dir,
+        cfg.cni_root.clone(),
+    );
+    walls
+        .sync(true)
+        .await
+        .context("applying the network walls")?;
+    Ok((Some(cni), Some(walls)))
+}
+
+/// Renews the host's Lease every `cfg.lease.renew`.
+fn spawn_lease_renewal(client: Client, cfg: AgentConfig, host: bulkhead_crds::Host) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(lease_cfg.lease.renew);
+        let mut tick = tokio::time::interval(cfg.lease.renew);
         loop {
             tick.tick().await;
-            let reserved_now = match reserved(&lease_ctx).await {
+            if let Err(e) =
+                lease::renew_lease(&client, &cfg.lease_namespace, &host, cfg.lease).await
+            {
+                warn!(error = %e, "renewing the host Lease failed");
+            }
+        }
+    });
+}
+
+/// Recordings survive an agent restart: their counts are saved every few seconds; calls
+/// seen for the first time are published.
+fn spawn_recording_tasks(
+    ctx: &Arc<Context>,
+    first_seen: tokio::sync::mpsc::UnboundedReceiver<crate::isolation::notify::FirstSeen>,
+) {
+    let saver = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            tick.tick().await;
+            saver.notifier.save();
+        }
+    });
+    tokio::spawn(crate::instance::record::publish_first_seen(
+        ctx.clone(),
+        first_seen,
+    ));
+}
+
+/// The Host status every `cfg.lease.renew`, like a kubelet's node status updates.
+fn spawn_host_status(ctx: Arc<Context>, cfg: AgentConfig, report: HostReport) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(cfg.lease.renew);
+        loop {
+            tick.tick().await;
+            let reserved_now = match reserved(&ctx).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "summing the instances' reservations failed");
                     continue;
                 }
             };
-            if let Err(e) = lease::report_host_status(
-                &lease_ctx.client,
-                &lease_cfg.host_name,
-                status(&lease_ctx, reserved_now),
-            )
-            .await
-            {
+            let status = report.status(&ctx, reserved_now);
+            if let Err(e) = lease::report_host_status(&ctx.client, &cfg.host_name, status).await {
                 warn!(error = %e, "reporting the Host status failed");
             }
         }
     });
+}
 
-    tokio::spawn(crate::image_gc::run(ctx.clone(), cfg.image_gc.clone()));
-
-    // Housekeeping: containers whose Instance went away while no event reached us.
-    let sweep_ctx = ctx.clone();
+/// Housekeeping every 30 s: containers whose Instance went away while no event reached us.
+fn spawn_orphan_sweep(ctx: Arc<Context>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = sweep::remove_orphans(&sweep_ctx).await {
+            if let Err(e) = sweep::remove_orphans(&ctx).await {
                 warn!(error = %e, "orphan sweep failed");
             }
         }
     });
-
-    instance::run(ctx, wake_rx).await;
-    Ok(())
 }
