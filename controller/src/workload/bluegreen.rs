@@ -187,35 +187,22 @@ impl State {
 
 /// Plans the next step of `workload`'s blue/green rollout.
 pub fn plan(workload: &str, input: &Input) -> Plan {
-    let Input {
-        update,
-        settings: s,
-        requests,
-        now,
-        observed,
-        ..
-    } = input;
-    let (update, now) = (*update, *now);
     let mut st = input.state.clone();
-    let mut actions = Vec::new();
     let mut steps = Vec::new();
     let mut wake: Vec<i64> = Vec::new();
 
     // Finished instances never come back: delete them, the scaling below replaces them.
-    for i in observed.iter().filter(|i| i.finished && !i.deleting) {
-        actions.push(Action::Delete(i.name.clone()));
-    }
-    let mut by_rev: BTreeMap<&str, Vec<&ObservedInstance>> = BTreeMap::new();
-    for i in observed.iter().filter(|i| !i.finished && !i.deleting) {
+    let mut actions: Vec<Action> = (input.observed.iter())
+        .filter(|i| i.finished && !i.deleting)
+        .map(|i| Action::Delete(i.name.clone()))
+        .collect();
+    let mut by_rev: Revisions = BTreeMap::new();
+    for i in input.observed.iter().filter(|i| !i.finished && !i.deleting) {
         by_rev.entry(i.revision.as_str()).or_default().push(i);
     }
-    let count = |rev: &str, f: fn(&ObservedInstance) -> bool| {
-        by_rev
-            .get(rev)
-            .map_or(0, |v| v.iter().filter(|i| f(i)).count() as i32)
-    };
 
     // The first time: the revision most instances run has the traffic, else the update.
+    let update = input.update;
     let active = st.active.clone().unwrap_or_else(|| {
         by_rev
             .iter()
@@ -230,13 +217,61 @@ pub fn plan(workload: &str, input: &Input) -> Plan {
         st.clear_abort();
     }
 
-    if update == active {
+    advance(&mut st, input, &by_rev, &active, (&mut steps, &mut wake));
+    scale_and_retire(
+        workload,
+        input,
+        &st,
+        &by_rev,
+        &mut actions,
+        (&mut steps, &mut wake),
+    );
+    Plan {
+        actions,
+        state: st,
+        steps,
+        wake_in: wake.into_iter().filter(|w| *w > 0).min(),
+    }
+}
+
+/// The live instances of each revision.
+type Revisions<'a> = BTreeMap<&'a str, Vec<&'a ObservedInstance>>;
+
+/// How many instances of `rev` pass `f`.
+fn count(by_rev: &Revisions, rev: &str, f: fn(&ObservedInstance) -> bool) -> i32 {
+    by_rev
+        .get(rev)
+        .map_or(0, |v| v.iter().filter(|i| f(i)).count() as i32)
+}
+
+/// The preview replicas wanted now: all of them while promoting.
+fn preview_want(st: &State, s: &Settings) -> i32 {
+    if st.promoting {
+        s.replicas
+    } else {
+        s.preview_replicas.min(s.replicas)
+    }
+}
+
+/// The rollout's state machine for the update: nothing to do, aborted, back to the warm
+/// previous revision, or the preview's progress (started, ready, promoted, aborted at the
+/// deadline). The steps it takes and when to look again are added to `out`.
+fn advance(
+    st: &mut State,
+    input: &Input,
+    by_rev: &Revisions,
+    active: &str,
+    (steps, wake): (&mut Vec<Step>, &mut Vec<i64>),
+) {
+    let (update, now, s, requests) = (input.update, input.now, &input.settings, &input.requests);
+    if update == active || st.aborted.as_deref() == Some(update) {
+        // Nothing to roll out, or aborted: the traffic stays where it is until the spec
+        // changes.
         st.clear_preview();
-    } else if st.aborted.as_deref() == Some(update) {
-        // Aborted: the traffic stays where it is until the spec changes.
-        st.clear_preview();
-    } else if st.previous_active.as_deref() == Some(update)
-        && count(update, |i| i.ready) >= s.replicas
+        return;
+    }
+    if st.previous_active.as_deref() == Some(update)
+        && count(by_rev, update, |i| i.ready) >= s.replicas
     {
         // Going back to the revision that is still warm: switch at once.
         let from = st.switch_to(update, now);
@@ -244,64 +279,71 @@ pub fn plan(workload: &str, input: &Input) -> Plan {
             from,
             to: update.to_string(),
         });
-    } else {
-        if st.preview.as_deref() != Some(update) {
-            st.clear_preview();
-            st.preview = Some(update.to_string());
-            st.preview_started = Some(now);
-            steps.push(Step::PreviewStarted {
+        return;
+    }
+    if st.preview.as_deref() != Some(update) {
+        st.clear_preview();
+        st.preview = Some(update.to_string());
+        st.preview_started = Some(now);
+        steps.push(Step::PreviewStarted {
+            revision: update.to_string(),
+            active: active.to_string(),
+        });
+    }
+    let ready = count(by_rev, update, |i| i.ready && i.verified);
+    if s.paused {
+        // No step while paused.
+    } else if requests.abort {
+        abort(st, steps, update, reasons::ABORT_REQUESTED, now);
+    } else if ready >= preview_want(st, s) {
+        if st.preview_ready.is_none() {
+            st.preview_ready = Some(now);
+            steps.push(Step::PreviewReady {
                 revision: update.to_string(),
-                active: active.clone(),
+                manual: !s.auto_promote,
             });
         }
-        let ready = count(update, |i| i.ready && i.verified);
-        let want = if st.promoting {
-            s.replicas
+        let promote_at = st.preview_ready.unwrap_or(now) + s.auto_promotion_seconds;
+        if !st.promoting && (requests.promote || (s.auto_promote && now >= promote_at)) {
+            st.promoting = true;
+        } else if !st.promoting && s.auto_promote {
+            wake.push(promote_at - now);
+        }
+        if st.promoting && ready >= s.replicas {
+            let from = st.switch_to(update, now);
+            steps.push(Step::Promoted {
+                from,
+                to: update.to_string(),
+            });
+        }
+    } else {
+        // Readiness lost before promotion starts the wait for it again.
+        if !st.promoting {
+            st.preview_ready = None;
+        }
+        let deadline = st.preview_started.unwrap_or(now) + s.progress_deadline_seconds;
+        if now >= deadline {
+            let reason = reasons::PROGRESS_DEADLINE_EXCEEDED;
+            abort(st, steps, update, reason, now);
         } else {
-            s.preview_replicas.min(s.replicas)
-        };
-        if s.paused {
-            // No step while paused.
-        } else if requests.abort {
-            abort(&mut st, &mut steps, update, reasons::ABORT_REQUESTED, now);
-        } else if ready >= want {
-            if st.preview_ready.is_none() {
-                st.preview_ready = Some(now);
-                steps.push(Step::PreviewReady {
-                    revision: update.to_string(),
-                    manual: !s.auto_promote,
-                });
-            }
-            let promote_at = st.preview_ready.unwrap_or(now) + s.auto_promotion_seconds;
-            if !st.promoting && (requests.promote || (s.auto_promote && now >= promote_at)) {
-                st.promoting = true;
-            } else if !st.promoting && s.auto_promote {
-                wake.push(promote_at - now);
-            }
-            if st.promoting && ready >= s.replicas {
-                let from = st.switch_to(update, now);
-                steps.push(Step::Promoted {
-                    from,
-                    to: update.to_string(),
-                });
-            }
-        } else {
-            // Readiness lost before promotion starts the wait for it again.
-            if !st.promoting {
-                st.preview_ready = None;
-            }
-            let deadline = st.preview_started.unwrap_or(now) + s.progress_deadline_seconds;
-            if now >= deadline {
-                let reason = reasons::PROGRESS_DEADLINE_EXCEEDED;
-                abort(&mut st, &mut steps, update, reason, now);
-            } else {
-                wake.push(deadline - now);
-            }
+            wake.push(deadline - now);
         }
     }
+}
 
-    // Scale each revision to what the state says it should have.
-    let taken: BTreeSet<String> = observed.iter().map(|i| i.name.clone()).collect();
+/// Scales each revision to what the state says it should have: the active one to the
+/// replicas, the preview to its share, and every other one to zero once its grace is over
+/// (and, for the revision traffic left, once every service publishes the new one).
+fn scale_and_retire(
+    workload: &str,
+    input: &Input,
+    st: &State,
+    by_rev: &Revisions,
+    actions: &mut Vec<Action>,
+    (steps, wake): (&mut Vec<Step>, &mut Vec<i64>),
+) {
+    let (s, now) = (&input.settings, input.now);
+    let taken: BTreeSet<String> = input.observed.iter().map(|i| i.name.clone()).collect();
     let scale = |rev: &str, want: i32, actions: &mut Vec<Action>| {
         let have = by_rev.get(rev).cloned().unwrap_or_default();
         let mut names = (0..)
@@ -310,16 +352,10 @@ pub fn plan(workload: &str, input: &Input) -> Plan {
         actions.extend(scale_revision(&have, want, &mut names));
     };
     let active = st.active.clone().unwrap_or_default();
-    scale(&active, s.replicas, &mut actions);
+    scale(&active, s.replicas, actions);
     if let Some(preview) = st.preview.clone() {
-        let want = if st.promoting {
-            s.replicas
-        } else {
-            s.preview_replicas.min(s.replicas)
-        };
-        scale(&preview, want, &mut actions);
+        scale(&preview, preview_want(st, s), actions);
     }
-    // Every other revision retires, once its grace is over.
     let others: Vec<String> = by_rev
         .keys()
         .filter(|r| **r != active && Some(**r) != st.preview.as_deref())
@@ -343,15 +379,8 @@ pub fn plan(workload: &str, input: &Input) -> Plan {
             wake.push(1);
             continue;
         }
-        scale(&rev, 0, &mut actions);
+        scale(&rev, 0, actions);
         steps.push(Step::ScaledDown { revision: rev });
-    }
-
-    Plan {
-        actions,
-        state: st,
-        steps,
-        wake_in: wake.into_iter().filter(|w| *w > 0).min(),
     }
 }
 
