@@ -61,7 +61,7 @@ diagnose_node() {
   podman exec "$node" journalctl -u kubelet --no-pager -n 15 2>&1 | cut -c1-300 >&2 || true
   podman exec "$node" sh -c 'for f in /var/log/pods/kube-system_*/*/*.log; do
       echo "== ${f#/var/log/pods/kube-system_}"; tail -n 5 "$f"; done' 2>&1 | cut -c1-300 >&2 || true
-  log "load: $(cut -d' ' -f1-3 /proc/loadavg); $(free -m | awk '/^Mem:/ {print $7 " MiB available"}')"
+  log "load: $(cut -d' ' -f1-3 /proc/loadavg); $(free -m | awk '/^Mem:/ {print $7 " MiB available"}'); $(df -h --output=avail /var/lib/containers 2>/dev/null | tail -1 | tr -d ' ') free for podman's storage"
 }
 
 # create_cluster: kind create cluster. kubeadm's init on a loaded machine has failed once in
