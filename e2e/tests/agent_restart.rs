@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use bulkhead_crds::{Instance, InstancePhase};
+use bulkhead_crds::{FINALIZER_NODE_AGENT, Instance, InstancePhase};
 use bulkhead_e2e::{
     TestNamespace,
     agent::{Agent, containers, registry, snapshots, tasks, unique_host},
@@ -150,6 +150,43 @@ async fn crash_after_attaching_the_network() {
 #[tokio::test]
 async fn crash_after_starting_the_task() {
     crash_during_start("after-start-task").await;
+}
+
+/// The agent's finalizer patch is sent beside a start (image, filter, allocations and
+/// snapshot are prepared meanwhile) and the container is created only after its answer:
+/// with the patch held back 2 s and the agent aborting right after it creates the
+/// container, the Instance already holds the finalizer. (Created before the answer, the
+/// container would exist 2 s before the finalizer, and a deletion in that window would
+/// leave it behind.)
+#[tokio::test]
+async fn a_container_is_created_only_once_its_instance_holds_the_finalizer() {
+    let mut agent = Agent::start_with_env(
+        &unique_host("finalizer"),
+        &["--allowed-registries", &registry()],
+        &[
+            ("BULKHEAD_FAILPOINTS", "after-create-container"),
+            ("BULKHEAD_FAILPOINT_DELAYS", "finalizer-patch:2000"),
+        ],
+    );
+    let ns = TestNamespace::new("finalizer").await;
+    instance("a").on(&agent.host).create(&ns).await;
+    wait_for_crash(&mut agent).await;
+    let a = ns.api::<Instance>().get("a").await.unwrap();
+    assert_eq!(
+        containers(&agent.namespace),
+        [format!("bh-{}", a.uid().unwrap())],
+        "the agent aborted right after creating the container"
+    );
+    assert!(
+        a.finalizers().iter().any(|f| f == FINALIZER_NODE_AGENT),
+        "the container exists but the Instance lacks the finalizer: {:?}",
+        a.finalizers()
+    );
+    agent.restart_with_env(&[]);
+    wait_for_phase(&ns, "a", InstancePhase::Running, START).await;
+    delete_and_wait(&ns, "a", Duration::from_secs(60)).await;
+    assert!(containers(&agent.namespace).is_empty());
+    ns.delete().await;
 }
 
 async fn crash_during_delete(point: &str) {

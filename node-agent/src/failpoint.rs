@@ -1,3 +1,3 @@
 //! Crash points for restart-safety tests; see [`bulkhead_telemetry::failpoint`].
 
-pub use bulkhead_telemetry::failpoint::hit;
+pub use bulkhead_telemetry::failpoint::{delay, hit};

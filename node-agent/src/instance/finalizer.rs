@@ -3,11 +3,10 @@
 //! kube-runtime's `finalizer()` adds a missing finalizer and ends the reconcile, leaving the
 //! start to the reconcile that the patch's watch event triggers: a round trip through the
 //! API server and the watch before anything starts. Here the same patch (a JSON patch that
-//! `test`s the list it extends, so another writer's finalizer is never lost) is sent first
-//! and its answer, which holds the finalizer, goes on to `finalizer()` as an Apply at once.
-//! The finalizer is still in place before any container exists.
-
-use std::sync::Arc;
+//! `test`s the list it extends, so another writer's finalizer is never lost) is sent and the
+//! start goes on beside it ([`Pending`]): the image, the seccomp filter, the allocations and
+//! the snapshot are prepared while the patch is in flight, and its answer is awaited before
+//! the container is created. The finalizer is still in place before any container exists.
 
 use bulkhead_crds::Instance;
 use json_patch::{AddOperation, Patch, PatchOperation, TestOperation, jsonptr::PointerBuf};
@@ -48,32 +47,88 @@ pub fn add_patch(existing: &[String], name: &str) -> Option<Patch> {
     Some(Patch(ops))
 }
 
-/// `instance` with finalizer `name`: as it is when it has it or is being deleted (then
-/// `finalizer()` decides), else as the API returns it after adding it.
-pub async fn ensure(
-    api: &Api<Instance>,
-    instance: Arc<Instance>,
-    name: &str,
-) -> Result<Arc<Instance>, kube::Error> {
-    if instance.meta().deletion_timestamp.is_some() {
-        return Ok(instance);
+/// A finalizer patch in flight beside a start, or none.
+#[derive(Debug)]
+pub struct Pending(tokio::sync::Mutex<Patched>);
+
+#[derive(Debug)]
+enum Patched {
+    Sent(tokio::task::JoinHandle<Result<(), kube::Error>>),
+    Done(Result<(), String>),
+}
+
+impl Pending {
+    /// Nothing in flight: the Instance holds the finalizer (or is being deleted, and
+    /// `finalizer()` decides).
+    pub fn none() -> Self {
+        Self(tokio::sync::Mutex::new(Patched::Done(Ok(()))))
     }
-    let Some(patch) = add_patch(instance.finalizers(), name) else {
-        return Ok(instance);
-    };
-    let patched = api
-        .patch(
-            &instance.name_any(),
-            &PatchParams::default(),
-            &KubePatch::<()>::Json(patch),
-        )
-        .await?;
-    Ok(Arc::new(patched))
+
+    /// Sends the patch adding `name` to `instance` when it lacks it and is not being
+    /// deleted; None when there is nothing to add.
+    pub fn send(api: &Api<Instance>, instance: &Instance, name: &str) -> Option<Self> {
+        if instance.meta().deletion_timestamp.is_some() {
+            return None;
+        }
+        let patch = add_patch(instance.finalizers(), name)?;
+        let (api, object) = (api.clone(), instance.name_any());
+        let sent = tokio::spawn(async move {
+            if let Some(wait) = crate::failpoint::delay("finalizer-patch") {
+                tokio::time::sleep(wait).await;
+            }
+            api.patch(
+                &object,
+                &PatchParams::default(),
+                &KubePatch::<()>::Json(patch),
+            )
+            .await
+            .map(|_| ())
+        });
+        Some(Self(tokio::sync::Mutex::new(Patched::Sent(sent))))
+    }
+
+    /// Waits for the patch's answer: Ok once the Instance holds the finalizer. A failure
+    /// (the list changed meanwhile, the Instance is gone) stays a failure.
+    pub async fn wait(&self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        let answer = match std::mem::replace(&mut *state, Patched::Done(Ok(()))) {
+            Patched::Sent(sent) => match sent.await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("the finalizer patch did not finish: {e}")),
+            },
+            Patched::Done(answer) => answer,
+        };
+        *state = Patched::Done(answer.clone());
+        answer
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed patch stays failed for every later wait of the same start (nothing may be
+    /// created after it), and a start with nothing in flight goes on.
+    #[tokio::test]
+    async fn a_failed_finalizer_patch_holds_every_wait() {
+        assert_eq!(Pending::none().wait().await, Ok(()));
+        let failed = Pending(tokio::sync::Mutex::new(Patched::Sent(tokio::spawn(
+            async { Err(kube::Error::Service("the list changed".into())) },
+        ))));
+        let first = failed.wait().await;
+        assert!(
+            first
+                .as_ref()
+                .is_err_and(|e| e.contains("the list changed")),
+            "{first:?}"
+        );
+        assert_eq!(failed.wait().await, first, "the failure is kept");
+        let sent = Pending(tokio::sync::Mutex::new(Patched::Sent(tokio::spawn(
+            async { Ok(()) },
+        ))));
+        assert_eq!(sent.wait().await, Ok(()));
+        assert_eq!(sent.wait().await, Ok(()));
+    }
 
     fn apply(doc: serde_json::Value, patch: &Patch) -> Result<serde_json::Value, String> {
         let mut doc = doc;

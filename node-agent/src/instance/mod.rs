@@ -164,6 +164,8 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::UnboundedReceiver<ObjectRef<Inst
     info!("instance controller stopped");
 }
 
+use self::finalizer::Pending;
+
 async fn reconcile(
     instance: Arc<Instance>,
     ctx: Arc<Context>,
@@ -176,13 +178,16 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
     // The finalizer is added here rather than by `finalizer()`, which would end this
-    // reconcile and start the instance only in the next one (see [`self::finalizer`]).
-    let instance = self::finalizer::ensure(&api, instance, FINALIZER_NODE_AGENT)
-        .await
-        .map_err(kube::runtime::finalizer::Error::AddFinalizer)?;
+    // reconcile and start the instance only in the next one: the start goes on beside the
+    // patch and waits for it before the container is created (see [`self::finalizer`]).
+    if let Some(pending) = self::finalizer::Pending::send(&api, &instance, FINALIZER_NODE_AGENT) {
+        return start::apply(&instance, &ctx, &pending)
+            .await
+            .map_err(kube::runtime::finalizer::Error::ApplyFailed);
+    }
     finalizer(&api, FINALIZER_NODE_AGENT, instance, |event| async {
         match event {
-            Event::Apply(instance) => start::apply(&instance, &ctx).await,
+            Event::Apply(instance) => start::apply(&instance, &ctx, &Pending::none()).await,
             Event::Cleanup(instance) => stop::cleanup(&instance, &ctx).await,
         }
     })

@@ -14,7 +14,10 @@ use containerd_client::services::v1::Container;
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
 use tracing::{debug, info, warn};
 
-use super::{Context, Error, labels, restart, running::report_running, status, steps::Steps};
+use super::{
+    Context, Error, finalizer::Pending, labels, restart, running::report_running, status,
+    steps::Steps,
+};
 use crate::{
     failpoint,
     host::detect::{HostRoot, go_arch},
@@ -27,8 +30,14 @@ use crate::{
 /// How often a running instance is looked at even without events.
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// Brings the Instance to running, or reports why it cannot run.
-pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Error> {
+/// Brings the Instance to running, or reports why it cannot run. `finalizer` is the patch
+/// adding the agent's finalizer when it is still in flight: nothing is created in the
+/// runtime before it succeeds.
+pub async fn apply(
+    instance: &Instance,
+    ctx: &Arc<Context>,
+    finalizer: &Pending,
+) -> Result<Action, Error> {
     let uid = instance
         .uid()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
@@ -47,6 +56,9 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         return refuse_below_floor(instance, ctx, &uid, &id, message).await;
     }
     if let Some(container) = ctx.containerd.get_container(&id).await? {
+        if let Err(e) = finalizer.wait().await {
+            return Ok(without_finalizer(instance, &e));
+        }
         return observe(instance, ctx, &container).await;
     }
     match current.phase {
@@ -64,7 +76,15 @@ pub async fn apply(instance: &Instance, ctx: &Arc<Context>) -> Result<Action, Er
         }
         _ => {}
     }
-    start_gated(instance, ctx, &uid, &id).await
+    start_gated(instance, ctx, &uid, &id, finalizer).await
+}
+
+/// A start that cannot go on because the finalizer patch failed (its list changed
+/// meanwhile, or the Instance is gone): the next reconcile, from a newer Instance, tries
+/// again.
+fn without_finalizer(instance: &Instance, error: &str) -> Action {
+    debug!(instance = %instance.name_any(), %error, "adding the finalizer failed; again");
+    Action::requeue(Duration::from_millis(100))
 }
 
 /// [`start`] behind the instance's back-off: an attempt within the delay left by a failed
@@ -75,12 +95,13 @@ async fn start_gated(
     ctx: &Arc<Context>,
     uid: &str,
     id: &str,
+    finalizer: &Pending,
 ) -> Result<Action, Error> {
     let now = std::time::Instant::now();
     if let Some(wait) = ctx.backoff().and_then(|b| b.wait(uid, now)) {
         return Ok(Action::requeue(wait));
     }
-    let error = match start(instance, ctx, uid, id).await {
+    let error = match start(instance, ctx, uid, id, finalizer).await {
         Ok(action) => {
             if let Some(mut b) = ctx.backoff() {
                 b.forget(uid);
@@ -297,13 +318,14 @@ async fn start(
     ctx: &Arc<Context>,
     uid: &str,
     id: &str,
+    finalizer: &Pending,
 ) -> Result<Action, Error> {
     let mut steps = Steps::new();
     let gathered = match gather(instance, ctx, uid, id, &mut steps).await? {
         ControlFlow::Continue(g) => g,
         ControlFlow::Break(action) => return Ok(action),
     };
-    launch(instance, ctx, uid, id, gathered, &mut steps).await
+    launch(instance, ctx, (uid, id), gathered, finalizer, &mut steps).await
 }
 
 /// What a start needs before anything exists in the runtime.
@@ -384,9 +406,9 @@ async fn gather(
 async fn launch(
     instance: &Instance,
     ctx: &Arc<Context>,
-    uid: &str,
-    id: &str,
+    (uid, id): (&str, &str),
     g: Gathered,
+    finalizer: &Pending,
     steps: &mut Steps,
 ) -> Result<Action, Error> {
     let (name, namespace) = (
@@ -395,9 +417,13 @@ async fn launch(
     );
     // 4. The runtime spec, the container (its labels hold what adoption reads back) and
     //    its task, created but not started.
-    let created = create(instance, ctx, id, &g.pulled, &g.filter, g.allocated, steps).await;
+    let created = create(instance, ctx, id, &g, finalizer, steps).await;
     let pid = match created {
         Ok(Created::Task(pid)) => pid,
+        Ok(Created::NoFinalizer(e)) => {
+            release(ctx, uid, id);
+            return Ok(without_finalizer(instance, &e));
+        }
         // Another reconcile got there first; look again rather than start a twin.
         Ok(Created::Raced) => return Ok(Action::requeue(Duration::from_millis(100))),
         Ok(Created::Refused(refusal)) => {
@@ -753,6 +779,9 @@ enum Created {
     Task(u32),
     /// Another reconcile created the container first.
     Raced,
+    /// The finalizer patch beside the start failed: nothing was created (the snapshot is
+    /// removed again).
+    NoFinalizer(String),
     /// runc refused the spec or the image (a missing binary, a mount it cannot make): this
     /// does not heal by retrying. What was made is removed.
     Refused(Refusal),
@@ -766,11 +795,11 @@ async fn create(
     instance: &Instance,
     ctx: &Context,
     id: &str,
-    pulled: &image::PulledImage,
-    filter: &Filter,
-    allocated: (Option<UidRange>, McsPair),
+    g: &Gathered,
+    finalizer: &Pending,
     steps: &mut Steps,
 ) -> Result<Created, Error> {
+    let (pulled, filter, allocated) = (&g.pulled, &g.filter, g.allocated);
     let log_path = ctx.log_path(
         &instance.namespace().unwrap_or_default(),
         &instance.name_any(),
@@ -800,6 +829,12 @@ async fn create(
         )));
     }
     steps.mark("snapshot");
+    // The finalizer before any container exists.
+    if let Err(e) = finalizer.wait().await {
+        let _ = ctx.containerd.remove_snapshot(id).await;
+        return Ok(Created::NoFinalizer(e));
+    }
+    steps.mark("finalizer");
     if let Err(e) = ctx
         .containerd
         .create_container(id, &pulled.pinned, id, spec_json, container_labels)
