@@ -250,15 +250,13 @@ async fn fetch_and_unpack(
 ) -> Result<PulledImage, PullError> {
     let pinned = reference.pinned(&resolved.digest).to_string();
     let manifest = &resolved.manifest;
-    let mut fetched = 0u64;
 
-    // The config first: its diff IDs name the snapshots, which its GC label keeps alive.
-    let config_desc = manifest.config();
-    let config_digest = config_desc.digest().to_string();
+    // 1. The config first: its diff IDs name the snapshots, which its GC label keeps alive.
+    let config_digest = manifest.config().digest().to_string();
     let config_bytes = registry
-        .config(reference, &config_digest, config_desc.size())
+        .config(reference, &config_digest, manifest.config().size())
         .await?;
-    fetched += config_bytes.len() as u64;
+    let mut fetched = config_bytes.len() as u64;
     let config = parse_config(&pinned, &config_bytes)?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != manifest.layers().len() {
@@ -273,15 +271,75 @@ async fn fetch_and_unpack(
     }
     let chain = chain_ids(&diff_ids);
 
-    // Layers: write each blob (verified by containerd on commit), then apply it.
+    // 2. Each layer's blob, then its snapshot.
+    let pull = LayerPull {
+        ctr,
+        registry,
+        reference,
+        lease,
+        pinned: &pinned,
+    };
     for (i, layer) in manifest.layers().iter().enumerate() {
+        fetched += pull.layer(i, layer, &chain, &diff_ids).await?;
+    }
+    let top = chain
+        .last()
+        .cloned()
+        .ok_or_else(|| PullError::InvalidManifest {
+            reference: pinned.clone(),
+            message: "the image has no layers".into(),
+        })?;
+    crate::failpoint::hit("pull-after-layers");
+
+    // 3. The config, the manifest and the image record, each blob holding what it names.
+    record(
+        ctr,
+        lease,
+        resolved,
+        (&config_digest, config_bytes),
+        &top,
+        &pinned,
+    )
+    .await?;
+    Ok(PulledImage {
+        pinned,
+        digest: resolved.digest.clone(),
+        config,
+        chain_id: top,
+        fetched_bytes: fetched,
+    })
+}
+
+/// What every layer of one pull shares.
+struct LayerPull<'a> {
+    ctr: &'a Containerd,
+    registry: &'a Registry,
+    reference: &'a ImageRef,
+    lease: &'a str,
+    pinned: &'a str,
+}
+
+impl LayerPull<'_> {
+    /// Layer `i`: its blob written unless containerd has it (verified by containerd on
+    /// commit), then applied onto the snapshot of the layers below unless its snapshot
+    /// exists, the uncompressed digest checked against the config's diff ID. The bytes
+    /// fetched.
+    async fn layer(
+        &self,
+        i: usize,
+        layer: &oci_spec::image::Descriptor,
+        chain: &[String],
+        diff_ids: &[String],
+    ) -> Result<u64, PullError> {
+        let ctr = self.ctr;
         let digest = layer.digest().to_string();
+        let mut fetched = 0;
         if !ctr.content_exists(&digest).await? {
-            fetched += write_blob(
+            fetched = write_blob(
                 ctr,
-                registry,
-                reference,
-                lease,
+                self.registry,
+                self.reference,
+                self.lease,
                 &digest,
                 layer.size(),
                 HashMap::new(),
@@ -289,7 +347,7 @@ async fn fetch_and_unpack(
             .await?;
         }
         if ctr.snapshot_exists(&chain[i]).await? {
-            continue;
+            return Ok(fetched);
         }
         let parent = if i == 0 {
             String::new()
@@ -303,7 +361,7 @@ async fn fetch_and_unpack(
         );
         let _ = ctr.remove_snapshot(&key).await;
         let mounts = ctr
-            .prepare_snapshot(Some(lease), &key, &parent, HashMap::new())
+            .prepare_snapshot(Some(self.lease), &key, &parent, HashMap::new())
             .await?;
         let applied = ctr
             .apply_layer(
@@ -321,37 +379,41 @@ async fn fetch_and_unpack(
         if applied != diff_ids[i] {
             discard_snapshot(ctr, &key).await;
             return Err(PullError::DigestMismatch {
-                what: format!("uncompressed layer {i} of {pinned}"),
+                what: format!("uncompressed layer {i} of {}", self.pinned),
                 expected: diff_ids[i].clone(),
                 actual: applied,
             });
         }
-        ctr.commit_snapshot(Some(lease), &chain[i], &key, HashMap::new())
+        ctr.commit_snapshot(Some(self.lease), &chain[i], &key, HashMap::new())
             .await?;
+        Ok(fetched)
     }
+}
 
-    let top = chain
-        .last()
-        .cloned()
-        .ok_or_else(|| PullError::InvalidManifest {
-            reference: pinned.clone(),
-            message: "the image has no layers".into(),
-        })?;
+/// Writes the config (labelled with the top snapshot), the manifest (labelled with the
+/// config and every layer) and the image `pinned` naming the manifest: containerd's GC
+/// keeps each as long as what names it.
+async fn record(
+    ctr: &Containerd,
+    lease: &str,
+    resolved: &registry::ResolvedManifest,
+    (config_digest, config_bytes): (&str, Vec<u8>),
+    top: &str,
+    pinned: &str,
+) -> Result<(), PullError> {
     let config_labels = HashMap::from([(
         format!(
             "containerd.io/gc.ref.snapshot.{}",
             crate::runtime::containerd::SNAPSHOTTER
         ),
-        top.clone(),
+        top.to_string(),
     )]);
-    crate::failpoint::hit("pull-after-layers");
-    write_bytes(ctr, lease, &config_digest, config_bytes, config_labels).await?;
-
+    write_bytes(ctr, lease, config_digest, config_bytes, config_labels).await?;
     let mut manifest_labels = HashMap::from([(
         "containerd.io/gc.ref.content.config".to_string(),
-        config_digest.clone(),
+        config_digest.to_string(),
     )]);
-    for (i, layer) in manifest.layers().iter().enumerate() {
+    for (i, layer) in resolved.manifest.layers().iter().enumerate() {
         manifest_labels.insert(
             format!("containerd.io/gc.ref.content.l.{i}"),
             layer.digest().to_string(),
@@ -376,14 +438,8 @@ async fn fetch_and_unpack(
         size: resolved.bytes.len() as i64,
         annotations: HashMap::new(),
     };
-    ctr.put_image(&pinned, target).await?;
-    Ok(PulledImage {
-        pinned,
-        digest: resolved.digest.clone(),
-        config,
-        chain_id: top,
-        fetched_bytes: fetched,
-    })
+    ctr.put_image(pinned, target).await?;
+    Ok(())
 }
 
 async fn write_bytes(
