@@ -312,12 +312,25 @@ remove_network() {
     iptables -F CNI-FORWARD 2>/dev/null && iptables -X CNI-FORWARD 2>/dev/null || true
     iptables -X CNI-ADMIN 2>/dev/null || true
   fi
-  if ((PORT_OFFSET == 0)); then
+  # The guard routes are shared by every local system on this machine (they cover each
+  # offset's ranges): the last one down removes them, whatever its offset.
+  if ! other_systems_up; then
     local cidr
     for cidr in "${GUARDED_CIDRS[@]}" "${LEGACY_GUARDED_CIDRS[@]}"; do
       ip route del unreachable "$cidr" metric 4242 2>/dev/null || true
     done
   fi
+}
+
+# Whether another local system's runtime directory exists under $RUNTIME_ROOT. One with its
+# own BULKHEAD_RUNTIME_DIR elsewhere is not seen: it is without the guard routes until its
+# next up.sh adds them again.
+other_systems_up() {
+  local dir
+  for dir in "$RUNTIME_ROOT"/*/; do
+    [[ -d "$dir" && "${dir%/}" != "$RUNTIME_DIR" ]] && return 0
+  done
+  return 1
 }
 
 main() {
