@@ -4,10 +4,13 @@
 //! over *simulated* hosts: Host objects with a Ready status and a Lease renewed by this
 //! process, and a lightweight fake agent that marks every Instance bound to them Running and
 //! Ready with a podIP (what a real agent writes, see node-agent/src/host/lease.rs and
-//! instance/status.rs) without starting anything. The local system's real host is cordoned
-//! for the duration (and restored), so no real container starts. Measured: from the scale
-//! request to all bound, all Running, and the Workload Available with N available replicas,
-//! with the controller's CPU seconds and peak RSS (from /proc) over each step.
+//! instance/status.rs) without starting anything. It writes each status as the agent of the
+//! instance's host (the agent's ServiceAccount with that node name), so the API server
+//! authorizes and admits it as an agent's: the chart's node restriction policy applies, as on
+//! a real cluster. The local system's real host is cordoned for the duration (and restored),
+//! so no real container starts. Measured: from the scale request to all bound, all Running,
+//! and the Workload Available with N available replicas, with the controller's CPU seconds
+//! and peak RSS (from /proc) over each step.
 //!
 //! Beside it on the same apiserver: kube-controller-manager's Deployment controller creating
 //! N Pods (they stay Pending: there is no scheduler), at its default flags and given
@@ -48,6 +51,10 @@ use crate::{
 
 /// The field manager of everything the simulation writes.
 pub const FAKE_AGENT: &str = "bulkhead-bench-fake-agent";
+
+/// The host the raw create loops bind their Instances to: no Host of that name exists, so no
+/// agent or scheduler acts on them.
+const RAW_HOST: &str = "bench-no-such-host";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -367,18 +374,24 @@ async fn raw_instances(
     running: bool,
 ) -> anyhow::Result<Creation> {
     let api: Api<Instance> = Api::namespaced(client, &ns);
-    // Bound to a host that does not exist: no agent or scheduler acts on them.
+    // Bound to a host that does not exist: no agent or scheduler acts on them. Their status
+    // is written as that host's agent would write it, as the fake agent does.
+    let agent: Api<Instance> = Api::namespaced(
+        bulkhead_e2e::control_plane::agent_client(RAW_HOST).await?,
+        &ns,
+    );
     let (wall, series) = create_parallel(n, cfg.concurrency, |i| {
         let api = api.clone();
+        let agent = agent.clone();
         let name = format!("raw-{i}");
         let inst = bulkhead_e2e::fixtures::instance(&name)
-            .on("bench-no-such-host")
+            .on(RAW_HOST)
             .image(&cfg.image)
             .build();
         async move {
             api.create(&PostParams::default(), &inst).await?;
             if running {
-                mark_running(api, name, i).await;
+                mark_running(agent, name, i).await;
             }
             Ok(())
         }
@@ -620,10 +633,10 @@ impl Cordon {
     }
 }
 
-/// Simulated hosts whose Leases this process renews.
-#[derive(Debug)]
+/// Simulated hosts whose Leases this process renews, and a client for each one's agent.
 struct Simulation {
     hosts: Vec<String>,
+    agents: HashMap<String, Client>,
     renew: tokio::task::JoinHandle<()>,
 }
 
@@ -686,6 +699,13 @@ impl Simulation {
             uids.push((h.clone(), host.uid().unwrap_or_default()));
         }
         renew_leases(client, &uids).await?;
+        let mut agents = HashMap::new();
+        for h in &hosts {
+            agents.insert(
+                h.clone(),
+                bulkhead_e2e::control_plane::agent_client(h).await?,
+            );
+        }
         let renew = {
             let client = client.clone();
             tokio::spawn(async move {
@@ -697,7 +717,11 @@ impl Simulation {
                 }
             })
         };
-        Ok(Self { hosts, renew })
+        Ok(Self {
+            hosts,
+            agents,
+            renew,
+        })
     }
 
     async fn stop(self, client: &Client) {
@@ -751,42 +775,39 @@ struct Tracker {
 
 /// The fake agent: watches the namespace's Instances and, for each bound to a simulated
 /// host, writes the status a real agent writes once the process runs (phase Running, Ready
-/// condition, podIP, startedAt), with up to 32 writes in flight.
+/// condition, podIP, startedAt) as that host's agent, with up to 32 writes in flight.
 fn fake_agent(
     client: Client,
     ns: &str,
-    hosts: HashSet<String>,
+    agents: HashMap<String, Client>,
     t0: Instant,
     tracker: Arc<Mutex<Tracker>>,
 ) -> tokio::task::JoinHandle<()> {
     let api: Api<Instance> = Api::namespaced(client, ns);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let writer =
-        {
-            let api = api.clone();
-            tokio::spawn(async move {
-                let names = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|x| (x, rx))
-                });
-                names
-                    .enumerate()
-                    .map(|(i, name)| mark_running(api.clone(), name, i))
-                    .buffer_unordered(32)
-                    .for_each(|_| async {})
-                    .await;
-            })
-        };
+    // Each status is written as the agent of the instance's host.
+    let as_agent: HashMap<String, Api<Instance>> = agents
+        .into_iter()
+        .map(|(host, c)| (host, Api::namespaced(c, ns)))
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, Api<Instance>)>();
+    let writer = tokio::spawn(async move {
+        let names =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        names
+            .enumerate()
+            .map(|(i, (name, api))| mark_running(api, name, i))
+            .buffer_unordered(32)
+            .for_each(|_| async {})
+            .await;
+    });
     tokio::spawn(async move {
         let stream = watcher(api, watcher::Config::default()).applied_objects();
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             let Ok(inst) = ev else { continue };
-            let Some(host) = inst.spec.host_name.as_ref() else {
+            let Some(agent) = inst.spec.host_name.as_ref().and_then(|h| as_agent.get(h)) else {
                 continue;
             };
-            if !hosts.contains(host) {
-                continue;
-            }
             let name = inst.name_any();
             let t = t0.elapsed().as_secs_f64();
             let running = inst.status.as_ref().is_some_and(|s| {
@@ -798,7 +819,7 @@ fn fake_agent(
             if running {
                 tr.running.entry(name).or_insert(t);
             } else if tr.marked.insert(name.clone()) {
-                let _ = tx.send(name);
+                let _ = tx.send((name, agent.clone()));
             }
         }
         writer.abort();
@@ -869,7 +890,7 @@ async fn scale_steps(
     let agent = fake_agent(
         client.clone(),
         &ns,
-        sim.hosts.iter().cloned().collect(),
+        sim.agents.clone(),
         t_watch,
         tracker.clone(),
     );

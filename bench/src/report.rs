@@ -474,7 +474,9 @@ fn fanout_section(o: &mut String, run: &Run) {
         "**Simulated hosts.** The real `bulkhead-controller` scales a Workload over {} \
          simulated Hosts (Ready status and a Lease renewed by the benchmark); a lightweight \
          fake agent (field manager `{}`) marks each Instance bound to them Running and Ready \
-         with a podIP, as a real agent would once its process runs. No container starts: this \
+         with a podIP, as a real agent would once its process runs, and with the identity of \
+         that host's agent (its ServiceAccount and node name: node restriction applies to the \
+         write, as does the raw create + Running loop's). No container starts: this \
          measures the controller (create, schedule, bind, status), not the agents. The local \
          system's real host is cordoned meanwhile.\n",
         f.hosts,
