@@ -57,6 +57,9 @@ pub struct Context {
     pub services: cache::Cached<bulkhead_crds::WorkloadService>,
     /// Each Workload's last refused create: creates wait 30 s after one.
     pub create_refusals: workload::reconcile::CreateRefusals,
+    /// When each Workload's status was last written: counts alone are written at most once
+    /// a second.
+    pub status_writes: workload::pace::Paced,
     /// One lock per WorkloadService between its reconciler and the traffic switch.
     pub switchboard: service::switch::Switchboard,
     /// Tells the WorkloadService controller that a Workload's reconciler changed its active

@@ -140,6 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         services: caches.services.clone(),
         switchboard: Default::default(),
         create_refusals: Default::default(),
+        status_writes: Default::default(),
         switched,
     });
     let workloads = Controller::new(

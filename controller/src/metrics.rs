@@ -19,6 +19,8 @@ pub struct Metrics {
     phases: Mutex<BTreeMap<String, &'static str>>,
     /// Instances waiting for a host (the scheduler's queue).
     unscheduled: Mutex<BTreeMap<String, ()>>,
+    /// Status writes by kind: (written, held back for pacing).
+    status_writes: Mutex<BTreeMap<&'static str, (u64, u64)>>,
 }
 
 impl Metrics {
@@ -57,6 +59,19 @@ impl Metrics {
                 u.insert(key.to_string(), ());
             } else {
                 u.remove(key);
+            }
+        }
+    }
+
+    /// Counts a status write of `kind`, or one held back (`written` false) because only its
+    /// counts moved since a recent write.
+    pub fn status_write(&self, kind: &'static str, written: bool) {
+        if let Ok(mut w) = self.status_writes.lock() {
+            let e = w.entry(kind).or_default();
+            if written {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
             }
         }
     }
@@ -103,7 +118,18 @@ impl Metrics {
         gauges.push_str(&format!(
             "bulkhead_controller_unscheduled_instances {waiting}\n"
         ));
-        out + &durations + &gauges
+        let mut writes = String::from(
+            "# HELP bulkhead_controller_status_writes_total Status writes by kind and outcome (written, or held back while only counts moved).\n# TYPE bulkhead_controller_status_writes_total counter\n",
+        );
+        if let Ok(w) = self.status_writes.lock() {
+            for (kind, (written, held)) in w.iter() {
+                writes.push_str(&format!(
+                    "bulkhead_controller_status_writes_total{{kind=\"{kind}\",outcome=\"written\"}} {written}\n\
+                     bulkhead_controller_status_writes_total{{kind=\"{kind}\",outcome=\"held\"}} {held}\n"
+                ));
+            }
+        }
+        out + &durations + &gauges + &writes
     }
 }
 
@@ -136,7 +162,16 @@ mod tests {
         m.workload_phase("ns/b", Some("Degraded"));
         m.workload_phase("ns/b", None);
         m.unscheduled("ns/i", true);
+        m.status_write("Workload", true);
+        m.status_write("Workload", false);
+        m.status_write("Workload", false);
         let text = m.render();
+        assert!(text.contains(
+            "bulkhead_controller_status_writes_total{kind=\"Workload\",outcome=\"written\"} 1\n"
+        ));
+        assert!(text.contains(
+            "bulkhead_controller_status_writes_total{kind=\"Workload\",outcome=\"held\"} 2\n"
+        ));
         assert!(text.contains("bulkhead_controller_workloads{phase=\"Healthy\"} 1"));
         assert!(text.contains("bulkhead_controller_workloads{phase=\"Degraded\"} 0"));
         assert!(text.contains("bulkhead_controller_unscheduled_instances 1"));

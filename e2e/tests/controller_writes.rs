@@ -2,20 +2,26 @@
 //! exactly one API write from the controller, its create, already bound to a host. No bind
 //! patch (the Instance's generation stays 1), no Scheduled status write (no status entry of
 //! the controller in its managedFields), and no Event per instance (one summary Event per
-//! reconcile).
+//! reconcile). And the Workload's own status: while a scale only moves its counts, it is
+//! written at most once a second, not once per instance event.
 //!
 //! Uses the local system's controller and its agent (host local-1, started by up.sh).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use bulkhead_crds::{Instance, MANAGER_CONTROLLER, Workload};
+use bulkhead_crds::{Instance, MANAGER_CONTROLLER, Workload, WorkloadStatus};
 use bulkhead_e2e::{TestNamespace, agent::image, manifest, rollout::census};
+use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
+    runtime::{WatchStreamExt, watcher},
 };
 
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -138,4 +144,112 @@ async fn set_replicas(ns: &TestNamespace, replicas: i32) {
         )
         .await
         .unwrap();
+}
+
+/// Every distinct status of Workload `web` a watch sees from now on, in order, with when.
+type Seen = Arc<Mutex<Vec<(Instant, WorkloadStatus)>>>;
+
+fn watch_statuses(ns: &TestNamespace) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
+    let api: Api<Workload> = ns.api();
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let stream =
+            watcher(api, watcher::Config::default().fields("metadata.name=web")).applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(Ok(wl)) = stream.next().await {
+            let status = wl.status.unwrap_or_default();
+            let mut seen = out.lock().unwrap();
+            if seen.last().map(|(_, s)| s) != Some(&status) {
+                seen.push((Instant::now(), status));
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// What is not a count: a status that differs from another only in counts (and the
+/// messages quoting them) has the same key.
+fn beyond_counts(s: &WorkloadStatus) -> impl PartialEq + std::fmt::Debug {
+    let conditions: Vec<_> = s
+        .conditions
+        .iter()
+        .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+        .collect();
+    (
+        s.observed_generation,
+        s.phase,
+        (s.active_revision.clone(), s.update_revision.clone()),
+        conditions,
+    )
+}
+
+#[tokio::test]
+async fn a_scale_writes_the_workload_status_once_a_second_while_only_counts_move() {
+    const REPLICAS: i32 = 24;
+    let ns = TestNamespace::new("paced").await;
+    let api: Api<Instance> = ns.api();
+    manifest::create(&ns.client, &ns.name, &workload_yaml(0))
+        .await
+        .unwrap();
+    let workloads: Api<Workload> = ns.api();
+    let at_rest = || async {
+        let wl = workloads.get("web").await.ok()?;
+        let s = wl.status.as_ref()?;
+        (s.observed_generation == wl.metadata.generation
+            && [s.replicas, s.ready_replicas, s.available_replicas]
+                .iter()
+                .all(|&n| n == wl.spec.replicas))
+        .then_some(())
+    };
+    assert!(bulkhead_e2e::poll_until(CONVERGE, at_rest).await.is_some());
+    let (seen, watch) = watch_statuses(&ns);
+    // The watch's first event is the status as it stands.
+    let watching = || async { (!seen.lock().unwrap().is_empty()).then_some(()) };
+    assert!(bulkhead_e2e::poll_until(CONVERGE, watching).await.is_some());
+
+    set_replicas(&ns, REPLICAS).await;
+    wait_ready(&api, REPLICAS as usize).await;
+    // The settled status (every count at the replicas) is written at once, not held back.
+    assert!(
+        bulkhead_e2e::poll_until(CONVERGE, at_rest).await.is_some(),
+        "the Workload status did not settle at {REPLICAS}: {:?}",
+        workloads.get("web").await.unwrap().status
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watch.abort();
+
+    let seen = seen.lock().unwrap().clone();
+    let t0 = seen[0].0;
+    let steps: Vec<String> = seen
+        .iter()
+        .map(|(t, s)| {
+            format!(
+                "{:.2}s {}/{}/{}",
+                (*t - t0).as_secs_f64(),
+                s.replicas,
+                s.ready_replicas,
+                s.available_replicas
+            )
+        })
+        .collect();
+    assert!(seen.len() >= 3, "too few status writes to judge: {steps:?}");
+    // Writes that moved only counts, short of the settled status: at most one a second
+    // (counted against the span the watch saw them in, plus two for its jitter). Unpaced, 24
+    // instances made about one write each, milliseconds apart.
+    let counts_only = seen
+        .windows(2)
+        .filter(|pair| {
+            let (before, after) = (&pair[0].1, &pair[1].1);
+            let settled = after.ready_replicas == REPLICAS && after.available_replicas == REPLICAS;
+            beyond_counts(before) == beyond_counts(after) && !settled
+        })
+        .count();
+    let span = (seen.last().unwrap().0 - t0).as_secs_f64();
+    assert!(
+        counts_only as f64 <= span + 2.0,
+        "{counts_only} writes of counts alone in {span:.2} s: {steps:?}"
+    );
+    assert_eq!(seen.last().unwrap().1.ready_replicas, REPLICAS, "{steps:?}");
+    ns.delete().await;
 }

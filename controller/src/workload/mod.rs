@@ -4,6 +4,7 @@ pub mod bluegreen;
 pub mod expectations;
 pub mod history;
 pub mod observe;
+pub mod pace;
 pub mod plan;
 pub mod reconcile;
 pub mod revision;

@@ -25,6 +25,7 @@ use super::{
     expectations::Pending,
     history,
     observe::{next_available_in, observe},
+    pace,
     plan::{self, Desired, IntOrPercent},
     status,
 };
@@ -97,7 +98,7 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
     let planned = plan_workload(&ctx, &wl, &seen, now).await?;
     let refused = apply(&ctx, &wl, &seen, &planned).await?;
     let image_updates = followed.status.as_ref();
-    let next = report(
+    let (next, deferred) = report(
         &ctx,
         &wl,
         &seen,
@@ -107,14 +108,15 @@ async fn reconcile_inner(wl: Arc<Workload>, ctx: Arc<Context>) -> Result<Action,
         now,
     )
     .await?;
-    Ok(Action::requeue(wake_in(
+    let wake = wake_in(
         &wl,
         &seen,
         &planned,
         &next,
         (refused.is_some(), followed.wake_in),
         now,
-    )))
+    );
+    Ok(Action::requeue(deferred.map_or(wake, |d| d.min(wake))))
 }
 
 /// What one reconcile saw: the revision the template makes and the Workload's instances.
@@ -295,7 +297,8 @@ async fn apply(
     .await
 }
 
-/// Report: the next status (written only when it changed), its Events and metrics.
+/// Report: the next status (written only when it changed, paced while only its counts move),
+/// its Events and metrics; with when to come back for a write held back.
 async fn report(
     ctx: &Context,
     wl: &Workload,
@@ -304,7 +307,7 @@ async fn report(
     image_updates: Option<&bulkhead_crds::workload::ImageUpdatesStatus>,
     refused: Option<&str>,
     now: Timestamp,
-) -> Result<bulkhead_crds::WorkloadStatus, Error> {
+) -> Result<(bulkhead_crds::WorkloadStatus, Option<Duration>), Error> {
     let previous = wl.status.clone().unwrap_or_default();
     let mut next = status::compute(
         &previous,
@@ -342,17 +345,7 @@ async fn report(
     });
     ctx.metrics
         .workload_phase(&format!("{}/{}", seen.ns, seen.name), phase_name);
-    if next != previous {
-        let body =
-            json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Workload", "status": next});
-        Api::<Workload>::namespaced(ctx.client.clone(), &seen.ns)
-            .patch_status(
-                &seen.name,
-                &PatchParams::apply(MANAGER_CONTROLLER).force(),
-                &Patch::Apply(&body),
-            )
-            .await?;
-    }
+    let deferred = write_status(ctx, wl, seen, &previous, &next).await?;
     if planned.blue_green.as_ref().is_some_and(|(p, _)| {
         p.steps
             .iter()
@@ -375,7 +368,38 @@ async fn report(
             .switched
             .unbounded_send(ObjectRef::new(&seen.name).within(&seen.ns));
     }
-    Ok(next)
+    Ok((next, deferred))
+}
+
+/// Writes `next` when it differs from `previous`, at once or, when only counts moved and
+/// the last write was recent, later ([`pace`]): then returns when to come back for it.
+async fn write_status(
+    ctx: &Context,
+    wl: &Workload,
+    seen: &Seen,
+    previous: &bulkhead_crds::WorkloadStatus,
+    next: &bulkhead_crds::WorkloadStatus,
+) -> Result<Option<Duration>, Error> {
+    if next == previous {
+        return Ok(None);
+    }
+    let uid = wl.uid().unwrap_or_default();
+    let since = ctx.status_writes.since(&uid);
+    if let pace::Write::After(wait) = pace::decide(previous, next, seen.desired.replicas, since) {
+        ctx.metrics.status_write("Workload", false);
+        return Ok(Some(wait));
+    }
+    let body = json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Workload", "status": next});
+    Api::<Workload>::namespaced(ctx.client.clone(), &seen.ns)
+        .patch_status(
+            &seen.name,
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    ctx.status_writes.wrote(&uid);
+    ctx.metrics.status_write("Workload", true);
+    Ok(None)
 }
 
 /// The rolling update's Event when its Progressing reason changes.
