@@ -376,10 +376,8 @@ async fn raw_instances(
     let api: Api<Instance> = Api::namespaced(client, &ns);
     // Bound to a host that does not exist: no agent or scheduler acts on them. Their status
     // is written as that host's agent would write it, as the fake agent does.
-    let agent: Api<Instance> = Api::namespaced(
-        bulkhead_e2e::control_plane::agent_client(RAW_HOST).await?,
-        &ns,
-    );
+    let agent: Api<Instance> =
+        Api::namespaced(bulkhead_e2e::chart::agent_client(RAW_HOST).await?, &ns);
     let (wall, series) = create_parallel(n, cfg.concurrency, |i| {
         let api = api.clone();
         let agent = agent.clone();
@@ -701,10 +699,7 @@ impl Simulation {
         renew_leases(client, &uids).await?;
         let mut agents = HashMap::new();
         for h in &hosts {
-            agents.insert(
-                h.clone(),
-                bulkhead_e2e::control_plane::agent_client(h).await?,
-            );
+            agents.insert(h.clone(), bulkhead_e2e::chart::agent_client(h).await?);
         }
         let renew = {
             let client = client.clone();

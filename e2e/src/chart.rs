@@ -111,13 +111,32 @@ pub fn agent_kubeconfig(host: &str) -> PathBuf {
     identity_kubeconfig(AGENT_SA, Some(host))
 }
 
+/// A client for the node agent of `host`, with the identity [`agent_kubeconfig`] gives, built
+/// in memory (no file per host): for the benchmark's simulated hosts.
+pub async fn agent_client(host: &str) -> anyhow::Result<kube::Client> {
+    let mut config =
+        crate::control_plane::config_from(&crate::control_plane::kubeconfig_path()).await?;
+    config.auth_info.impersonate = Some(service_account_user(AGENT_SA));
+    config.auth_info.impersonate_user_extra =
+        Some([(NODE_NAME_EXTRA.to_string(), vec![host.to_string()])].into());
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The user extra a pod-bound token carries its node name in (the node restriction policy's key).
+const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// The user name of the chart's ServiceAccount `sa`.
+fn service_account_user(sa: &str) -> String {
+    format!("system:serviceaccount:{NAMESPACE}:{sa}")
+}
+
 /// A kubeconfig for the admin impersonating the plain user `user` (a tenant).
 pub fn user_kubeconfig(user: &str) -> PathBuf {
     impersonating(user, None, &format!("kubeconfig-user-{user}"))
 }
 
 fn identity_kubeconfig(sa: &str, node: Option<&str>) -> PathBuf {
-    let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
+    let user = service_account_user(sa);
     let file = match node {
         Some(node) => format!("kubeconfig-{sa}-{node}"),
         None => format!("kubeconfig-{sa}"),
@@ -138,10 +157,9 @@ fn impersonating(user: &str, node: Option<&str>, file: &str) -> PathBuf {
         if let Some(m) = u.get_mut("user").and_then(|v| v.as_mapping_mut()) {
             m.insert("as".into(), user.into());
             if let Some(node) = node {
-                let extra: serde_yaml::Value = serde_yaml::from_str(&format!(
-                    "authentication.kubernetes.io/node-name: [{node}]"
-                ))
-                .expect("extra is YAML");
+                let extra: serde_yaml::Value =
+                    serde_yaml::from_str(&format!("{NODE_NAME_EXTRA}: [{node}]"))
+                        .expect("extra is YAML");
                 m.insert("as-user-extra".into(), extra);
             }
         }

@@ -125,34 +125,14 @@ async fn client_unchecked() -> anyhow::Result<Client> {
 }
 
 async fn client_from(path: &std::path::Path) -> anyhow::Result<Client> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok(Client::try_from(config_from(path).await?)?)
 }
 
-/// A client with the identity the node agent of `host` has on a real cluster: the admin
-/// impersonating the agent's ServiceAccount with the user extra
-/// `authentication.kubernetes.io/node-name: [host]` (what a pod-bound token carries). The
-/// API server authorizes and admits (the chart's node restriction) its requests as that
-/// agent's.
-pub async fn agent_client(host: &str) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig_path())?;
-    let mut config =
-        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    config.auth_info.impersonate = Some(format!(
-        "system:serviceaccount:{}:{}",
-        crate::chart::NAMESPACE,
-        crate::chart::AGENT_SA
-    ));
-    config.auth_info.impersonate_user_extra = Some(
-        [(
-            "authentication.kubernetes.io/node-name".to_string(),
-            vec![host.to_string()],
-        )]
-        .into(),
-    );
-    Ok(Client::try_from(config)?)
+/// The client configuration a kubeconfig file gives.
+pub(crate) async fn config_from(path: &std::path::Path) -> anyhow::Result<Config> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
 }
 
 /// Runs kubectl against the local control plane.
