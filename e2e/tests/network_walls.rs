@@ -14,7 +14,7 @@ use std::{net::TcpListener, time::Duration};
 use bulkhead_crds::InstancePhase;
 use bulkhead_e2e::{
     TestNamespace,
-    agent::{Agent, exec, image, start_agent, tasks},
+    agent::{Agent, exec, image, registry, start_agent, tasks, unique_host},
     fixtures::{instance, wait_for_phase},
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -114,7 +114,7 @@ async fn namespaces_are_walled_and_a_policy_opens_exactly_its_port_until_deleted
     let client = run(&agent, &a, "client", &["sleep"]).await;
     wait_serving(&server.ip, 8080).await;
 
-    // Walls hold from the start (applied before the task starts), not after a delay.
+    // Walls hold from the start (applied before Running), not after a delay.
     assert!(
         !connects(&agent, &client, &server.ip, 8080),
         "an instance of {} reached one of {}",
@@ -199,6 +199,95 @@ fn instance_chains(bridge: &str) -> usize {
 
 /// The field manager of the walls' own reports (node-agent/src/walls/report.rs).
 const WALLS_MANAGER: &str = "bulkhead-node-agent-walls";
+
+/// The IPv4 address of eth0 in the network namespace of process `pid`, read from the host.
+fn address_of(pid: u32) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cidr = text
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no IPv4 address on eth0 of {pid}: {text}"));
+    cidr.split('/').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_process_started_beside_its_walls_is_closed_both_ways_until_they_hold() {
+    // Each start's walls sync is held back 6 s: the process runs that long before its own
+    // chains exist, and before its Running report.
+    let agent = Agent::start_with_env(
+        &unique_host("beside"),
+        &["--allowed-registries", &registry()],
+        &[("BULKHEAD_FAILPOINT_DELAYS", "walls-beside-start:6000")],
+    );
+    let ns = TestNamespace::new("beside").await;
+    let peer = run(&agent, &ns, "peer", &["serve", "8081"]).await;
+    wait_serving(&peer.ip, 8081).await;
+    instance("server")
+        .on(&agent.host)
+        .image(&image("tools:v1"))
+        .label("app", "server")
+        .command(&["/bin/probe", "serve", "8080"])
+        .create(&ns)
+        .await;
+    let api = ns.api::<bulkhead_crds::Instance>();
+    let uid = api.get("server").await.unwrap().uid().unwrap();
+    let id = format!("bh-{uid}");
+    let pid = bulkhead_e2e::poll_until(START, || async {
+        tasks(&agent.namespace)
+            .into_iter()
+            .find(|t| t.0 == id && t.2 == "RUNNING")
+            .map(|t| t.1)
+    })
+    .await
+    .expect("the server's process never ran");
+    let server = Probe {
+        id: id.clone(),
+        ip: address_of(pid),
+        pid,
+    };
+    // Control: the process serves (the host's own connections pass the walls).
+    wait_serving(&server.ip, 8080).await;
+    let reached = connects(&agent, &peer, &server.ip, 8080);
+    let left = connects(&agent, &server, &peer.ip, 8081);
+    let phase = api
+        .get("server")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.phase);
+    assert_ne!(
+        phase,
+        Some(InstancePhase::Running),
+        "the checks ended after the walls were synced: they prove nothing"
+    );
+    assert!(
+        !reached,
+        "a peer of its own namespace reached the process before its walls held"
+    );
+    assert!(!left, "the process reached a peer before its walls held");
+    // Once it is reported Running its walls hold, and its own namespace gets through both
+    // ways (the same probes, at once).
+    wait_for_phase(&ns, "server", InstancePhase::Running, START).await;
+    assert!(connects(&agent, &peer, &server.ip, 8080));
+    assert!(connects(&agent, &server, &peer.ip, 8081));
+    ns.delete().await;
+}
 
 /// `status.isolation.network.rules` of `name`, and whether the walls' own reporter has
 /// written to it.

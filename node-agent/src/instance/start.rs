@@ -439,23 +439,10 @@ async fn launch(
     failpoint::hit("after-create-task");
 
     // 5. The network, then the process runs.
-    let ip = match attach(ctx, id, pid, Left::Nothing, steps).await {
-        Ok(ip) => ip,
-        Err(e) => return network_failed(instance, ctx, id, e).await,
+    let (pid, ip) = match network_then_process(instance, ctx, id, pid, steps).await? {
+        ControlFlow::Continue(started) => started,
+        ControlFlow::Break(action) => return Ok(action),
     };
-    failpoint::hit("after-network");
-    // The address label (what a report from a stale view reads back) goes on while the
-    // process starts: both before the Running write.
-    let label = async {
-        match &ip {
-            Some(ip) => ctx.containerd.set_label(id, labels::IP, ip).await,
-            None => Ok(()),
-        }
-    };
-    let (started, labelled) = tokio::join!(ctx.containerd.start_task(id), label);
-    let pid = started?;
-    labelled?;
-    steps.mark("start-task");
     failpoint::hit("after-start-task");
     info!(instance = %name, %namespace, container = id, pid, image = %g.pulled.digest, "instance started");
 
@@ -470,6 +457,76 @@ async fn launch(
     debug!(instance = %name, %namespace, container = id, total_ms = steps.total().as_secs_f64() * 1000.0, steps = %steps.summary(), "start steps");
     supervise(instance, ctx, id);
     Ok(Action::requeue(RESYNC))
+}
+
+/// Step 5 of a start: the created task's network, then its process; the process's PID and
+/// the instance's address, or what to do when the network could not be set up (the
+/// instance is then removed and failed). The walls go on before the process starts, or
+/// beside its start when they hold its new address closed until then
+/// ([`Added::closed_until_synced`]): the Running report waits for both.
+async fn network_then_process(
+    instance: &Instance,
+    ctx: &Context,
+    id: &str,
+    pid: u32,
+    steps: &mut Steps,
+) -> Result<ControlFlow<Action, (u32, Option<String>)>, Error> {
+    let added = match add(ctx, id, pid, Left::Nothing, steps).await {
+        Ok(added) => added,
+        Err(e) => {
+            return network_failed(instance, ctx, id, e)
+                .await
+                .map(ControlFlow::Break);
+        }
+    };
+    let beside = added.closed_until_synced(ctx, id);
+    let ip = added.ip;
+    let (first, later) = if beside {
+        (None, Some(added.missing))
+    } else {
+        (Some(added.missing), None)
+    };
+    if let Some(missing) = first
+        && ctx.walls.is_some()
+    {
+        if let Err(e) = wall(ctx, missing).await {
+            return network_failed(instance, ctx, id, e)
+                .await
+                .map(ControlFlow::Break);
+        }
+        steps.mark("walls");
+    }
+    let walls = async {
+        let Some(missing) = later else { return Ok(()) };
+        // Tests widen the window in which the process runs before its own chains exist.
+        if let Some(wait) = failpoint::delay("walls-beside-start") {
+            tokio::time::sleep(wait).await;
+        }
+        wall(ctx, missing).await
+    };
+    failpoint::hit("after-network");
+    // The address label (what a report from a stale view reads back) goes on while the
+    // process starts: both before the Running write.
+    let label = async {
+        match &ip {
+            Some(ip) => ctx.containerd.set_label(id, labels::IP, ip).await,
+            None => Ok(()),
+        }
+    };
+    let (started, labelled, walled) = tokio::join!(ctx.containerd.start_task(id), label, walls);
+    if let Err(e) = walled {
+        return network_failed(instance, ctx, id, e)
+            .await
+            .map(ControlFlow::Break);
+    }
+    let pid = started?;
+    labelled?;
+    steps.mark(if beside {
+        "start-task+walls"
+    } else {
+        "start-task"
+    });
+    Ok(ControlFlow::Continue((pid, ip)))
 }
 
 /// Gives back what [`allocate`] took for `uid` and closes the seccomp listener of `id`.
@@ -921,8 +978,28 @@ enum Left {
     Maybe,
 }
 
-/// Attaches the created task's network namespace to the instance network; the instance's
-/// IP.
+/// The network attached to a created task, its walls not yet synced.
+struct Added {
+    /// The instance's address.
+    ip: Option<String>,
+    /// The walls' jumps found missing meanwhile (`None` without walls).
+    missing: Option<Vec<(&'static str, String)>>,
+}
+
+impl Added {
+    /// Whether the process may start while the walls are synced rather than after: only
+    /// when the walls hold its new address closed until then ([`crate::walls::Walls::closed_until_synced`]).
+    fn closed_until_synced(&self, ctx: &Context, id: &str) -> bool {
+        let (Some(walls), Some(ip), Some(missing)) = (&ctx.walls, &self.ip, &self.missing) else {
+            return false;
+        };
+        ip.parse()
+            .is_ok_and(|ip| walls.closed_until_synced(id, ip, missing))
+    }
+}
+
+/// Attaches the created task's network namespace to the instance network and applies its
+/// walls; the instance's IP.
 async fn attach(
     ctx: &Context,
     id: &str,
@@ -930,7 +1007,29 @@ async fn attach(
     left: Left,
     steps: &mut Steps,
 ) -> Result<Option<String>, crate::network::CniError> {
-    let Some(cni) = &ctx.cni else { return Ok(None) };
+    let added = add(ctx, id, pid, left, steps).await?;
+    if ctx.walls.is_some() {
+        wall(ctx, added.missing).await?;
+        steps.mark("walls");
+    }
+    Ok(added.ip)
+}
+
+/// The CNI ADD into the created task's network namespace; the walls' jumps are checked
+/// meanwhile (they do not depend on it).
+async fn add(
+    ctx: &Context,
+    id: &str,
+    pid: u32,
+    left: Left,
+    steps: &mut Steps,
+) -> Result<Added, crate::network::CniError> {
+    let Some(cni) = &ctx.cni else {
+        return Ok(Added {
+            ip: None,
+            missing: None,
+        });
+    };
     let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
     // A DEL inside this namespace first when an earlier agent may have attached it (eth0 and
     // an address there would fail a second ADD); a task created in this pass has a new,
@@ -938,29 +1037,38 @@ async fn attach(
     if left == Left::Maybe {
         let _ = cni.del(id, Some(&netns)).await;
     }
-    // The walls' jumps are checked while the network is attached (they do not depend on it).
     let check = async {
         match &ctx.walls {
             Some(walls) => Some(walls.missing_jumps().await),
             None => None,
         }
     };
-    let (ip, checked) = tokio::join!(cni.add(id, &netns), check);
+    let (ip, missing) = tokio::join!(cni.add(id, &netns), check);
     let ip = ip?;
     steps.mark("cni-add");
-    // The walls hold before the task starts, so before the instance can be Ready.
-    if let Some(walls) = &ctx.walls {
-        walls
-            .sync_checked(false, checked)
-            .await
-            .map_err(|e| crate::network::CniError::Plugin {
-                plugin: "network walls".into(),
-                command: "ADD",
-                message: e.to_string(),
-            })?;
-        steps.mark("walls");
-    }
-    Ok(Some(ip))
+    Ok(Added {
+        ip: Some(ip),
+        missing,
+    })
+}
+
+/// Applies the bridge's walls with the new instance in them (the jumps `missing` added).
+/// The instance is reported Running only after, so its walls hold before it can be Ready.
+async fn wall(
+    ctx: &Context,
+    missing: Option<Vec<(&'static str, String)>>,
+) -> Result<(), crate::network::CniError> {
+    let Some(walls) = &ctx.walls else {
+        return Ok(());
+    };
+    walls
+        .sync_checked(false, missing)
+        .await
+        .map_err(|e| crate::network::CniError::Plugin {
+            plugin: "network walls".into(),
+            command: "ADD",
+            message: e.to_string(),
+        })
 }
 
 /// An instance whose network could not be set up: removed and failed with the reason.

@@ -9,7 +9,9 @@
 //! bridge's whole rule set ([`render::render`], pure) and applies it in one
 //! `iptables-restore --noflush` transaction. Rules are never removed when the agent stops:
 //! a restarted agent replaces them atomically, so there is no moment without walls.
-//! The start path syncs after the CNI ADD and before the task starts (before Ready).
+//! The start path syncs after the CNI ADD, and the instance is reported Running (so can be
+//! Ready) only after: before its process starts or, when its new address is walled off
+//! completely until then ([`closed_until_synced`]), beside the start.
 
 pub mod cidr;
 pub mod iptables;
@@ -97,6 +99,9 @@ pub struct Walls {
     last: tokio::sync::Mutex<Option<String>>,
     /// The per-instance chains the last sync kept (every other one was deleted).
     kept: Mutex<Option<Vec<String>>>,
+    /// The local addresses the last sync walled, each with its container (`None` before the
+    /// first sync): what [`Self::closed_until_synced`] reads.
+    walled: Mutex<Option<BTreeMap<std::net::Ipv4Addr, String>>>,
     /// Writes what was applied into the Instances' status, in the background.
     reporter: Arc<report::Reporter>,
     applied: Mutex<BTreeMap<String, Applied>>,
@@ -186,6 +191,7 @@ impl Walls {
             instances,
             last: tokio::sync::Mutex::new(None),
             kept: Mutex::default(),
+            walled: Mutex::default(),
             reporter: report::Reporter::start(client.clone()),
             applied: Mutex::default(),
         });
@@ -230,6 +236,19 @@ impl Walls {
     /// them while its network is attached, not after (see [`Self::sync_checked`]).
     pub async fn missing_jumps(&self) -> Vec<(&'static str, String)> {
         iptables::missing_jumps(self.root.as_deref(), V4, render::jumps(&self.bridge)).await
+    }
+
+    /// Whether container `id`, just attached at `ip`, is walled off completely until the next
+    /// sync: then its process may start while that sync runs ([`closed_until_synced`]).
+    /// `missing` are the jumps found missing while it was attached.
+    pub fn closed_until_synced(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+        missing: &[(&'static str, String)],
+    ) -> bool {
+        let walled = self.walled.lock().ok();
+        closed_until_synced(walled.as_ref().and_then(|w| w.as_ref()), id, ip, missing)
     }
 
     /// [`Self::sync`] with the jumps already checked (`Some`: the missing ones), which the
@@ -305,6 +324,9 @@ impl Walls {
                 self.reporter
                     .queue(namespace.clone(), name.clone(), a, before.get(&id));
             }
+        }
+        if let Ok(mut w) = self.walled.lock() {
+            *w = Some(locals.iter().map(|l| (l.ip, l.id.clone())).collect());
         }
         info!(bridge = %self.bridge, instances = locals.len(), "network walls applied");
         *last = Some(text);
@@ -401,6 +423,23 @@ impl Walls {
     }
 }
 
+/// Whether a new local address is walled off completely before its own chains exist: the
+/// dispatch chains drop every packet from an address without a chain (or from another
+/// port) and every packet to one. That holds when the walls were applied before (`walled`,
+/// the addresses the last sync walled), every jump into them is in place (`missing` is
+/// empty), and no chain of another container answers for `ip` (an address handed on by
+/// IPAM before the sync that removes its previous owner's chains: its ingress chain
+/// would still admit that owner's peers). Pure.
+pub fn closed_until_synced(
+    walled: Option<&BTreeMap<std::net::Ipv4Addr, String>>,
+    id: &str,
+    ip: std::net::Ipv4Addr,
+    missing: &[(&'static str, String)],
+) -> bool {
+    let Some(walled) = walled else { return false };
+    missing.is_empty() && walled.get(&ip).is_none_or(|owner| owner == id)
+}
+
 /// Whether a sync must list the kernel's chains to delete stale ones: always when forced or
 /// first, else only when a chain the last sync kept is no longer kept. (After each sync the
 /// bridge's per-instance chains are exactly the kept ones, so a sync that only adds
@@ -494,6 +533,30 @@ fn host_veth(result: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_address_is_closed_until_synced_only_when_nothing_stale_answers_for_it() {
+        let ip = |last: u8| std::net::Ipv4Addr::new(10, 89, 0, last);
+        let walled: BTreeMap<_, _> = [(ip(2), "bh-a".to_string())].into();
+        assert!(closed_until_synced(Some(&walled), "bh-b", ip(3), &[]));
+        assert!(
+            closed_until_synced(Some(&walled), "bh-a", ip(2), &[]),
+            "its own chain from an earlier sync"
+        );
+        assert!(
+            !closed_until_synced(Some(&walled), "bh-b", ip(2), &[]),
+            "an address IPAM handed on before the previous owner's chains went"
+        );
+        assert!(
+            !closed_until_synced(None, "bh-b", ip(3), &[]),
+            "no sync yet (an agent that just started): nothing is known to hold"
+        );
+        let missing = [("FORWARD", "-i bh -j BE-bh".to_string())];
+        assert!(
+            !closed_until_synced(Some(&walled), "bh-b", ip(3), &missing),
+            "a missing jump lets the bridge's traffic around the walls"
+        );
+    }
 
     #[test]
     fn only_a_sync_that_drops_a_kept_chain_lists_the_kernel_for_stale_ones() {
