@@ -407,7 +407,7 @@ fn start_section(o: &mut String, run: &Run) {
          produced (user namespace, seccomp, no capabilities, read-only root, cgroup limits, \
          masked paths; from `ctr containers info`) started by hand: `ctr run -d --config` \
          against the same private containerd plus the agent's own CNI chain (its bridge, \
-         `host-local` IPAM in the agent's directory, portmap, firewall; ADDed by an OCI \
+         `host-local` IPAM in the agent's directory, firewall; ADDed by an OCI \
          `createRuntime` hook for the container's own network namespace after runc made it \
          and before the process starts, as `ctr run --cni` and the agent do; the issue's \
          baseline), the same `ctr run` without network, and `runc run -d` on a bundle without \

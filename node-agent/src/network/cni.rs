@@ -49,9 +49,10 @@ pub struct Cni {
 
 impl Cni {
     /// The agent's own network: a bridge with host-local IPAM on `subnet` (IPAM state under
-    /// `state_dir`), then `portmap` (host ports, when an instance asks for some) and
-    /// `firewall` (lets the instance's traffic through the host's FORWARD chain), as
-    /// Debian's containernetworking-plugins ship them.
+    /// `state_dir`), then `firewall` (lets the instance's traffic through the host's FORWARD
+    /// chain), as Debian's containernetworking-plugins ship them. No `portmap`: the API has
+    /// no host ports, and a plugin with nothing to map still costs each ADD a process and
+    /// each DEL its iptables lookups.
     pub fn bridge(bin_dir: &Path, bridge: &str, subnet: &str, state_dir: &Path) -> Self {
         let list = json!({
             "cniVersion": "1.0.0",
@@ -67,9 +68,6 @@ impl Cni {
                     "ranges": [[{"subnet": subnet}]],
                     "dataDir": state_dir.join("cni/ipam").display().to_string(),
                 },
-            }, {
-                "type": "portmap",
-                "capabilities": {"portMappings": true},
             }, {
                 "type": "firewall",
                 "backend": "iptables",
@@ -388,11 +386,8 @@ mod tests {
             .iter()
             .map(|p| p["type"].as_str().unwrap_or_default().to_string())
             .collect();
-        assert_eq!(types, ["bridge", "portmap", "firewall"]);
-        assert_eq!(
-            cni.plugin_types(),
-            ["bridge", "host-local", "portmap", "firewall"]
-        );
+        assert_eq!(types, ["bridge", "firewall"]);
+        assert_eq!(cni.plugin_types(), ["bridge", "host-local", "firewall"]);
         let p = &cni.plugins()[0];
         assert_eq!(p["type"], "bridge");
         assert_eq!(p["ipam"]["ranges"][0][0]["subnet"], "10.89.3.0/24");
