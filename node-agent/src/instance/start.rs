@@ -498,10 +498,6 @@ async fn network_then_process(
     }
     let walls = async {
         let Some(missing) = later else { return Ok(()) };
-        // Tests widen the window in which the process runs before its own chains exist.
-        if let Some(wait) = failpoint::delay("walls-beside-start") {
-            tokio::time::sleep(wait).await;
-        }
         wall(ctx, missing).await
     };
     failpoint::hit("after-network");

@@ -273,6 +273,11 @@ impl Walls {
             Some(missing) => missing,
             None => self.missing_jumps().await,
         };
+        // Tests widen the window between a plan and its restore (every sync of that agent):
+        // whatever starts meanwhile runs before any sync that knows it has applied.
+        if let Some(wait) = crate::failpoint::delay("walls-restore") {
+            tokio::time::sleep(wait).await;
+        }
         iptables::restore(
             self.root.as_deref(),
             V4,
