@@ -311,12 +311,16 @@ mod tests {
         assert_eq!(slow_p99.verdict, Verdict::NotMet, "{slow_p99:?}");
     }
 
-    fn with_fanout(available: f64, tuned: Option<f64>, error: Option<&str>) -> Run {
-        let creation = |s: f64| crate::fanout::Creation {
+    /// A baseline that created 1000 objects in `s` seconds.
+    fn creation(s: f64) -> crate::fanout::Creation {
+        crate::fanout::Creation {
             n: 1000,
             done_s: Some(s),
             ..Default::default()
-        };
+        }
+    }
+
+    fn with_fanout(available: f64, tuned: Option<f64>, error: Option<&str>) -> Run {
         Run {
             fanout: Some(crate::fanout::Results {
                 steps: vec![crate::fanout::Step {
@@ -338,11 +342,6 @@ mod tests {
     #[test]
     fn the_fanout_goals_name_the_floors_no_controller_gets_below() {
         let mut run = with_fanout(12.0, Some(3.0), None);
-        let creation = |s: f64| crate::fanout::Creation {
-            n: 1000,
-            done_s: Some(s),
-            ..Default::default()
-        };
         if let Some(f) = run.fanout.as_mut() {
             f.raw_instances = Some(creation(4.0));
             f.raw_status = Some(creation(11.0));

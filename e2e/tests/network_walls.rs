@@ -200,24 +200,21 @@ fn instance_chains(bridge: &str) -> usize {
 /// The field manager of the walls' own reports (node-agent/src/walls/report.rs).
 const WALLS_MANAGER: &str = "bulkhead-node-agent-walls";
 
-/// The IPv4 address of eth0 in the network namespace of process `pid`, read from the host.
-fn address_of(pid: u32) -> String {
+/// `ip <family> -o addr show dev eth0 <filter>` in the network namespace of process `pid`,
+/// run from the host.
+fn eth0_addresses(pid: u32, family: &str, filter: &[&str]) -> String {
     let out = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-n",
-            "ip",
-            "-4",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-        ])
+        .args(["-t", &pid.to_string(), "-n", "ip", family, "-o", "addr"])
+        .args(["show", "dev", "eth0"])
+        .args(filter)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The IPv4 address of eth0 in the network namespace of process `pid`.
+fn address_of(pid: u32) -> String {
+    let text = eth0_addresses(pid, "-4", &[]);
     let cidr = text
         .split_whitespace()
         .skip_while(|w| *w != "inet")
@@ -606,23 +603,7 @@ async fn network_escape_attempts_from_inside_an_instance_all_fail() {
 
 /// The IPv6 link-local address of an instance's eth0.
 fn link_local(p: &Probe) -> String {
-    let out = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &p.pid.to_string(),
-            "-n",
-            "ip",
-            "-6",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-        ])
-        .args(["scope", "link"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = eth0_addresses(p.pid, "-6", &["scope", "link"]);
     text.split_whitespace()
         .find(|w| w.starts_with("fe80:"))
         .and_then(|a| a.split('/').next())

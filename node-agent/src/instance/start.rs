@@ -439,9 +439,9 @@ async fn launch(
     failpoint::hit("after-create-task");
 
     // 5. The network, then the process runs.
-    let (pid, ip) = match network_then_process(instance, ctx, id, pid, steps).await? {
-        ControlFlow::Continue(started) => started,
-        ControlFlow::Break(action) => return Ok(action),
+    let (pid, ip) = match network_then_process(ctx, id, pid, steps).await? {
+        Ok(started) => started,
+        Err(e) => return network_failed(instance, ctx, id, e).await,
     };
     failpoint::hit("after-start-task");
     info!(instance = %name, %namespace, container = id, pid, image = %g.pulled.digest, "instance started");
@@ -460,42 +460,29 @@ async fn launch(
 }
 
 /// Step 5 of a start: the created task's network, then its process; the process's PID and
-/// the instance's address, or what to do when the network could not be set up (the
-/// instance is then removed and failed). The walls go on before the process starts, or
-/// beside its start when they hold its new address closed until then
+/// the instance's address, or why the network could not be set up. The walls go on before
+/// the process starts, or beside its start when they hold its new address closed until then
 /// ([`Added::closed_until_synced`]): the Running report waits for both.
 async fn network_then_process(
-    instance: &Instance,
     ctx: &Context,
     id: &str,
     pid: u32,
     steps: &mut Steps,
-) -> Result<ControlFlow<Action, (u32, Option<String>)>, Error> {
+) -> Result<Result<(u32, Option<String>), crate::network::CniError>, Error> {
     let added = match add(ctx, id, pid, Left::Nothing, steps).await {
         Ok(added) => added,
-        Err(e) => {
-            return network_failed(instance, ctx, id, e)
-                .await
-                .map(ControlFlow::Break);
-        }
+        Err(e) => return Ok(Err(e)),
     };
     let beside = added.closed_until_synced(ctx, id);
-    let ip = added.ip;
-    let (first, later) = if beside {
-        (None, Some(added.missing))
+    let Added { ip, missing } = added;
+    let later = if beside {
+        Some(missing)
     } else {
-        (Some(added.missing), None)
-    };
-    if let Some(missing) = first
-        && ctx.walls.is_some()
-    {
-        if let Err(e) = wall(ctx, missing).await {
-            return network_failed(instance, ctx, id, e)
-                .await
-                .map(ControlFlow::Break);
+        if let Err(e) = wall_step(ctx, missing, steps).await {
+            return Ok(Err(e));
         }
-        steps.mark("walls");
-    }
+        None
+    };
     let walls = async {
         let Some(missing) = later else { return Ok(()) };
         wall(ctx, missing).await
@@ -511,9 +498,7 @@ async fn network_then_process(
     };
     let (started, labelled, walled) = tokio::join!(ctx.containerd.start_task(id), label, walls);
     if let Err(e) = walled {
-        return network_failed(instance, ctx, id, e)
-            .await
-            .map(ControlFlow::Break);
+        return Ok(Err(e));
     }
     let pid = started?;
     labelled?;
@@ -522,7 +507,7 @@ async fn network_then_process(
     } else {
         "start-task"
     });
-    Ok(ControlFlow::Continue((pid, ip)))
+    Ok(Ok((pid, ip)))
 }
 
 /// Gives back what [`allocate`] took for `uid` and closes the seccomp listener of `id`.
@@ -1004,10 +989,7 @@ async fn attach(
     steps: &mut Steps,
 ) -> Result<Option<String>, crate::network::CniError> {
     let added = add(ctx, id, pid, left, steps).await?;
-    if ctx.walls.is_some() {
-        wall(ctx, added.missing).await?;
-        steps.mark("walls");
-    }
+    wall_step(ctx, added.missing, steps).await?;
     Ok(added.ip)
 }
 
@@ -1046,6 +1028,19 @@ async fn add(
         ip: Some(ip),
         missing,
     })
+}
+
+/// [`wall`] as the start's step `walls` (none without walls).
+async fn wall_step(
+    ctx: &Context,
+    missing: Option<Vec<(&'static str, String)>>,
+    steps: &mut Steps,
+) -> Result<(), crate::network::CniError> {
+    if ctx.walls.is_some() {
+        wall(ctx, missing).await?;
+        steps.mark("walls");
+    }
+    Ok(())
 }
 
 /// Applies the bridge's walls with the new instance in them (the jumps `missing` added).
